@@ -1,0 +1,74 @@
+//! `/healthz`, `/readyz` and `/metrics`, served by every process.
+//!
+//! Liveness only says the process answers. Readiness runs the service's own
+//! check (Redis reachable, upstream gRPC services reachable). Metrics are the
+//! Prometheus text rendering of the process-wide `metrics` recorder.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio_util::sync::CancellationToken;
+
+/// Answers `Err(reason)` when the process should not receive traffic.
+pub type ReadinessCheck = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+
+static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// The process-wide Prometheus recorder, installed on first use. `None` when
+/// another recorder was installed first (only possible in tests).
+pub fn prometheus() -> Option<&'static PrometheusHandle> {
+    PROMETHEUS
+        .get_or_init(|| {
+            let buckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+            PrometheusBuilder::new().set_buckets(&buckets).ok().and_then(|b| b.install_recorder().ok())
+        })
+        .as_ref()
+}
+
+#[derive(Clone)]
+struct AdminState {
+    readiness: ReadinessCheck,
+}
+
+/// The three admin routes, to serve alone or merge into a service router.
+pub fn router(readiness: ReadinessCheck) -> Router {
+    prometheus();
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(AdminState { readiness })
+}
+
+async fn readyz(State(state): State<AdminState>) -> Response {
+    match (state.readiness)().await {
+        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason).into_response(),
+    }
+}
+
+async fn metrics_text() -> Response {
+    let body = prometheus().map(PrometheusHandle::render).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// Serves the admin routes until `shutdown` fires.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    readiness: ReadinessCheck,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(readiness)).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+}
+
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}

@@ -1,0 +1,293 @@
+//! Configuration from the environment, validated once at start-up.
+//!
+//! The environment is read through [`Env`], a plain map, so tests build a
+//! configuration from pairs and never touch the process environment.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::crypto::SecretBox;
+use crate::url_policy::UrlPolicy;
+use crate::{CommonError, Result};
+
+/// A snapshot of environment variables.
+#[derive(Clone, Debug, Default)]
+pub struct Env(HashMap<String, String>);
+
+impl Env {
+    pub fn from_process() -> Self {
+        Env(std::env::vars().collect())
+    }
+
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
+        Env(pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
+    }
+
+    pub fn set(&mut self, key: impl Into<String>, value: impl Into<String>) {
+        self.0.insert(key.into(), value.into());
+    }
+
+    /// The value, with an empty string treated as unset.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str).filter(|v| !v.trim().is_empty())
+    }
+
+    pub fn string(&self, key: &str, default: &str) -> String {
+        self.get(key).unwrap_or(default).trim().to_owned()
+    }
+
+    pub fn parse<T: std::str::FromStr>(&self, key: &str, default: T) -> Result<T> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(raw) => {
+                raw.trim().parse().map_err(|_| CommonError::Config(format!("{key}={raw:?} is not a valid value")))
+            }
+        }
+    }
+
+    pub fn flag(&self, key: &str) -> Result<bool> {
+        match self.get(key).map(|v| v.trim().to_ascii_lowercase()) {
+            None => Ok(false),
+            Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "on") => Ok(true),
+            Some(v) if matches!(v.as_str(), "0" | "false" | "no" | "off") => Ok(false),
+            Some(v) => Err(CommonError::Config(format!("{key}={v:?} is not true or false"))),
+        }
+    }
+
+    pub fn duration(&self, key: &str, default: &str) -> Result<Duration> {
+        let raw = self.string(key, default);
+        parse_duration(&raw)
+            .ok_or_else(|| CommonError::Config(format!("{key}={raw:?} is not a duration like 500ms, 5s, 2m, 1h")))
+    }
+
+    pub fn socket_addr(&self, key: &str, default: &str) -> Result<SocketAddr> {
+        let raw = self.string(key, default);
+        // ":9101" is accepted as shorthand for every interface.
+        let full = if raw.starts_with(':') { format!("0.0.0.0{raw}") } else { raw.clone() };
+        full.parse()
+            .map_err(|_| CommonError::Config(format!("{key}={raw:?} is not a listen address like 0.0.0.0:8080")))
+    }
+
+    pub fn list(&self, key: &str) -> Vec<String> {
+        self.get(key)
+            .map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// `500ms`, `5s`, `2m`, `1h`, `3d`; a bare number is seconds.
+pub fn parse_duration(raw: &str) -> Option<Duration> {
+    let raw = raw.trim();
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (number, unit) = raw.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let ms = match unit.trim() {
+        "ms" => n,
+        "" | "s" => n.checked_mul(1_000)?,
+        "m" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        "d" => n.checked_mul(86_400_000)?,
+        _ => return None,
+    };
+    Some(Duration::from_millis(ms))
+}
+
+/// Everything the three services read from the environment. Each service
+/// uses the part it needs; validation happens here, once.
+#[derive(Clone, Debug)]
+pub struct HeraldConfig {
+    pub redis_url: String,
+    pub redis_cluster_urls: Vec<String>,
+    pub redis_prefix: String,
+    pub registry_listen: SocketAddr,
+    pub registry_admin_listen: SocketAddr,
+    pub dispatch_listen: SocketAddr,
+    pub dispatch_admin_listen: SocketAddr,
+    pub gateway_listen: SocketAddr,
+    pub registry_url: String,
+    pub dispatch_url: String,
+    pub admin_token: Option<String>,
+    pub grpc_token: Option<String>,
+    pub secrets: SecretBox,
+    pub url_policy: UrlPolicy,
+    pub partitions: u32,
+    pub delivery_timeout: Duration,
+    pub retry_schedule: Vec<Duration>,
+    pub max_event_bytes: usize,
+    pub event_retention: Duration,
+    pub idempotency_window: Duration,
+    /// Default per-endpoint concurrency when `maxInFlight` is not set.
+    pub default_max_in_flight: u32,
+    /// Auto-disable an endpoint after this long of nothing but failures.
+    pub disable_after: Duration,
+    /// Circuit breaker: consecutive failed attempts before it opens
+    /// (`HERALD_CIRCUIT_FAILURES`, default 20)...
+    pub circuit_failures: u32,
+    /// ...that span at least this long (`HERALD_CIRCUIT_FAILING_FOR`, default 10s).
+    pub circuit_failing_for: Duration,
+    /// First cool-down of an open circuit, doubled on each re-open
+    /// (`HERALD_CIRCUIT_COOL_DOWN`, default 5s)...
+    pub circuit_cool_down: Duration,
+    /// ...up to this (`HERALD_CIRCUIT_MAX_COOL_DOWN`, default 5m).
+    pub circuit_max_cool_down: Duration,
+    /// Per API key gateway requests per second (0 = unlimited).
+    pub api_rate_limit: u32,
+    /// Directory of event type catalogue files the registry loads at start-up.
+    pub catalog_dir: Option<std::path::PathBuf>,
+    pub dev: bool,
+}
+
+impl HeraldConfig {
+    pub const DEFAULT_RETRY_SCHEDULE: &'static str = "5s,30s,2m,10m,30m,1h,3h,6h,12h,24h";
+
+    /// Reads and validates. `dev` relaxes what a developer on a laptop needs:
+    /// an ephemeral secret key when `HERALD_SECRET_KEY` is unset.
+    pub fn from_env(env: &Env, dev: bool) -> Result<Self> {
+        let secrets = match env.get("HERALD_SECRET_KEY") {
+            Some(key) => SecretBox::from_base64(key, env.get("HERALD_SECRET_KEY_PREVIOUS"))?,
+            None if dev => SecretBox::ephemeral(),
+            None => {
+                return Err(CommonError::Config(
+                    "HERALD_SECRET_KEY is required (base64 of 32 random bytes, e.g. `openssl rand -base64 32`); pass --dev to run without one".into(),
+                ))
+            }
+        };
+        let retry_schedule = env
+            .string("HERALD_RETRY_SCHEDULE", Self::DEFAULT_RETRY_SCHEDULE)
+            .split(',')
+            .map(|d| {
+                parse_duration(d)
+                    .ok_or_else(|| CommonError::Config(format!("HERALD_RETRY_SCHEDULE entry {d:?} is not a duration")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let partitions: u32 = env.parse("HERALD_PARTITIONS", 16)?;
+        if !(1..=4096).contains(&partitions) {
+            return Err(CommonError::Config("HERALD_PARTITIONS must be between 1 and 4096".into()));
+        }
+        let max_event_bytes: usize = env.parse("HERALD_MAX_EVENT_BYTES", 262_144)?;
+        if max_event_bytes < 1024 {
+            return Err(CommonError::Config("HERALD_MAX_EVENT_BYTES must be at least 1024".into()));
+        }
+        // The variable is in milliseconds; a unit ("15s") is accepted as well.
+        let delivery_timeout = match env.get("HERALD_DELIVERY_TIMEOUT_MS").map(str::trim) {
+            Some(raw) if raw.bytes().all(|b| b.is_ascii_digit()) => {
+                Duration::from_millis(env.parse("HERALD_DELIVERY_TIMEOUT_MS", 15_000u64)?)
+            }
+            _ => env.duration("HERALD_DELIVERY_TIMEOUT_MS", "15000ms")?,
+        };
+        if delivery_timeout.is_zero() {
+            return Err(CommonError::Config("HERALD_DELIVERY_TIMEOUT_MS must be positive".into()));
+        }
+        let allowed_cidrs = env
+            .list("HERALD_ENDPOINT_ALLOWED_CIDRS")
+            .iter()
+            .map(|c| {
+                c.parse::<IpNet>().map_err(|_| {
+                    CommonError::Config(format!("HERALD_ENDPOINT_ALLOWED_CIDRS entry {c:?} is not a CIDR"))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let allowed_ports = env
+            .list("HERALD_ENDPOINT_ALLOWED_PORTS")
+            .iter()
+            .map(|p| {
+                p.parse::<u16>().map_err(|_| {
+                    CommonError::Config(format!("HERALD_ENDPOINT_ALLOWED_PORTS entry {p:?} is not a port"))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let url_policy = UrlPolicy {
+            allow_private_networks: env.flag("HERALD_ALLOW_PRIVATE_NETWORKS")?,
+            allow_http: env.flag("HERALD_ALLOW_HTTP")?,
+            allowed_ports,
+            allowed_tlds: env
+                .list("HERALD_ENDPOINT_ALLOWED_TLDS")
+                .into_iter()
+                .map(|t| t.trim_start_matches('.').to_ascii_lowercase())
+                .collect(),
+            allowed_cidrs,
+        };
+        let prefix = env.string("HERALD_REDIS_PREFIX", "herald");
+        if !crate::ids::is_valid_external_id(&prefix, 64) {
+            return Err(CommonError::Config("HERALD_REDIS_PREFIX may hold only letters, digits, - _ . ~".into()));
+        }
+        Ok(HeraldConfig {
+            redis_url: env.string("HERALD_REDIS_URL", "redis://127.0.0.1:6379"),
+            redis_cluster_urls: env.list("HERALD_REDIS_CLUSTER_URLS"),
+            redis_prefix: prefix,
+            registry_listen: env.socket_addr("HERALD_REGISTRY_LISTEN", "0.0.0.0:50051")?,
+            registry_admin_listen: env.socket_addr("HERALD_REGISTRY_ADMIN_LISTEN", "0.0.0.0:9101")?,
+            dispatch_listen: env.socket_addr("HERALD_DISPATCH_LISTEN", "0.0.0.0:50052")?,
+            dispatch_admin_listen: env.socket_addr("HERALD_DISPATCH_ADMIN_LISTEN", "0.0.0.0:9102")?,
+            gateway_listen: env.socket_addr("HERALD_GATEWAY_LISTEN", "0.0.0.0:8080")?,
+            registry_url: env.string("HERALD_REGISTRY_URL", "http://127.0.0.1:50051"),
+            dispatch_url: env.string("HERALD_DISPATCH_URL", "http://127.0.0.1:50052"),
+            admin_token: env.get("HERALD_ADMIN_TOKEN").map(str::to_owned),
+            grpc_token: env.get("HERALD_GRPC_TOKEN").map(str::to_owned),
+            secrets,
+            url_policy,
+            partitions,
+            delivery_timeout,
+            retry_schedule,
+            max_event_bytes,
+            event_retention: env.duration("HERALD_EVENT_RETENTION", "72h")?,
+            idempotency_window: env.duration("HERALD_IDEMPOTENCY_WINDOW", "24h")?,
+            default_max_in_flight: env.parse("HERALD_DEFAULT_MAX_IN_FLIGHT", 10)?,
+            disable_after: env.duration("HERALD_DISABLE_AFTER", "5d")?,
+            circuit_failures: env.parse::<u32>("HERALD_CIRCUIT_FAILURES", 20)?.max(1),
+            circuit_failing_for: env.duration("HERALD_CIRCUIT_FAILING_FOR", "10s")?,
+            circuit_cool_down: env.duration("HERALD_CIRCUIT_COOL_DOWN", "5s")?.max(Duration::from_millis(1)),
+            circuit_max_cool_down: env.duration("HERALD_CIRCUIT_MAX_COOL_DOWN", "5m")?,
+            api_rate_limit: env.parse("HERALD_API_RATE_LIMIT", 0)?,
+            catalog_dir: env.get("HERALD_CATALOG_DIR").map(std::path::PathBuf::from),
+            dev,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5s"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("24h"), Some(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_duration("5x"), None);
+        assert_eq!(parse_duration(""), None);
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let cfg = HeraldConfig::from_env(&Env::default(), true).unwrap();
+        assert_eq!(cfg.partitions, 16);
+        assert_eq!(cfg.delivery_timeout, Duration::from_millis(15_000));
+        assert_eq!(cfg.retry_schedule.len(), 10);
+        assert_eq!(cfg.max_event_bytes, 262_144);
+        assert_eq!(cfg.gateway_listen.port(), 8080);
+        assert!(!cfg.url_policy.allow_private_networks);
+    }
+
+    #[test]
+    fn secret_key_is_required_outside_dev() {
+        let err = HeraldConfig::from_env(&Env::default(), false).unwrap_err();
+        assert!(err.to_string().contains("HERALD_SECRET_KEY"));
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let env = Env::from_pairs([("HERALD_PARTITIONS", "lots")]);
+        let err = HeraldConfig::from_env(&env, true).unwrap_err().to_string();
+        assert!(err.contains("HERALD_PARTITIONS"), "{err}");
+        let env = Env::from_pairs([("HERALD_RETRY_SCHEDULE", "5s,soon")]);
+        assert!(HeraldConfig::from_env(&env, true).is_err());
+        let env = Env::from_pairs([("HERALD_DELIVERY_TIMEOUT_MS", "250")]);
+        assert_eq!(HeraldConfig::from_env(&env, true).unwrap().delivery_timeout, Duration::from_millis(250));
+    }
+}

@@ -1,0 +1,76 @@
+//! Resource identifiers: a short type prefix and a lowercase ULID.
+//!
+//! ULIDs sort by creation time, which is what makes the id itself a stable
+//! pagination cursor (lists are Redis sorted sets read with `ZRANGEBYLEX`).
+
+pub const ENDPOINT: &str = "ep_";
+pub const SUBSCRIPTION: &str = "sub_";
+pub const EVENT: &str = "evt_";
+pub const DELIVERY: &str = "dlv_";
+pub const API_KEY: &str = "key_";
+
+pub fn new_id(prefix: &str) -> String {
+    let mut id = String::with_capacity(prefix.len() + 26);
+    id.push_str(prefix);
+    id.push_str(&ulid::Ulid::new().to_string().to_ascii_lowercase());
+    id
+}
+
+/// Ids chosen by callers (tenant ids, event ids, event type names) are limited
+/// to characters that are safe inside Redis key names and URLs.
+pub fn is_valid_external_id(id: &str, max_len: usize) -> bool {
+    !id.is_empty()
+        && id.len() <= max_len
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
+}
+
+/// Creation time of an id made by [`new_id`] (the ULID's timestamp), in ms.
+pub fn created_millis(id: &str) -> Option<i64> {
+    let ulid = id.rsplit('_').next()?;
+    let ulid = ulid::Ulid::from_string(&ulid.to_ascii_uppercase()).ok()?;
+    i64::try_from(ulid.timestamp_ms()).ok()
+}
+
+/// The smallest id with `prefix` created at or after `ms`: a lexicographic
+/// lower bound for "created since" range reads over ids.
+pub fn floor_id(prefix: &str, ms: i64) -> String {
+    let ms = u64::try_from(ms).unwrap_or(0);
+    let mut id = String::with_capacity(prefix.len() + 26);
+    id.push_str(prefix);
+    id.push_str(&ulid::Ulid::from_parts(ms, 0).to_string().to_ascii_lowercase());
+    id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_know_when_they_were_made() {
+        let before = crate::time_fmt::now_millis();
+        let id = new_id(DELIVERY);
+        let at = created_millis(&id).unwrap();
+        assert!(at >= before && at <= crate::time_fmt::now_millis());
+        assert!(floor_id(DELIVERY, at) <= id);
+        assert!(floor_id(DELIVERY, at + 1) > id);
+        assert_eq!(created_millis("dlv_not-a-ulid"), None);
+    }
+
+    #[test]
+    fn ids_sort_by_creation() {
+        let a = new_id(ENDPOINT);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let b = new_id(ENDPOINT);
+        assert!(a < b);
+        assert!(a.starts_with("ep_") && a.len() == 29);
+    }
+
+    #[test]
+    fn external_ids_reject_key_separators() {
+        assert!(is_valid_external_id("acme-1.prod", 64));
+        assert!(!is_valid_external_id("a:b", 64));
+        assert!(!is_valid_external_id("a b", 64));
+        assert!(!is_valid_external_id("", 64));
+        assert!(!is_valid_external_id(&"x".repeat(65), 64));
+    }
+}

@@ -1,0 +1,30 @@
+//! What the three Herald services share.
+//!
+//! This crate is deliberately small and has no service logic: the stored data
+//! model that the registry writes and the dispatcher reads ([`model`]), the
+//! one place Redis key names are spelled ([`keys`]), configuration from the
+//! environment ([`config`]), sealing of stored secrets ([`crypto`]), the
+//! endpoint URL policy and SSRF address classifier ([`url_policy`]), logging
+//! and tracing ([`telemetry`]), the `/healthz` `/readyz` `/metrics`
+//! surface every process serves ([`admin`]), and the request metrics of the
+//! gRPC servers ([`grpc_metrics`]).
+
+pub mod admin;
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod grpc_metrics;
+pub mod ids;
+pub mod keys;
+pub mod model;
+pub mod redis_conn;
+pub mod shutdown;
+pub mod startup;
+pub mod telemetry;
+pub mod time_fmt;
+pub mod url_policy;
+
+pub use error::{CommonError, Result};
+
+/// `user-agent` sent on every webhook request.
+pub const USER_AGENT: &str = concat!("Herald/", env!("CARGO_PKG_VERSION"));

@@ -1,0 +1,103 @@
+//! Logs and traces.
+//!
+//! Logs are JSON lines on stdout filtered by `RUST_LOG` (default `info`).
+//! Every process runs an OpenTelemetry tracer so that trace context exists
+//! even without an exporter: a webhook always carries a valid `traceparent`.
+//! When `OTEL_EXPORTER_OTLP_ENDPOINT` (or the traces-specific variable) is
+//! set, spans are also exported over OTLP/gRPC.
+
+use std::collections::HashMap;
+
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::KeyValue;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::TracerProvider;
+use opentelemetry_sdk::Resource;
+use tracing::Level;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
+
+use crate::config::Env;
+use crate::{CommonError, Result};
+
+/// Crates whose spans form Herald's traces.
+const HERALD_CRATES: [&str; 5] =
+    ["herald_common", "herald_registry", "herald_dispatch", "herald_gateway", "herald_tests"];
+
+/// Flushes pending spans when dropped at the end of `main`.
+pub struct TelemetryGuard {
+    provider: TracerProvider,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        for result in self.provider.force_flush() {
+            if let Err(err) = result {
+                eprintln!("trace flush failed: {err}");
+            }
+        }
+    }
+}
+
+/// Builds the tracer provider; exported over OTLP when the environment asks.
+pub fn tracer_provider(service: &'static str, env: &Env) -> Result<TracerProvider> {
+    let resource = Resource::new([
+        KeyValue::new("service.name", service),
+        KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+    ]);
+    let mut builder = TracerProvider::builder().with_resource(resource);
+    if env.get("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() || env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some() {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .build()
+            .map_err(|e| CommonError::Telemetry(e.to_string()))?;
+        builder = builder.with_batch_exporter(exporter, opentelemetry_sdk::runtime::Tokio);
+    }
+    Ok(builder.build())
+}
+
+/// Installs JSON logging and tracing for a service binary.
+pub fn init(service: &'static str, env: &Env) -> Result<TelemetryGuard> {
+    let provider = tracer_provider(service, env)?;
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    opentelemetry::global::set_tracer_provider(provider.clone());
+    let log_filter = EnvFilter::try_new(env.string("RUST_LOG", "info"))
+        .map_err(|e| CommonError::Config(format!("RUST_LOG: {e}")))?;
+    // Trace context must not depend on the log level: with RUST_LOG=warn the
+    // webhook's traceparent must still carry the publisher's trace id. So the
+    // log filter applies to the log layer only, and the tracer sees Herald's
+    // own spans (not the chatty ones of hyper or h2) at every log level.
+    let trace_filter = HERALD_CRATES.iter().fold(Targets::new(), |t, krate| t.with_target(*krate, Level::INFO));
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(false)
+                .with_filter(log_filter),
+        )
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer(service)).with_filter(trace_filter))
+        .try_init()
+        .map_err(|e| CommonError::Telemetry(e.to_string()))?;
+    Ok(TelemetryGuard { provider })
+}
+
+/// The W3C `traceparent` of the current span, if it has a trace context.
+pub fn current_traceparent() -> Option<String> {
+    let context = tracing::Span::current().context();
+    let mut carrier = HashMap::with_capacity(1);
+    TraceContextPropagator::new().inject_context(&context, &mut carrier);
+    carrier.remove("traceparent")
+}
+
+/// Makes `span` a child of the trace named by a W3C `traceparent`.
+pub fn set_parent(span: &tracing::Span, traceparent: &str) {
+    let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+    span.set_parent(TraceContextPropagator::new().extract(&carrier));
+}

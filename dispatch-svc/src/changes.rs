@@ -1,0 +1,101 @@
+//! Follows the registry's `changes` stream so endpoint actors reload.
+//!
+//! Entries carry `kind` (`endpoint`), `id`, `tenant` and `op`
+//! (`upsert`|`delete`). The follower reads with `XREAD BLOCK` on its own
+//! connection, starting after its newest entry (only what happens from now on matters:
+//! actors made later read the current record when they start), and for an
+//! endpoint with a live actor reads the record and hands it over. A change
+//! missed while Redis was away is caught by the actors' periodic refresh.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald_common::model::{EndpointRecord, CHANGE_ENDPOINT};
+use redis::Value as RedisValue;
+use tokio_util::sync::CancellationToken;
+
+use crate::actor::Actors;
+use crate::records::parse_entries;
+use crate::Shared;
+
+const BLOCK: Duration = Duration::from_millis(1000);
+const COUNT: usize = 100;
+
+pub async fn follow(shared: Arc<Shared>, actors: Arc<Actors>, stop: CancellationToken) {
+    let mut conn = loop {
+        match herald_common::redis_conn::connect(&shared.config.redis_url).await {
+            Ok(conn) => break conn,
+            Err(e) => tracing::warn!(error = %e, "changes follower cannot connect to redis"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    };
+    let stream = shared.keys.changes();
+    // Start after the newest entry (not `$` on every read, which would skip
+    // what arrives between two reads).
+    let newest: Result<RedisValue, _> =
+        redis::cmd("XREVRANGE").arg(&stream).arg("+").arg("-").arg("COUNT").arg(1).query_async(&mut conn).await;
+    let mut last = match newest {
+        Ok(value) => parse_entries(&value).into_iter().next().map_or_else(|| "0-0".to_owned(), |(id, _)| id),
+        Err(_) => "$".to_owned(),
+    };
+    while !stop.is_cancelled() {
+        let read: Result<RedisValue, _> = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(COUNT)
+            .arg("BLOCK")
+            .arg(BLOCK.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&stream)
+            .arg(&last)
+            .query_async(&mut conn)
+            .await;
+        let value = match read {
+            Ok(value) => value,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading endpoint changes failed");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                continue;
+            }
+        };
+        let entries = match &value {
+            RedisValue::Array(streams) => match streams.first() {
+                Some(RedisValue::Array(stream)) => stream.get(1).map(parse_entries).unwrap_or_default(),
+                _ => Vec::new(),
+            },
+            RedisValue::Map(pairs) => pairs.first().map(|(_, e)| parse_entries(e)).unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        for (id, fields) in entries {
+            last = id;
+            let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+            if field("kind") != Some(CHANGE_ENDPOINT) {
+                continue;
+            }
+            let Some(endpoint_id) = field("id") else { continue };
+            if !actors.contains(endpoint_id) {
+                continue;
+            }
+            let record = match shared.records.endpoint_raw(endpoint_id).await {
+                Ok(raw) => match raw.map(|raw| serde_json::from_slice::<EndpointRecord>(&raw)).transpose() {
+                    Ok(record) => record,
+                    Err(e) => {
+                        tracing::error!(endpoint = endpoint_id, error = %e, "stored endpoint is corrupt");
+                        None
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(endpoint = endpoint_id, error = %e, "cannot read a changed endpoint");
+                    continue;
+                }
+            };
+            tracing::debug!(endpoint = endpoint_id, op = field("op").unwrap_or_default(), "endpoint changed");
+            actors.reload(endpoint_id, record);
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! From a batch of jobs to a stored, acknowledged outcome.
+//!
+//! [`deliver`] is what an endpoint actor spawns for each attempt. It runs on
+//! the dispatcher's tokio runtime (not the actor's thread), inside a span
+//! whose parent is the publisher's `traceparent`, so the webhook's own
+//! `traceparent` header carries the publisher's trace id. After the attempt it
+//! works out what follows for every job ([`crate::retry::next_step`]) and
+//! stores outcome, attempt, next retry and acknowledgement in one `MULTI`
+//! ([`Records::settle`]). Only then does the endpoint get disabled for a
+//! `410` (through the registry).
+//!
+//! Storing is retried for a while when Redis is briefly away. If it still
+//! fails, nothing is acknowledged: the entries stay pending, are claimed
+//! again and sent again (receivers deduplicate by `webhook-id`), which is the
+//! at-least-once side of the trade.
+//!
+//! **`fifo` endpoints** do not use the retry set: a failed job that will be
+//! tried again is stored (attempt, `retrying`, `nextAttemptAt`) without
+//! acknowledging its stream entry and handed back to the actor in
+//! [`Report::held`], which keeps it at the head of its queue and tries it
+//! again when it is due, while the jobs behind it wait. See [`crate::actor`].
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald_common::model::{Job, Millis};
+use herald_common::{telemetry, time_fmt};
+use rand::Rng;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::attempt::{AttemptOutcome, PreparedEndpoint, Verdict};
+use crate::health::Health;
+use crate::oauth::TokenCache;
+use crate::partition::LiveGuard;
+use crate::records::{AttemptRecord, DeliveryStatus, Entry, HealthRecord, Settlement};
+use crate::render::LoadedEvent;
+use crate::retry::{due_at, next_step, random_unit, Next};
+use crate::Shared;
+
+/// How often storing an outcome is tried before the entry is left pending.
+const SETTLE_TRIES: u32 = 8;
+
+/// A job taken from a partition stream and not yet settled. Dropping it
+/// (an actor stopping with a queue) leaves the entry pending for a reclaim.
+#[derive(Debug)]
+pub struct Taken {
+    pub job: Job,
+    pub entry: Entry,
+    pub guard: LiveGuard,
+    /// Claimed from the pending entries rather than read new: for a `fifo`
+    /// job, the attempt number in the entry may be behind the stored one.
+    pub reclaimed: bool,
+}
+
+/// A job with its loaded event, ready for an endpoint actor.
+#[derive(Debug)]
+pub struct Work {
+    pub taken: Taken,
+    pub event: Arc<LoadedEvent>,
+}
+
+/// An endpoint as its actor holds it, shared with the attempts it spawns.
+pub struct Target {
+    pub prepared: PreparedEndpoint,
+    pub tokens: Arc<TokenCache>,
+    pub health: Arc<Health>,
+    /// The CloudEvents handshake, when the endpoint asks for one, is done.
+    pub handshake_needed: bool,
+    pub handshake_done: AtomicBool,
+    pub handshake_lock: tokio::sync::Mutex<()>,
+    /// `ordering: fifo`: failed jobs go back to the actor, not the retry set.
+    pub fifo: bool,
+}
+
+/// What an attempt tells its actor.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// The endpoint was disabled (`410`, or failing too long): stop delivering.
+    pub disabled: bool,
+    /// `fifo` only: the jobs to try again (attempt number already raised),
+    /// still pending in the stream, and when.
+    pub held: Vec<Work>,
+    pub retry_at: Option<Instant>,
+}
+
+/// Sends one batch (one job, or several for `envelope`) and settles it.
+pub async fn deliver(shared: Arc<Shared>, target: Arc<Target>, batch: Vec<Work>) -> Report {
+    let Some(first) = batch.first() else { return Report::default() };
+    let span = tracing::info_span!(
+        "webhook.deliver",
+        otel.kind = "client",
+        endpoint = %first.taken.job.endpoint_id,
+        delivery = %first.taken.job.delivery_id,
+        attempt = first.taken.job.attempt,
+        batch = batch.len(),
+    );
+    if let Some(tp) = &first.taken.job.traceparent {
+        telemetry::set_parent(&span, tp);
+    }
+    deliver_in_span(shared, target, batch).instrument(span).await
+}
+
+async fn deliver_in_span(shared: Arc<Shared>, target: Arc<Target>, mut batch: Vec<Work>) -> Report {
+    if target.fifo {
+        catch_up_attempts(&shared, &mut batch).await;
+    }
+    let traceparent = webhook_traceparent(batch.first().and_then(|w| w.taken.job.traceparent.as_deref()));
+    let events: Vec<Arc<LoadedEvent>> = batch.iter().map(|w| w.event.clone()).collect();
+    // The event id is the webhook-id: the same on every retry, manual retry
+    // and recovery of the delivery, as Standard Webhooks receivers expect.
+    let msg_id = batch.first().map(|w| w.taken.job.event_id.clone()).unwrap_or_default();
+
+    let outcome = match handshake(&shared, &target).await {
+        Ok(()) => {
+            target.prepared.attempt(&shared.client, &target.tokens, &events, &msg_id, traceparent.as_deref()).await
+        }
+        Err(error) => AttemptOutcome {
+            verdict: Verdict::Retry,
+            status_code: None,
+            latency: Duration::ZERO,
+            error: Some(error),
+            response_body: String::new(),
+            token_refreshed: false,
+        },
+    };
+    metrics::histogram!("herald_attempt_duration_seconds").record(outcome.latency.as_secs_f64());
+
+    let token_error = target.tokens.last_error().map(|e| e.code().map_or_else(|| e.to_string(), str::to_owned));
+    let now_ms = time_fmt::now_millis();
+    let now = Instant::now();
+    let recorded = target.health.record(outcome.delivered(), token_error, now, now_ms);
+    let gone = outcome.verdict == Verdict::Gone;
+    if !outcome.delivered() {
+        tracing::info!(
+            status = outcome.status_code,
+            error = outcome.error.as_deref().unwrap_or_default(),
+            "webhook attempt failed"
+        );
+    }
+
+    let event_types: Vec<&str> = batch.iter().map(|w| w.event.event.event_type.as_str()).collect();
+    let mut settlements = Vec::with_capacity(batch.len());
+    let mut hold_for: Option<Duration> = None;
+    for (work, event_type) in batch.iter().zip(&event_types) {
+        let job = &work.taken.job;
+        let attempt = AttemptRecord {
+            n: job.attempt,
+            at: now_ms,
+            status_code: outcome.status_code,
+            latency_ms: outcome.latency_ms(),
+            error: outcome.error.clone(),
+            response_body: outcome.response_body.clone(),
+        };
+        let (status, retry, held) =
+            match next_step(&shared.config.retry_schedule, job.attempt, outcome.verdict, random_unit()) {
+                Next::Delivered => (DeliveryStatus::Delivered, None, None),
+                Next::RetryIn(delay) if target.fifo => {
+                    hold_for = Some(hold_for.map_or(delay, |d| d.max(delay)));
+                    (DeliveryStatus::Retrying, None, Some(due_at(now_ms, delay)))
+                }
+                Next::RetryIn(delay) => {
+                    let next = Job { attempt: job.attempt.saturating_add(1), ..job.clone() };
+                    (DeliveryStatus::Retrying, Some((due_at(now_ms, delay), next)), None)
+                }
+                Next::Failed { .. } => (DeliveryStatus::Failed, None, None),
+            };
+        settlements.push(Settlement {
+            job,
+            entry: &work.taken.entry,
+            event_type: Some(event_type),
+            attempt: Some(attempt),
+            status,
+            retry,
+            held,
+        });
+    }
+    let settled = settle(&shared, &settlements, Some((target.prepared.id(), &recorded.snapshot))).await;
+    if settled {
+        for s in &settlements {
+            metrics::counter!("herald_deliveries_total", "outcome" => s.status.as_str()).increment(1);
+            if s.retry.is_some() || s.held.is_some() {
+                metrics::counter!("herald_retries_scheduled_total").increment(1);
+            }
+        }
+    }
+    let keep: Vec<bool> = settlements.iter().map(|s| s.held.is_some()).collect();
+    drop(settlements);
+    drop(event_types);
+    // A held job stays with the actor even when storing its attempt
+    // failed: its entry is pending either way, and the order must hold.
+    // (In an envelope batch a job may have run out of attempts while the
+    // others are held: it is settled and dropped here.)
+    let held: Vec<Work> = batch
+        .into_iter()
+        .zip(keep)
+        .filter(|(_, keep)| *keep)
+        .map(|(mut w, _)| {
+            w.taken.job.attempt = w.taken.job.attempt.saturating_add(1);
+            w
+        })
+        .collect();
+
+    let reason = if gone {
+        Some("gone")
+    } else if recorded.disable {
+        Some("failing")
+    } else {
+        None
+    };
+    if let Some(reason) = reason {
+        let (tenant, id) = (target.prepared.tenant(), target.prepared.id());
+        match shared.registry.disable_endpoint(tenant, id, reason).await {
+            Ok(()) => tracing::warn!(endpoint = id, reason, "endpoint disabled"),
+            Err(e) => tracing::error!(endpoint = id, reason, error = %e, "could not disable the endpoint"),
+        }
+    }
+    // Held jobs of an endpoint just disabled go back too: the actor fails
+    // them with the rest of its queue.
+    Report { disabled: reason.is_some(), held, retry_at: hold_for.map(|d| now + d) }
+}
+
+/// A `fifo` job claimed again after a crash or a move carries the attempt
+/// number of its stream entry, which does not count the attempts its
+/// previous actor made while holding it; the stored count does.
+async fn catch_up_attempts(shared: &Shared, batch: &mut [Work]) {
+    if !batch.iter().any(|w| w.taken.reclaimed) {
+        return;
+    }
+    let ids: Vec<&str> = batch.iter().map(|w| w.taken.job.delivery_id.as_str()).collect();
+    match shared.records.attempt_counts(&ids).await {
+        Ok(counts) => {
+            for (work, stored) in batch.iter_mut().zip(counts) {
+                let job = &mut work.taken.job;
+                job.attempt = job.attempt.max(stored.saturating_add(1));
+                work.taken.reclaimed = false;
+            }
+        }
+        // The entry's own number then: at worst a few attempts more.
+        Err(e) => tracing::warn!(error = %e, "cannot read stored attempt counts"),
+    }
+}
+
+/// The `traceparent` a webhook carries: the attempt span's when tracing is
+/// on (a child of the publisher's span), else the publisher's own, else a
+/// new trace, so every webhook carries a valid one whatever the log level.
+pub fn webhook_traceparent(publisher: Option<&str>) -> Option<String> {
+    telemetry::current_traceparent().or_else(|| publisher.map(str::to_owned)).or_else(|| {
+        let mut rng = rand::thread_rng();
+        let trace: u128 = rng.gen::<u128>().max(1);
+        let span: u64 = rng.gen::<u64>().max(1);
+        Some(format!("00-{trace:032x}-{span:016x}-01"))
+    })
+}
+
+/// The CloudEvents abuse-protection handshake, once per loaded endpoint.
+async fn handshake(shared: &Shared, target: &Target) -> Result<(), String> {
+    if !target.handshake_needed || target.handshake_done.load(Ordering::Acquire) {
+        return Ok(());
+    }
+    let _one = target.handshake_lock.lock().await;
+    if target.handshake_done.load(Ordering::Acquire) {
+        return Ok(());
+    }
+    target.prepared.handshake(&shared.client, &target.tokens).await?;
+    target.handshake_done.store(true, Ordering::Release);
+    Ok(())
+}
+
+/// Stores settlements, retrying while Redis is away; `false` when it gave up
+/// (the entries stay pending and will be claimed again).
+pub async fn settle(shared: &Shared, settlements: &[Settlement<'_>], health: Option<(&str, &HealthRecord)>) -> bool {
+    let mut delay = Duration::from_millis(100);
+    for n in 1..=SETTLE_TRIES {
+        match shared.records.settle(settlements, health).await {
+            Ok(()) => return true,
+            Err(e) if n == SETTLE_TRIES => {
+                tracing::error!(error = %e, jobs = settlements.len(), "outcome not stored; the jobs stay pending");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "storing an outcome failed");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    false
+}
+
+/// Fails jobs without sending them (payload expired, endpoint deleted or
+/// not active), with `error` stored as the attempt's error.
+pub async fn fail_unsent(shared: Arc<Shared>, taken: Vec<Taken>, event_types: Vec<Option<String>>, error: String) {
+    let now = time_fmt::now_millis();
+    let settlements: Vec<Settlement<'_>> = taken
+        .iter()
+        .zip(event_types.iter().map(Option::as_deref).chain(std::iter::repeat(None)))
+        .map(|(t, event_type)| Settlement {
+            job: &t.job,
+            entry: &t.entry,
+            event_type,
+            attempt: Some(AttemptRecord {
+                n: t.job.attempt,
+                at: now,
+                status_code: None,
+                latency_ms: 0,
+                error: Some(error.clone()),
+                response_body: String::new(),
+            }),
+            status: DeliveryStatus::Failed,
+            retry: None,
+            held: None,
+        })
+        .collect();
+    if settle(&shared, &settlements, None).await {
+        metrics::counter!("herald_deliveries_total", "outcome" => "failed").increment(settlements.len() as u64);
+    }
+}
+
+/// Puts jobs off until `due` without counting an attempt: a full mailbox or
+/// queue, or an open circuit. The job goes to the retry set, so it is
+/// durable and the partition reader never waits on a slow endpoint.
+pub async fn put_off(shared: Arc<Shared>, taken: Vec<Taken>, due: Millis) {
+    let settlements: Vec<Settlement<'_>> = taken
+        .iter()
+        .map(|t| Settlement {
+            job: &t.job,
+            entry: &t.entry,
+            event_type: None,
+            attempt: None,
+            status: DeliveryStatus::Retrying,
+            retry: Some((due, t.job.clone())),
+            held: None,
+        })
+        .collect();
+    if settle(&shared, &settlements, None).await {
+        metrics::counter!("herald_deliveries_put_off_total").increment(settlements.len() as u64);
+    }
+}

@@ -1,0 +1,181 @@
+//! Herald dispatcher: partition stream consumers, one actor per endpoint,
+//! signed webhook delivery with retries, and the `herald.v1.Dispatch` API.
+//!
+//! [`run`] connects to Redis, starts the actor system ([`actor`]), the
+//! partition lease manager with its readers and retry pumps ([`partition`],
+//! [`retry`]) and the endpoint change follower ([`changes`]), and serves
+//! `herald.v1.Dispatch` ([`service`]), `grpc.health.v1` and server reflection
+//! (v1 and v1alpha) on one listener and `/healthz` `/readyz` `/metrics` on
+//! another, until the shutdown token is cancelled; then it drains.
+//!
+//! Code map: [`partition`] owns partitions and reads them; [`actor`] (the only
+//! actix code) holds one actor per endpoint; [`delivery`] runs an attempt and
+//! settles it; [`attempt`] renders, signs, authenticates and sends
+//! ([`render`], [`signing`], [`oauth`], [`http_client`]); [`retry`] is the
+//! schedule and the retry pump; [`records`] is every delivery key;
+//! [`health`] the circuit breaker; [`observe`] the gauges that follow
+//! partitions and breakers; [`registry_client`] the calls to the
+//! registry; [`status`] maps errors to gRPC codes in one place.
+//!
+//! The invariant everything here serves: a stream entry is acknowledged only
+//! in the same `MULTI` that stores its outcome ([`records::Records::settle`]).
+
+use std::sync::Arc;
+
+use herald_common::admin::{self, ReadinessCheck};
+use herald_common::config::HeraldConfig;
+use herald_common::ids;
+use herald_common::keys::Keys;
+use herald_proto::server::TokenCheck;
+use herald_proto::v1::dispatch_server::{DispatchServer, SERVICE_NAME};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Server;
+
+pub mod actor;
+pub mod attempt;
+pub mod changes;
+pub mod delivery;
+pub mod error;
+pub mod health;
+pub mod http_client;
+pub mod oauth;
+pub mod observe;
+pub mod partition;
+pub mod records;
+pub mod registry_client;
+pub mod render;
+pub mod retry;
+pub mod service;
+pub mod signing;
+pub mod status;
+
+pub use error::DispatchError;
+
+use crate::actor::{ActorSystem, Actors};
+use crate::records::Records;
+use crate::registry_client::RegistryClient;
+use crate::service::DispatchService;
+
+/// Most actor threads; attempts themselves run on the tokio runtime.
+const MAX_ACTOR_THREADS: usize = 4;
+
+/// What every part of the dispatcher shares.
+pub struct Shared {
+    /// This dispatcher's unique id: its lease value and consumer name.
+    pub id: String,
+    pub config: HeraldConfig,
+    pub keys: Keys,
+    pub records: Records,
+    /// The one HTTP client for webhooks (pooled, SSRF-checking resolver).
+    pub client: reqwest::Client,
+    pub registry: RegistryClient,
+    /// The runtime attempts run on (the one `run` was called on).
+    pub rt: tokio::runtime::Handle,
+}
+
+/// Runs the dispatcher until `shutdown` is cancelled, then stops reading,
+/// lets running attempts finish (within the delivery timeout), releases its
+/// partitions and returns.
+pub async fn run(
+    config: HeraldConfig,
+    grpc: TcpListener,
+    admin: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), DispatchError> {
+    observe::describe();
+    let Some(conn) = herald_common::redis_conn::connect_until_ready(&config.redis_url, &shutdown).await? else {
+        return Ok(());
+    };
+    let keys = Keys::new(config.redis_prefix.clone());
+    let records = Records::new(conn.clone(), keys.clone(), config.event_retention);
+    let client = http_client::build(config.url_policy.clone(), config.delivery_timeout)?;
+    let registry = RegistryClient::new(&config.registry_url, config.grpc_token.as_deref())?;
+    let shared = Arc::new(Shared {
+        id: ids::new_id("dsp_"),
+        config,
+        keys,
+        records,
+        client,
+        registry,
+        rt: tokio::runtime::Handle::current(),
+    });
+
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, MAX_ACTOR_THREADS);
+    let system = ActorSystem::start(threads)?;
+    let actors = Arc::new(Actors::new(shared.clone(), &system));
+
+    let stop = shutdown.child_token();
+    let changes = tokio::spawn(changes::follow(shared.clone(), actors.clone(), stop.clone()));
+    let leases = tokio::spawn(partition::run_leases(shared.clone(), actors.clone(), stop.clone()));
+
+    let (mut health, health_service) = tonic_health::server::health_reporter();
+    health.set_service_status(SERVICE_NAME, tonic_health::ServingStatus::Serving).await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(herald_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(herald_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let dispatch_service = InterceptedService::new(
+        DispatchServer::new(DispatchService::new(shared.clone())),
+        TokenCheck::new(shared.config.grpc_token.as_deref()),
+    );
+
+    let grpc_addr = grpc.local_addr()?;
+    let admin_addr = admin.local_addr()?;
+    let incoming = TcpListenerStream::new(grpc).map(|conn| {
+        if let Ok(stream) = &conn {
+            let _ = stream.set_nodelay(true);
+        }
+        conn
+    });
+    let grpc_server = Server::builder()
+        .trace_fn(herald_proto::server::request_span)
+        .layer(herald_common::grpc_metrics::GrpcMetricsLayer)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(dispatch_service)
+        .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
+    let ready = shared.clone();
+    let readiness: ReadinessCheck = Arc::new(move || {
+        let shared = ready.clone();
+        Box::pin(async move {
+            let mut conn = shared.records.conn();
+            herald_common::redis_conn::ping(&mut conn).await?;
+            shared.registry.check().await
+        })
+    });
+    let admin_server = admin::serve(admin, readiness, stop.clone());
+    tracing::info!(grpc = %grpc_addr, admin = %admin_addr, id = %shared.id, "herald-dispatch serving");
+
+    let (grpc_result, admin_result) = tokio::join!(
+        async {
+            let result = grpc_server.await;
+            stop.cancel();
+            result
+        },
+        async {
+            let result = admin_server.await;
+            stop.cancel();
+            result
+        },
+    );
+    // The servers have stopped: drain deliveries and hand partitions back.
+    if let Err(e) = leases.await {
+        tracing::error!(error = %e, "partition manager ended abnormally");
+    }
+    let _ = changes.await;
+    drop(actors);
+    let _ = tokio::task::spawn_blocking(move || system.shutdown()).await;
+    grpc_result?;
+    admin_result?;
+    tracing::info!("herald-dispatch stopped");
+    Ok(())
+}

@@ -1,0 +1,21 @@
+//! `herald-dispatch`: configuration from the environment, then the dispatcher
+//! until SIGTERM, when it drains. `--dev` runs without `HERALD_SECRET_KEY`.
+
+use std::process::ExitCode;
+
+use herald_common::shutdown;
+use herald_common::startup::{self, exit_code, listen};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    exit_code("herald-dispatch", serve().await)
+}
+
+async fn serve() -> anyhow::Result<()> {
+    let started = startup::start("herald-dispatch")?;
+    let config = started.config;
+    let grpc = listen("HERALD_DISPATCH_LISTEN", config.dispatch_listen).await?;
+    let admin = listen("HERALD_DISPATCH_ADMIN_LISTEN", config.dispatch_admin_listen).await?;
+    herald_dispatch::run(config, grpc, admin, shutdown::on_signal()).await?;
+    Ok(())
+}

@@ -1,0 +1,245 @@
+//! Dispatcher metrics that outlive a single call site: the per-partition
+//! stream gauges and the number of endpoints in each circuit state.
+//!
+//! Gauges describe what this process holds. When a partition or an endpoint
+//! actor goes away its contribution is taken back (a partition's gauges drop
+//! to zero, an endpoint leaves its circuit state), so summing a gauge over
+//! every dispatcher gives the cluster's figure without counting twice.
+
+use redis::aio::ConnectionManager;
+use redis::Value as RedisValue;
+
+use herald_common::keys::CONSUMER_GROUP;
+
+use crate::records::text;
+
+pub const STREAM_PENDING: &str = "herald_stream_pending";
+pub const STREAM_LAG: &str = "herald_stream_lag";
+pub const CIRCUIT_STATE: &str = "herald_circuit_state";
+pub const TOKEN_REQUESTS: &str = "herald_token_requests_total";
+
+/// Describes the dispatcher's series and starts its counters at zero, so a
+/// scrape shows every series (and `rate()` has a start) before the first
+/// delivery. Installs the process's recorder first if need be.
+pub fn describe() {
+    herald_common::admin::prometheus();
+    herald_common::grpc_metrics::describe();
+    metrics::describe_counter!("herald_deliveries_total", "settled delivery attempts, by outcome");
+    metrics::describe_counter!("herald_deliveries_put_off_total", "jobs moved to the retry set without an attempt");
+    metrics::describe_counter!("herald_retries_scheduled_total", "retries scheduled after a failed attempt");
+    metrics::describe_histogram!(
+        "herald_attempt_duration_seconds",
+        metrics::Unit::Seconds,
+        "one webhook request, from connecting to the answer"
+    );
+    metrics::describe_gauge!(STREAM_PENDING, "entries read from a partition stream and not yet acknowledged");
+    metrics::describe_gauge!(STREAM_LAG, "entries of a partition stream not yet read by the consumer group");
+    metrics::describe_gauge!("herald_partitions_owned", "partitions this dispatcher leases");
+    metrics::describe_gauge!("herald_live_actors", "endpoint actors alive in this dispatcher");
+    metrics::describe_gauge!(CIRCUIT_STATE, "endpoints with a live actor, by circuit breaker state");
+    metrics::describe_counter!(TOKEN_REQUESTS, "OAuth 2.0 client-credentials token requests, by result");
+    for outcome in ["delivered", "retrying", "failed"] {
+        metrics::counter!("herald_deliveries_total", "outcome" => outcome).increment(0);
+    }
+    for result in ["ok", "error"] {
+        metrics::counter!(TOKEN_REQUESTS, "result" => result).increment(0);
+    }
+    metrics::counter!("herald_deliveries_put_off_total").increment(0);
+    metrics::counter!("herald_retries_scheduled_total").increment(0);
+    metrics::gauge!("herald_live_actors").increment(0.0);
+    for state in [Circuit::Closed, Circuit::Open, Circuit::HalfOpen] {
+        metrics::gauge!(CIRCUIT_STATE, "state" => state.as_str()).increment(0.0);
+    }
+}
+
+/// Samples a partition stream's consumer group: entries delivered to a
+/// consumer and not yet acknowledged (`herald_stream_pending`) and entries
+/// not yet read by the group at all (`herald_stream_lag`), in one round trip.
+pub async fn sample_stream(conn: &mut ConnectionManager, stream: &str, partition: u32) {
+    let answer: Result<(RedisValue, RedisValue), _> = redis::pipe()
+        .cmd("XPENDING")
+        .arg(stream)
+        .arg(CONSUMER_GROUP)
+        .cmd("XINFO")
+        .arg("GROUPS")
+        .arg(stream)
+        .query_async(conn)
+        .await;
+    // A failed sample keeps the last values: the reader logs Redis trouble itself.
+    let Ok((pending, groups)) = answer else { return };
+    let label = partition.to_string();
+    if let Some(n) = pending_count(&pending) {
+        metrics::gauge!(STREAM_PENDING, "partition" => label.clone()).set(n as f64);
+    }
+    if let Some(n) = group_lag(&groups, CONSUMER_GROUP) {
+        metrics::gauge!(STREAM_LAG, "partition" => label).set(n as f64);
+    }
+}
+
+/// The count of an `XPENDING key group` summary.
+fn pending_count(value: &RedisValue) -> Option<i64> {
+    match value {
+        RedisValue::Array(summary) => match summary.first()? {
+            RedisValue::Int(n) => Some(*n),
+            other => text(other)?.parse().ok(),
+        },
+        _ => None,
+    }
+}
+
+/// The `lag` of one group in an `XINFO GROUPS` answer (Redis 7+; `None`
+/// when Redis cannot tell, e.g. after entries were deleted mid-stream).
+fn group_lag(value: &RedisValue, group: &str) -> Option<i64> {
+    let RedisValue::Array(groups) = value else { return None };
+    groups.iter().find_map(|g| {
+        let fields = fields(g);
+        let name = fields.iter().find(|(k, _)| k == "name").and_then(|(_, v)| text(v))?;
+        if name != group {
+            return None;
+        }
+        match fields.iter().find(|(k, _)| k == "lag").map(|(_, v)| *v)? {
+            RedisValue::Int(n) => Some(*n),
+            other => text(other)?.parse().ok(),
+        }
+    })
+}
+
+/// The field/value pairs of a RESP2 flat array or a RESP3 map.
+fn fields(value: &RedisValue) -> Vec<(String, &RedisValue)> {
+    match value {
+        RedisValue::Array(items) => items.chunks_exact(2).filter_map(|kv| Some((text(&kv[0])?, &kv[1]))).collect(),
+        RedisValue::Map(pairs) => pairs.iter().filter_map(|(k, v)| Some((text(k)?, v))).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Held by a partition's reader: when the reader ends (the partition is
+/// lost, handed back or the process drains) its gauges drop to zero, so a
+/// partition is reported only by the dispatcher that owns it.
+#[derive(Debug)]
+pub struct PartitionGauges {
+    partition: u32,
+}
+
+impl PartitionGauges {
+    pub fn new(partition: u32) -> Self {
+        PartitionGauges { partition }
+    }
+}
+
+impl Drop for PartitionGauges {
+    fn drop(&mut self) {
+        let label = self.partition.to_string();
+        metrics::gauge!(STREAM_PENDING, "partition" => label.clone()).set(0.0);
+        metrics::gauge!(STREAM_LAG, "partition" => label).set(0.0);
+    }
+}
+
+/// A circuit breaker's state, as `herald_circuit_state{state}` labels it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Circuit {
+    Closed,
+    /// Tripped: attempts are held back.
+    Open,
+    /// One probe attempt is running.
+    HalfOpen,
+}
+
+impl Circuit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Circuit::Closed => "closed",
+            Circuit::Open => "open",
+            Circuit::HalfOpen => "half_open",
+        }
+    }
+}
+
+/// One endpoint's place in `herald_circuit_state{state}`: counted as closed
+/// from creation, moved between states by [`CircuitGauge::set`], and taken
+/// out when dropped (the endpoint's actor stopped).
+#[derive(Debug)]
+pub struct CircuitGauge {
+    current: Circuit,
+}
+
+impl Default for CircuitGauge {
+    fn default() -> Self {
+        metrics::gauge!(CIRCUIT_STATE, "state" => Circuit::Closed.as_str()).increment(1.0);
+        CircuitGauge { current: Circuit::Closed }
+    }
+}
+
+impl CircuitGauge {
+    pub fn set(&mut self, state: Circuit) {
+        if state != self.current {
+            metrics::gauge!(CIRCUIT_STATE, "state" => self.current.as_str()).decrement(1.0);
+            metrics::gauge!(CIRCUIT_STATE, "state" => state.as_str()).increment(1.0);
+            self.current = state;
+        }
+    }
+
+    pub fn current(&self) -> Circuit {
+        self.current
+    }
+}
+
+impl Drop for CircuitGauge {
+    fn drop(&mut self) {
+        metrics::gauge!(CIRCUIT_STATE, "state" => self.current.as_str()).decrement(1.0);
+    }
+}
+
+/// Counts one request to an OAuth token endpoint by its result (`ok`, `error`).
+pub fn token_request(ok: bool) {
+    metrics::counter!(TOKEN_REQUESTS, "result" => if ok { "ok" } else { "error" }).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> RedisValue {
+        RedisValue::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn reads_pending_and_lag_from_resp2_and_resp3_answers() {
+        let pending = RedisValue::Array(vec![RedisValue::Int(7), bulk("1-0"), bulk("2-0"), RedisValue::Nil]);
+        assert_eq!(pending_count(&pending), Some(7));
+        let group = |name: &str, lag: RedisValue| {
+            RedisValue::Array(vec![
+                bulk("name"),
+                bulk(name),
+                bulk("consumers"),
+                RedisValue::Int(1),
+                bulk("pending"),
+                RedisValue::Int(7),
+                bulk("lag"),
+                lag,
+            ])
+        };
+        let groups =
+            RedisValue::Array(vec![group("other", RedisValue::Int(99)), group(CONSUMER_GROUP, RedisValue::Int(3))]);
+        assert_eq!(group_lag(&groups, CONSUMER_GROUP), Some(3));
+        let unknown = RedisValue::Array(vec![group(CONSUMER_GROUP, RedisValue::Nil)]);
+        assert_eq!(group_lag(&unknown, CONSUMER_GROUP), None);
+        let resp3 = RedisValue::Array(vec![RedisValue::Map(vec![
+            (bulk("name"), bulk(CONSUMER_GROUP)),
+            (bulk("lag"), RedisValue::Int(5)),
+        ])]);
+        assert_eq!(group_lag(&resp3, CONSUMER_GROUP), Some(5));
+        assert_eq!(group_lag(&RedisValue::Nil, CONSUMER_GROUP), None);
+    }
+
+    #[test]
+    fn circuit_gauge_moves_between_states() {
+        let mut gauge = CircuitGauge::default();
+        assert_eq!(gauge.current(), Circuit::Closed);
+        gauge.set(Circuit::Open);
+        gauge.set(Circuit::Open);
+        assert_eq!(gauge.current(), Circuit::Open);
+        gauge.set(Circuit::HalfOpen);
+        assert_eq!(gauge.current().as_str(), "half_open");
+    }
+}

@@ -1,0 +1,592 @@
+//! Delivery records in Redis: what the Dispatch API shows, and the one write
+//! that settles a stream entry.
+//!
+//! Data model (all keys from [`Keys`], all with the event retention TTL):
+//! - `dlv:{id}`: a hash — `tenant`, `endpointId`, `eventId`, `eventType`,
+//!   `status` (`pending|delivered|retrying|failed`), `attemptCount`,
+//!   `createdAt`, `updatedAt`, `nextAttemptAt` (ms; empty when none), and
+//!   while a retry waits, `retryMember` (its member in the retry set, so a
+//!   manual retry can take it out) and `traceparent`.
+//! - `dlv:{id}:attempts`: a list of JSON attempts
+//!   `{n, at, statusCode, latencyMs, error, responseBody}`.
+//! - `tenant:{t}:dlvs`, `ep:{id}:dlvs`, `evt:{t}:{id}:dlvs`: indexes. Every
+//!   member has score 0 and delivery ids are ULIDs, so lexicographic order is
+//!   creation order: lists read newest first with `ZREVRANGEBYLEX` and the
+//!   last id of a page is a stable cursor; "since" is a lexicographic bound;
+//!   members older than the retention are trimmed by range on every write.
+//!
+//! **Invariant:** a stream entry is acknowledged only in [`Records::settle`],
+//! in the same `MULTI` as its outcome (record, attempt, next retry), so a
+//! crash either loses both or neither. A `fifo` job held for its retry by its
+//! actor ([`Settlement::held`]) has its attempt stored without the
+//! acknowledgement: the entry stays pending until the final outcome.
+//!
+//! `ep:{id}:health` (a hash, written with each settled attempt) is the
+//! endpoint's health: what `GetEndpointHealth` shows and what a new actor's
+//! circuit breaker carries on from ([`HealthRecord`]). `createdAt` comes from the ULID of the
+//! delivery id (made at publish time), so every write of it is the same.
+
+use std::collections::HashMap;
+
+use herald_common::keys::{Keys, CONSUMER_GROUP};
+use herald_common::model::{Job, Millis};
+use herald_common::{ids, time_fmt};
+use redis::aio::ConnectionManager;
+use redis::{Pipeline, Value as RedisValue};
+use serde::{Deserialize, Serialize};
+
+use crate::error::DispatchError;
+use crate::retry::encode_job;
+
+/// Most index members read per round trip while filling a page.
+const LIST_CHUNK: usize = 200;
+/// Most chunks scanned for one filtered page; the cursor then resumes.
+const LIST_MAX_CHUNKS: usize = 25;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliveryStatus {
+    Pending,
+    Delivered,
+    Retrying,
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Retrying => "retrying",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "pending" => Some(DeliveryStatus::Pending),
+            "delivered" => Some(DeliveryStatus::Delivered),
+            "retrying" => Some(DeliveryStatus::Retrying),
+            "failed" => Some(DeliveryStatus::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// One attempt as stored in `dlv:{id}:attempts`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptRecord {
+    pub n: u32,
+    pub at: Millis,
+    #[serde(default)]
+    pub status_code: Option<u16>,
+    #[serde(default)]
+    pub latency_ms: u64,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub response_body: String,
+}
+
+/// A delivery as read back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveryRecord {
+    pub id: String,
+    pub tenant: String,
+    pub endpoint_id: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub status: DeliveryStatus,
+    pub attempt_count: u32,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub next_attempt_at: Option<Millis>,
+    pub retry_member: Option<String>,
+    pub traceparent: Option<String>,
+    /// Filled by [`Records::get`] only.
+    pub attempts: Vec<AttemptRecord>,
+}
+
+impl DeliveryRecord {
+    fn from_hash(id: &str, mut hash: HashMap<String, String>) -> Option<Self> {
+        let tenant = hash.remove("tenant")?;
+        let millis = |v: Option<String>| v.and_then(|v| v.parse::<Millis>().ok());
+        Some(DeliveryRecord {
+            id: id.to_owned(),
+            tenant,
+            endpoint_id: hash.remove("endpointId").unwrap_or_default(),
+            event_id: hash.remove("eventId").unwrap_or_default(),
+            event_type: hash.remove("eventType").unwrap_or_default(),
+            status: hash.get("status").and_then(|s| DeliveryStatus::parse(s)).unwrap_or(DeliveryStatus::Pending),
+            attempt_count: hash.get("attemptCount").and_then(|n| n.parse().ok()).unwrap_or(0),
+            created_at: millis(hash.remove("createdAt")).unwrap_or(0),
+            updated_at: millis(hash.remove("updatedAt")).unwrap_or(0),
+            next_attempt_at: millis(hash.remove("nextAttemptAt")),
+            retry_member: hash.remove("retryMember").filter(|m| !m.is_empty()),
+            traceparent: hash.remove("traceparent").filter(|t| !t.is_empty()),
+            attempts: Vec::new(),
+        })
+    }
+}
+
+/// The stream entry a settlement acknowledges.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub partition: u32,
+    pub id: String,
+}
+
+/// The outcome of one job, stored and acknowledged in one step.
+#[derive(Clone, Debug)]
+pub struct Settlement<'a> {
+    pub job: &'a Job,
+    pub entry: &'a Entry,
+    pub event_type: Option<&'a str>,
+    /// `None` when no attempt was made (the job was only put off).
+    pub attempt: Option<AttemptRecord>,
+    pub status: DeliveryStatus,
+    /// The next job and when it is due.
+    pub retry: Option<(Millis, Job)>,
+    /// A `fifo` job its actor keeps and tries again itself at this time.
+    /// Its stream entry is not acknowledged: it stays pending (and so
+    /// survives a crash) until the job's final outcome is stored.
+    pub held: Option<Millis>,
+}
+
+/// Live health of an endpoint, stored in `ep:{id}:health`: what
+/// `GetEndpointHealth` shows, and what a new actor's breaker starts from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HealthRecord {
+    pub circuit: String,
+    pub in_flight: u32,
+    pub consecutive_failures: u32,
+    pub last_success_at: Option<Millis>,
+    pub failing_since: Option<Millis>,
+    pub token_error: Option<String>,
+    /// When an open circuit lets the next probe through (wall clock, ms).
+    pub open_until: Option<Millis>,
+    /// The current cool-down, which doubles on each re-open.
+    pub cool_down_ms: u64,
+}
+
+impl HealthRecord {
+    fn fields(&self) -> [(&'static str, String); 8] {
+        let opt = |v: Option<Millis>| v.map(|v| v.to_string()).unwrap_or_default();
+        [
+            ("circuit", self.circuit.clone()),
+            ("inFlight", self.in_flight.to_string()),
+            ("consecutiveFailures", self.consecutive_failures.to_string()),
+            ("lastSuccessAt", opt(self.last_success_at)),
+            ("failingSince", opt(self.failing_since)),
+            ("tokenError", self.token_error.clone().unwrap_or_default()),
+            ("openUntil", opt(self.open_until)),
+            ("coolDownMs", self.cool_down_ms.to_string()),
+        ]
+    }
+
+    pub fn from_hash(hash: &HashMap<String, String>) -> Self {
+        let millis = |k: &str| hash.get(k).and_then(|v| v.parse::<Millis>().ok());
+        HealthRecord {
+            circuit: hash.get("circuit").cloned().unwrap_or_else(|| "closed".to_owned()),
+            in_flight: hash.get("inFlight").and_then(|v| v.parse().ok()).unwrap_or(0),
+            consecutive_failures: hash.get("consecutiveFailures").and_then(|v| v.parse().ok()).unwrap_or(0),
+            last_success_at: millis("lastSuccessAt"),
+            failing_since: millis("failingSince"),
+            token_error: hash.get("tokenError").filter(|v| !v.is_empty()).cloned(),
+            open_until: millis("openUntil"),
+            cool_down_ms: hash.get("coolDownMs").and_then(|v| v.parse().ok()).unwrap_or(0),
+        }
+    }
+
+    /// The circuit as it is at `now_ms`: an open circuit whose cool-down
+    /// has passed lets a probe through, whatever was stored with the last
+    /// attempt.
+    pub fn circuit_at(&self, now_ms: Millis) -> &str {
+        match self.open_until {
+            Some(until) if self.circuit == "open" && until <= now_ms => "half_open",
+            _ => &self.circuit,
+        }
+    }
+}
+
+/// Which index a list reads.
+#[derive(Clone, Debug, Default)]
+pub struct ListFilter {
+    pub tenant: String,
+    pub endpoint_id: Option<String>,
+    pub event_id: Option<String>,
+    pub status: Option<DeliveryStatus>,
+}
+
+#[derive(Clone)]
+pub struct Records {
+    conn: ConnectionManager,
+    keys: Keys,
+    retention_ms: i64,
+}
+
+impl Records {
+    pub fn new(conn: ConnectionManager, keys: Keys, retention: std::time::Duration) -> Self {
+        let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX).max(1);
+        Records { conn, keys, retention_ms }
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// Stores outcomes and acknowledges their stream entries, atomically,
+    /// with the endpoint's health when given.
+    pub async fn settle(
+        &self,
+        settlements: &[Settlement<'_>],
+        health: Option<(&str, &HealthRecord)>,
+    ) -> Result<(), DispatchError> {
+        if settlements.is_empty() && health.is_none() {
+            return Ok(());
+        }
+        let now = time_fmt::now_millis();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for s in settlements {
+            self.settle_commands(&mut pipe, s, now);
+        }
+        if let Some((endpoint_id, health)) = health {
+            let key = self.keys.endpoint_health(endpoint_id);
+            pipe.hset_multiple(&key, &health.fields()).ignore();
+            pipe.pexpire(&key, self.retention_ms).ignore();
+        }
+        let mut conn = self.conn.clone();
+        pipe.query_async::<()>(&mut conn).await?;
+        Ok(())
+    }
+
+    fn settle_commands(&self, pipe: &mut Pipeline, s: &Settlement<'_>, now: Millis) {
+        let job = s.job;
+        let id = job.delivery_id.as_str();
+        let key = self.keys.delivery(id);
+        let created = ids::created_millis(id).unwrap_or(now);
+        let mut fields: Vec<(&str, String)> = vec![
+            ("tenant", job.tenant.clone()),
+            ("endpointId", job.endpoint_id.clone()),
+            ("eventId", job.event_id.clone()),
+            ("status", s.status.as_str().to_owned()),
+            ("createdAt", created.to_string()),
+            ("updatedAt", now.to_string()),
+            (
+                "nextAttemptAt",
+                s.retry.as_ref().map(|(due, _)| *due).or(s.held).map(|d| d.to_string()).unwrap_or_default(),
+            ),
+        ];
+        if let Some(event_type) = s.event_type {
+            fields.push(("eventType", event_type.to_owned()));
+        }
+        if let Some(attempt) = &s.attempt {
+            fields.push(("attemptCount", attempt.n.to_string()));
+        }
+        if let Some(tp) = &job.traceparent {
+            fields.push(("traceparent", tp.clone()));
+        }
+        let member = s.retry.as_ref().map(|(due, next)| (*due, encode_job(next)));
+        match &member {
+            Some((_, member)) => fields.push(("retryMember", member.clone())),
+            None => {
+                pipe.hdel(&key, "retryMember").ignore();
+            }
+        }
+        pipe.hset_multiple(&key, &fields).ignore();
+        pipe.pexpire(&key, self.retention_ms).ignore();
+        if let Some(attempt) = &s.attempt {
+            let attempts = self.keys.delivery_attempts(id);
+            pipe.rpush(&attempts, serde_json::to_string(attempt).unwrap_or_default()).ignore();
+            pipe.pexpire(&attempts, self.retention_ms).ignore();
+        }
+        let oldest = format!("({}", ids::floor_id(ids::DELIVERY, now.saturating_sub(self.retention_ms)));
+        for index in [
+            self.keys.tenant_deliveries(&job.tenant),
+            self.keys.endpoint_deliveries(&job.endpoint_id),
+            self.keys.event_deliveries(&job.tenant, &job.event_id),
+        ] {
+            pipe.zadd(&index, id, 0).ignore();
+            pipe.cmd("ZREMRANGEBYLEX").arg(&index).arg("-").arg(&oldest).ignore();
+            pipe.pexpire(&index, self.retention_ms).ignore();
+        }
+        if let Some((due, member)) = member {
+            pipe.zadd(self.keys.retry_set(s.entry.partition), member, due).ignore();
+        }
+        if s.held.is_none() {
+            let stream = self.keys.partition_stream(s.entry.partition);
+            pipe.xack(&stream, CONSUMER_GROUP, &[&s.entry.id]).ignore();
+            pipe.xdel(&stream, &[&s.entry.id]).ignore();
+        }
+    }
+
+    /// A delivery with its attempts, if it exists and belongs to `tenant`.
+    pub async fn get(&self, tenant: &str, id: &str) -> Result<Option<DeliveryRecord>, DispatchError> {
+        let mut conn = self.conn.clone();
+        let (hash, attempts): (HashMap<String, String>, Vec<String>) = redis::pipe()
+            .hgetall(self.keys.delivery(id))
+            .lrange(self.keys.delivery_attempts(id), 0, -1)
+            .query_async(&mut conn)
+            .await?;
+        let Some(mut record) = DeliveryRecord::from_hash(id, hash) else { return Ok(None) };
+        if record.tenant != tenant {
+            return Ok(None);
+        }
+        record.attempts = attempts.iter().filter_map(|a| serde_json::from_str(a).ok()).collect();
+        Ok(Some(record))
+    }
+
+    /// Several deliveries by id, in order; missing ones are skipped.
+    async fn load_many(&self, ids: &[String]) -> Result<Vec<DeliveryRecord>, DispatchError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.hgetall(self.keys.delivery(id));
+        }
+        let mut conn = self.conn.clone();
+        let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
+        Ok(ids.iter().zip(hashes).filter_map(|(id, hash)| DeliveryRecord::from_hash(id, hash)).collect())
+    }
+
+    /// One page of deliveries, newest first, and the cursor of the next page.
+    pub async fn list(
+        &self,
+        filter: &ListFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<DeliveryRecord>, Option<String>), DispatchError> {
+        let index = match (&filter.event_id, &filter.endpoint_id) {
+            (Some(event_id), _) => self.keys.event_deliveries(&filter.tenant, event_id),
+            (None, Some(endpoint_id)) => self.keys.endpoint_deliveries(endpoint_id),
+            (None, None) => self.keys.tenant_deliveries(&filter.tenant),
+        };
+        let mut page = Vec::with_capacity(limit);
+        let mut after = cursor.map(str::to_owned);
+        let mut conn = self.conn.clone();
+        for _ in 0..LIST_MAX_CHUNKS {
+            let max = after.as_ref().map_or_else(|| "+".to_owned(), |c| format!("({c}"));
+            let ids: Vec<String> = redis::cmd("ZREVRANGEBYLEX")
+                .arg(&index)
+                .arg(&max)
+                .arg("-")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(LIST_CHUNK)
+                .query_async(&mut conn)
+                .await?;
+            let exhausted = ids.len() < LIST_CHUNK;
+            let records = self.load_many(&ids).await?;
+            let mut by_id: HashMap<String, DeliveryRecord> = records.into_iter().map(|r| (r.id.clone(), r)).collect();
+            for id in &ids {
+                after = Some(id.clone());
+                let Some(record) = by_id.remove(id) else { continue };
+                let keep = record.tenant == filter.tenant
+                    && filter.endpoint_id.as_ref().is_none_or(|e| *e == record.endpoint_id)
+                    && filter.event_id.as_ref().is_none_or(|e| *e == record.event_id)
+                    && filter.status.is_none_or(|s| s == record.status);
+                if keep {
+                    page.push(record);
+                    if page.len() == limit {
+                        return Ok((page, Some(id.clone())));
+                    }
+                }
+            }
+            if exhausted {
+                return Ok((page, None));
+            }
+        }
+        Ok((page, after))
+    }
+
+    /// An endpoint's deliveries created at or after `since`, oldest first,
+    /// one chunk at a time: `after` is the cursor the previous chunk answered.
+    /// Answers the chunk and its cursor (`None` at the end).
+    pub async fn endpoint_deliveries_since(
+        &self,
+        endpoint_id: &str,
+        since: Millis,
+        after: Option<&str>,
+    ) -> Result<(Vec<DeliveryRecord>, Option<String>), DispatchError> {
+        let min = match after {
+            Some(after) => format!("({after}"),
+            None => format!("[{}", ids::floor_id(ids::DELIVERY, since)),
+        };
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = redis::cmd("ZRANGEBYLEX")
+            .arg(self.keys.endpoint_deliveries(endpoint_id))
+            .arg(&min)
+            .arg("+")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(LIST_CHUNK)
+            .query_async(&mut conn)
+            .await?;
+        let cursor = if ids.len() < LIST_CHUNK { None } else { ids.last().cloned() };
+        Ok((self.load_many(&ids).await?, cursor))
+    }
+
+    /// Queues a new attempt of each delivery now, as `attemptCount + 1` on
+    /// the same delivery id: a waiting retry is taken out of its retry set,
+    /// the status becomes `pending`, and the job is appended to the stream
+    /// of the endpoint's partition. Answers the jobs queued.
+    pub async fn requeue(&self, records: &[DeliveryRecord], partitions: u32) -> Result<Vec<Job>, DispatchError> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = time_fmt::now_millis();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        let mut jobs = Vec::with_capacity(records.len());
+        for record in records {
+            let partition = herald_common::keys::partition_of(&record.endpoint_id, partitions);
+            if let Some(member) = &record.retry_member {
+                pipe.zrem(self.keys.retry_set(partition), member).ignore();
+            }
+            let key = self.keys.delivery(&record.id);
+            pipe.hset_multiple(
+                &key,
+                &[
+                    ("status", DeliveryStatus::Pending.as_str().to_owned()),
+                    ("nextAttemptAt", now.to_string()),
+                    ("updatedAt", now.to_string()),
+                ],
+            )
+            .ignore();
+            pipe.hdel(&key, "retryMember").ignore();
+            let job = Job {
+                delivery_id: record.id.clone(),
+                tenant: record.tenant.clone(),
+                endpoint_id: record.endpoint_id.clone(),
+                event_id: record.event_id.clone(),
+                attempt: record.attempt_count.saturating_add(1),
+                traceparent: record.traceparent.clone(),
+            };
+            pipe.xadd(self.keys.partition_stream(partition), "*", &job.fields()).ignore();
+            jobs.push(job);
+        }
+        let mut conn = self.conn.clone();
+        pipe.query_async::<()>(&mut conn).await?;
+        Ok(jobs)
+    }
+
+    pub async fn health(&self, endpoint_id: &str) -> Result<HealthRecord, DispatchError> {
+        let mut conn = self.conn.clone();
+        let hash: HashMap<String, String> =
+            redis::cmd("HGETALL").arg(self.keys.endpoint_health(endpoint_id)).query_async(&mut conn).await?;
+        Ok(HealthRecord::from_hash(&hash))
+    }
+
+    /// The stored attempt counts of deliveries (0 when unknown), in order.
+    pub async fn attempt_counts(&self, ids: &[&str]) -> Result<Vec<u32>, DispatchError> {
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.hget(self.keys.delivery(id), "attemptCount");
+        }
+        let mut conn = self.conn.clone();
+        let counts: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
+        Ok(counts.into_iter().map(|c| c.and_then(|c| c.parse().ok()).unwrap_or(0)).collect())
+    }
+
+    /// The raw stored JSON of an endpoint record, if any.
+    pub async fn endpoint_raw(&self, endpoint_id: &str) -> Result<Option<Vec<u8>>, DispatchError> {
+        let mut conn = self.conn.clone();
+        let raw: Option<Vec<u8>> =
+            redis::cmd("GET").arg(self.keys.endpoint(endpoint_id)).query_async(&mut conn).await?;
+        Ok(raw)
+    }
+}
+
+/// Reads an `XREADGROUP`/`XAUTOCLAIM` entry list: `[[id, [k, v, ...]], ...]`.
+pub fn parse_entries(value: &RedisValue) -> Vec<(String, Vec<(String, String)>)> {
+    let RedisValue::Array(items) = value else { return Vec::new() };
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let RedisValue::Array(parts) = item else { continue };
+        let (Some(id), Some(fields)) = (parts.first(), parts.get(1)) else { continue };
+        let Some(id) = text(id) else { continue };
+        let mut pairs = Vec::new();
+        if let RedisValue::Array(flat) = fields {
+            for kv in flat.chunks(2) {
+                if let [k, v] = kv {
+                    if let (Some(k), Some(v)) = (text(k), text(v)) {
+                        pairs.push((k, v));
+                    }
+                }
+            }
+        }
+        out.push((id, pairs));
+    }
+    out
+}
+
+pub fn text(value: &RedisValue) -> Option<String> {
+    match value {
+        RedisValue::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+        RedisValue::SimpleString(s) => Some(s.clone()),
+        RedisValue::VerbatimString { text, .. } => Some(text.clone()),
+        RedisValue::Int(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_use_contract_names() {
+        for s in [DeliveryStatus::Pending, DeliveryStatus::Delivered, DeliveryStatus::Retrying, DeliveryStatus::Failed]
+        {
+            assert_eq!(DeliveryStatus::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(DeliveryStatus::parse("gone"), None);
+    }
+
+    #[test]
+    fn attempts_serialise_in_camel_case() {
+        let a = AttemptRecord {
+            n: 2,
+            at: 5,
+            status_code: Some(500),
+            latency_ms: 12,
+            error: Some("endpoint answered status 500".into()),
+            response_body: "x".into(),
+        };
+        let json = serde_json::to_value(&a).unwrap();
+        assert_eq!(json["statusCode"], 500);
+        assert_eq!(json["latencyMs"], 12);
+        assert_eq!(json["responseBody"], "x");
+        assert_eq!(serde_json::from_value::<AttemptRecord>(json).unwrap(), a);
+    }
+
+    #[test]
+    fn records_read_back_from_hashes() {
+        let hash: HashMap<String, String> = [
+            ("tenant", "acme"),
+            ("endpointId", "ep_1"),
+            ("eventId", "evt_1"),
+            ("status", "retrying"),
+            ("attemptCount", "2"),
+            ("createdAt", "10"),
+            ("updatedAt", "20"),
+            ("nextAttemptAt", ""),
+            ("retryMember", ""),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let r = DeliveryRecord::from_hash("dlv_1", hash).unwrap();
+        assert_eq!(
+            (r.status, r.attempt_count, r.next_attempt_at, r.retry_member),
+            (DeliveryStatus::Retrying, 2, None, None)
+        );
+        assert_eq!(DeliveryRecord::from_hash("dlv_2", HashMap::new()), None);
+    }
+}

@@ -1,0 +1,190 @@
+//! Retries: when the next attempt is due, how a waiting job is stored, and
+//! the pump that moves due jobs back into their partition stream.
+//!
+//! A delivery that must be tried again is not kept in memory. Its next job
+//! (the same delivery id and event, `attempt + 1`) is added to the
+//! partition's retry set `{pN}:retry`, a sorted set scored by the due time in
+//! milliseconds, in the same `MULTI` that stores the outcome and
+//! acknowledges the stream entry (see [`crate::records`]). The member is the
+//! job's stream fields as a JSON object of strings, so the pump's Lua script
+//! can `XADD` it back without knowing what a job is.
+//!
+//! The pump runs for each partition this dispatcher owns. One script call
+//! moves up to [`PUMP_BATCH`] due members into the stream and removes them
+//! from the set, atomically, so a job is never both waiting and queued, and
+//! answers the score of the next member so the pump sleeps until then.
+//!
+//! A schedule of N delays allows N + 1 attempts: attempt `n` failing with a
+//! retryable verdict waits `schedule[n - 1]` (with ±20 % jitter so a burst of
+//! failures does not come back as a burst); after attempt N + 1 the delivery
+//! is failed. `Retry-After` is honoured as a lower bound.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use herald_common::model::{Job, Millis};
+use rand::Rng;
+use redis::Script;
+use serde_json::{Map, Value};
+
+use crate::attempt::Verdict;
+
+/// Most jobs moved by one pump step.
+pub const PUMP_BATCH: usize = 256;
+/// Jitter applied to scheduled delays: ±20 %.
+pub const JITTER: f64 = 0.2;
+
+/// What happens to a delivery after an attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    Delivered,
+    /// Try again after this long.
+    RetryIn(Duration),
+    /// No more attempts. `disable` is set for `410 Gone`.
+    Failed {
+        disable: bool,
+    },
+}
+
+/// Decides what follows attempt `attempt` (1-based) ending in `verdict`.
+/// `unit` is a uniform sample in `[0, 1)` that drives the jitter.
+pub fn next_step(schedule: &[Duration], attempt: u32, verdict: Verdict, unit: f64) -> Next {
+    let scheduled = || {
+        let index = usize::try_from(attempt).ok()?.checked_sub(1)?;
+        schedule.get(index).map(|base| jittered(*base, unit))
+    };
+    match verdict {
+        Verdict::Delivered => Next::Delivered,
+        Verdict::Gone => Next::Failed { disable: true },
+        Verdict::Permanent => Next::Failed { disable: false },
+        Verdict::Retry => scheduled().map_or(Next::Failed { disable: false }, Next::RetryIn),
+        Verdict::RetryAfter(wait) => {
+            scheduled().map_or(Next::Failed { disable: false }, |delay| Next::RetryIn(delay.max(wait)))
+        }
+    }
+}
+
+/// `base` scaled by a factor in `[1 - JITTER, 1 + JITTER)` chosen by `unit`.
+pub fn jittered(base: Duration, unit: f64) -> Duration {
+    let unit = if unit.is_finite() { unit.clamp(0.0, 1.0) } else { 0.5 };
+    base.mul_f64(1.0 - JITTER + 2.0 * JITTER * unit)
+}
+
+/// A uniform sample for [`next_step`].
+pub fn random_unit() -> f64 {
+    rand::thread_rng().gen::<f64>()
+}
+
+/// The retry-set member of a job: its stream fields as a JSON object.
+pub fn encode_job(job: &Job) -> String {
+    let map: Map<String, Value> = job.fields().into_iter().map(|(k, v)| (k.to_owned(), Value::String(v))).collect();
+    Value::Object(map).to_string()
+}
+
+/// Reads a retry-set member back; `None` if it is not a job.
+pub fn decode_job(member: &str) -> Option<Job> {
+    let value: Value = serde_json::from_str(member).ok()?;
+    let map = value.as_object()?;
+    Job::from_fields(map.iter().filter_map(|(k, v)| Some((k.as_str(), v.as_str()?))))
+}
+
+/// Due time in ms of a job delayed by `delay` from `now`.
+pub fn due_at(now: Millis, delay: Duration) -> Millis {
+    now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Moves due members of a retry set into the stream.
+/// KEYS: retry set, stream. ARGV: now ms, batch size.
+/// Answers {moved, score of the next member or ''}.
+pub static PUMP: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, member in ipairs(due) do
+  local ok, job = pcall(cjson.decode, member)
+  if ok and type(job) == 'table' then
+    local args = {KEYS[2], '*'}
+    for k, v in pairs(job) do
+      args[#args + 1] = k
+      args[#args + 1] = tostring(v)
+    end
+    redis.call('XADD', unpack(args))
+  end
+  redis.call('ZREM', KEYS[1], member)
+end
+local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {#due, head[2] or ''}
+",
+    )
+});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SCHEDULE: [Duration; 3] =
+        [Duration::from_millis(200), Duration::from_millis(400), Duration::from_millis(800)];
+
+    #[test]
+    fn jitter_stays_within_twenty_percent() {
+        let base = Duration::from_secs(10);
+        assert_eq!(jittered(base, 0.0), Duration::from_secs(8));
+        assert_eq!(jittered(base, 0.5), Duration::from_secs(10));
+        assert!(jittered(base, 0.999_999) < Duration::from_secs(12));
+        assert_eq!(jittered(base, f64::NAN), base);
+        for _ in 0..1000 {
+            let d = jittered(base, random_unit());
+            assert!(d >= Duration::from_secs(8) && d < Duration::from_secs(12), "{d:?}");
+        }
+    }
+
+    #[test]
+    fn a_schedule_of_n_delays_allows_n_plus_one_attempts() {
+        let at = |attempt| next_step(&SCHEDULE, attempt, Verdict::Retry, 0.5);
+        assert_eq!(at(1), Next::RetryIn(Duration::from_millis(200)));
+        assert_eq!(at(2), Next::RetryIn(Duration::from_millis(400)));
+        assert_eq!(at(3), Next::RetryIn(Duration::from_millis(800)));
+        assert_eq!(at(4), Next::Failed { disable: false });
+        // A manual retry of an exhausted delivery is one more attempt.
+        assert_eq!(at(9), Next::Failed { disable: false });
+        assert_eq!(at(0), Next::Failed { disable: false });
+        assert_eq!(next_step(&[], 1, Verdict::Retry, 0.5), Next::Failed { disable: false });
+    }
+
+    #[test]
+    fn verdicts_map_to_steps() {
+        assert_eq!(next_step(&SCHEDULE, 1, Verdict::Delivered, 0.5), Next::Delivered);
+        assert_eq!(next_step(&SCHEDULE, 1, Verdict::Gone, 0.5), Next::Failed { disable: true });
+        assert_eq!(next_step(&SCHEDULE, 1, Verdict::Permanent, 0.5), Next::Failed { disable: false });
+        let wait = Duration::from_secs(3);
+        assert_eq!(next_step(&SCHEDULE, 1, Verdict::RetryAfter(wait), 0.5), Next::RetryIn(wait));
+        // Retry-After shorter than the schedule: the schedule wins.
+        let short = Duration::from_millis(10);
+        assert_eq!(next_step(&SCHEDULE, 2, Verdict::RetryAfter(short), 0.5), Next::RetryIn(Duration::from_millis(400)));
+        assert_eq!(next_step(&SCHEDULE, 4, Verdict::RetryAfter(wait), 0.5), Next::Failed { disable: false });
+    }
+
+    #[test]
+    fn jobs_round_trip_through_the_retry_set() {
+        let job = Job {
+            delivery_id: "dlv_1".into(),
+            tenant: "acme".into(),
+            endpoint_id: "ep_1".into(),
+            event_id: "evt_\"quoted\"".into(),
+            attempt: 4,
+            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+        };
+        let member = encode_job(&job);
+        assert_eq!(decode_job(&member), Some(job.clone()));
+        let plain = Job { traceparent: None, ..job };
+        assert_eq!(decode_job(&encode_job(&plain)), Some(plain));
+        assert_eq!(decode_job("not json"), None);
+        assert_eq!(decode_job("{\"d\":\"x\"}"), None);
+    }
+
+    #[test]
+    fn due_times_saturate() {
+        assert_eq!(due_at(1_000, Duration::from_millis(250)), 1_250);
+        assert_eq!(due_at(i64::MAX - 1, Duration::from_secs(1)), i64::MAX);
+    }
+}

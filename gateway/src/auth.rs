@@ -1,0 +1,289 @@
+//! Who is calling: the admin, or a tenant by its API key (PRODUCT §2).
+//!
+//! `Authorization: Bearer <HERALD_ADMIN_TOKEN>` is the admin (compared in
+//! constant time; admin calls are refused when no token is configured).
+//! `Bearer hk_…` is a tenant API key, resolved by the registry's
+//! `AuthenticateApiKey` and remembered for [`KEY_CACHE_TTL`] so a busy
+//! integrator costs one registry call every couple of seconds, not one per
+//! request. Revoking a key through this gateway forgets it at once; a key
+//! revoked elsewhere stops working within the TTL.
+//!
+//! The extractors encode the roles: [`Admin`] for admin-only routes (a tenant
+//! key is `403`), [`Scope`] for tenant-scoped routes (the key's tenant, or the
+//! admin's `?tenant=`), [`Caller`] for routes open to both.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::async_trait;
+use axum::extract::{FromRef, FromRequestParts, Query};
+use axum::http::header;
+use axum::http::request::Parts;
+use herald_common::crypto::{constant_time_eq, hash_api_key};
+use herald_proto::v1::AuthenticateApiKeyRequest;
+use serde::Deserialize;
+
+use crate::error::GatewayError;
+use crate::ratelimit::RateLimiter;
+use crate::upstream::Upstream;
+use crate::AppState;
+
+/// How long a resolved API key is trusted without asking the registry again.
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(2);
+/// Past this many cached keys, expired entries are swept (and, if that is not enough, all).
+const KEY_CACHE_MAX: usize = 10_000;
+/// Tenant API keys start with this.
+pub const API_KEY_PREFIX: &str = "hk_";
+
+/// An authenticated caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Caller {
+    Admin,
+    Tenant { tenant: String, key_id: String },
+}
+
+/// A resolved key, or the registry's verdict that it is not one.
+#[derive(Clone)]
+struct Cached {
+    key: Option<(String, String)>,
+    until: Instant,
+}
+
+/// Checks credentials; shared by every request.
+pub struct Authenticator {
+    admin_token: Option<String>,
+    upstream: Upstream,
+    keys: Mutex<HashMap<String, Cached>>,
+    limiter: Option<RateLimiter>,
+}
+
+impl Authenticator {
+    pub fn new(admin_token: Option<String>, upstream: Upstream, api_rate_limit: u32) -> Self {
+        Authenticator {
+            admin_token,
+            upstream,
+            keys: Mutex::new(HashMap::new()),
+            limiter: (api_rate_limit > 0).then(|| RateLimiter::new(api_rate_limit)),
+        }
+    }
+
+    /// Resolves an `Authorization` header value.
+    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Caller, GatewayError> {
+        let unauthorized = || GatewayError::Unauthorized("a bearer token is required".to_owned());
+        let value = authorization.ok_or_else(unauthorized)?.trim();
+        let (scheme, token) = value.split_once(' ').ok_or_else(unauthorized)?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(unauthorized());
+        }
+        let token = token.trim();
+        if token.starts_with(API_KEY_PREFIX) {
+            let (tenant, key_id) = self.api_key(token).await?;
+            if let Some(limiter) = &self.limiter {
+                limiter.check(&key_id).map_err(|retry_after| GatewayError::RateLimited { retry_after })?;
+            }
+            return Ok(Caller::Tenant { tenant, key_id });
+        }
+        match &self.admin_token {
+            Some(admin) if constant_time_eq(token, admin) => Ok(Caller::Admin),
+            _ => Err(GatewayError::Unauthorized("invalid bearer token".to_owned())),
+        }
+    }
+
+    async fn api_key(&self, secret: &str) -> Result<(String, String), GatewayError> {
+        let invalid = || GatewayError::Unauthorized("invalid or revoked api key".to_owned());
+        // Keyed by hash so plaintext keys do not linger in memory.
+        let hash = hash_api_key(secret);
+        let now = Instant::now();
+        if let Some(cached) = self.lock().get(&hash).filter(|c| c.until > now).cloned() {
+            return cached.key.ok_or_else(invalid);
+        }
+        let answer = self
+            .upstream
+            .registry()
+            .authenticate_api_key(AuthenticateApiKeyRequest { secret: secret.to_owned() })
+            .await;
+        let key = match answer {
+            Ok(response) => {
+                let key = response.into_inner();
+                Some((key.tenant, key.id))
+            }
+            Err(status) if status.code() == tonic::Code::Unauthenticated => None,
+            Err(status) => return Err(status.into()),
+        };
+        self.remember(hash, Cached { key: key.clone(), until: now + KEY_CACHE_TTL });
+        key.ok_or_else(invalid)
+    }
+
+    fn remember(&self, hash: String, entry: Cached) {
+        let mut keys = self.lock();
+        if keys.len() >= KEY_CACHE_MAX {
+            let now = Instant::now();
+            keys.retain(|_, c| c.until > now);
+            if keys.len() >= KEY_CACHE_MAX {
+                keys.clear();
+            }
+        }
+        keys.insert(hash, entry);
+    }
+
+    /// Forgets a revoked key at once.
+    pub fn forget_key(&self, key_id: &str) {
+        self.lock().retain(|_, c| !matches!(&c.key, Some((_, id)) if id == key_id));
+        if let Some(limiter) = &self.limiter {
+            limiter.forget(key_id);
+        }
+    }
+
+    /// Forgets every key of a deleted tenant.
+    pub fn forget_tenant(&self, tenant: &str) {
+        self.lock().retain(|_, c| !matches!(&c.key, Some((t, _)) if t == tenant));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Cached>> {
+        // A panic while holding this lock cannot leave the map inconsistent: every update is a single insert or retain.
+        self.keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[async_trait]
+impl<S> FromRequestParts<S> for Caller
+where
+    S: Send + Sync,
+    AppState: FromRef<S>,
+{
+    type Rejection = GatewayError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            return Ok(caller.clone());
+        }
+        let state = AppState::from_ref(state);
+        let authorization = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let caller = state.auth.authenticate(authorization).await?;
+        parts.extensions.insert(caller.clone());
+        Ok(caller)
+    }
+}
+
+/// The admin; a tenant key is refused with `403`.
+#[derive(Clone, Copy, Debug)]
+pub struct Admin;
+
+#[async_trait]
+impl<S> FromRequestParts<S> for Admin
+where
+    S: Send + Sync,
+    AppState: FromRef<S>,
+{
+    type Rejection = GatewayError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Caller::from_request_parts(parts, state).await? {
+            Caller::Admin => Ok(Admin),
+            Caller::Tenant { .. } => Err(GatewayError::Forbidden("this call needs the admin token".to_owned())),
+        }
+    }
+}
+
+/// The tenant a tenant-scoped call acts for.
+#[derive(Clone, Debug)]
+pub struct Scope {
+    pub tenant: String,
+    pub caller: Caller,
+}
+
+#[derive(Deserialize)]
+struct TenantParam {
+    tenant: Option<String>,
+}
+
+#[async_trait]
+impl<S> FromRequestParts<S> for Scope
+where
+    S: Send + Sync,
+    AppState: FromRef<S>,
+{
+    type Rejection = GatewayError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        let requested = Query::<TenantParam>::try_from_uri(&parts.uri)
+            .map_err(|_| GatewayError::bad_request("the query string is malformed"))?
+            .0
+            .tenant
+            .filter(|t| !t.is_empty());
+        match (&caller, requested) {
+            (Caller::Admin, Some(tenant)) => {
+                crate::extract::resource_id("tenant", &tenant)?;
+                Ok(Scope { tenant, caller })
+            }
+            (Caller::Admin, None) => {
+                Err(GatewayError::invalid("tenant", "the admin must name the tenant with ?tenant=<id>"))
+            }
+            (Caller::Tenant { tenant, .. }, requested) => match requested {
+                // A key sees only its own tenant; naming another must not reveal that it exists.
+                Some(other) if &other != tenant => Err(GatewayError::not_found(format!("tenant {other}"))),
+                _ => Ok(Scope { tenant: tenant.clone(), caller }),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use herald_common::config::{Env, HeraldConfig};
+
+    use super::*;
+
+    fn authenticator() -> Authenticator {
+        let env = Env::from_pairs([
+            ("HERALD_REGISTRY_URL", "http://127.0.0.1:1"),
+            ("HERALD_DISPATCH_URL", "http://127.0.0.1:1"),
+        ]);
+        let config = HeraldConfig::from_env(&env, true).unwrap();
+        Authenticator::new(Some("s3cret".into()), Upstream::new(&config).unwrap(), 0)
+    }
+
+    #[tokio::test]
+    async fn admin_token_is_checked() {
+        let auth = authenticator();
+        assert_eq!(auth.authenticate(Some("Bearer s3cret")).await.unwrap(), Caller::Admin);
+        assert_eq!(auth.authenticate(Some("bearer  s3cret ")).await.unwrap(), Caller::Admin);
+        for bad in [None, Some("Bearer wrong"), Some("Basic s3cret"), Some("s3cret"), Some("Bearer ")] {
+            let err = auth.authenticate(bad).await.unwrap_err();
+            assert_eq!(err.status(), axum::http::StatusCode::UNAUTHORIZED, "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn admin_is_disabled_without_a_token() {
+        let mut auth = authenticator();
+        auth.admin_token = None;
+        let err = auth.authenticate(Some("Bearer s3cret")).await.unwrap_err();
+        assert_eq!(err.status(), axum::http::StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_registry_is_503_for_api_keys() {
+        let auth = authenticator();
+        let started = Instant::now();
+        let err = auth.authenticate(Some("Bearer hk_whatever")).await.unwrap_err();
+        assert_eq!(err.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+
+    #[tokio::test]
+    async fn revoked_keys_are_forgotten() {
+        let auth = authenticator();
+        let until = Instant::now() + KEY_CACHE_TTL;
+        auth.remember("h1".into(), Cached { key: Some(("acme".into(), "key_1".into())), until });
+        auth.remember("h2".into(), Cached { key: Some(("acme".into(), "key_2".into())), until });
+        auth.remember("h3".into(), Cached { key: None, until });
+        auth.forget_key("key_1");
+        assert!(!auth.lock().contains_key("h1"));
+        assert!(auth.lock().contains_key("h2"));
+        auth.forget_tenant("acme");
+        assert_eq!(auth.lock().len(), 1);
+    }
+}

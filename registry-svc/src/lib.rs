@@ -1,0 +1,164 @@
+//! Herald registry: tenants, API keys, event types, endpoints and
+//! subscriptions, and publishing with fan-out to the partition streams.
+//!
+//! [`run`] serves `herald.v1.Registry`, `grpc.health.v1` and server
+//! reflection (v1 and v1alpha) on one listener, and `/healthz` `/readyz`
+//! `/metrics` on another, until the shutdown token is cancelled.
+//!
+//! Code map: [`service`] is the gRPC surface; the domain is [`Registry`],
+//! whose operations live in [`tenants`], [`event_types`], [`endpoints`],
+//! [`subscriptions`] and [`publish`]; [`validate`] and [`schema`] hold the
+//! input rules; [`store`] sends every Redis command; [`error`] maps errors
+//! to gRPC codes in one place.
+
+use std::sync::Arc;
+
+use herald_common::admin::{self, ReadinessCheck};
+use herald_common::config::HeraldConfig;
+use herald_common::keys::Keys;
+use herald_proto::server::TokenCheck;
+use herald_proto::v1::registry_server::{RegistryServer, SERVICE_NAME};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Server;
+
+pub mod catalog;
+pub mod endpoints;
+pub mod error;
+pub mod event_types;
+pub mod publish;
+pub mod schema;
+pub mod service;
+pub mod store;
+pub mod subscriptions;
+pub mod tenants;
+pub mod validate;
+
+pub use error::{FieldError, RegistryError};
+
+use crate::publish::RouteCache;
+use crate::schema::SchemaCache;
+use crate::service::RegistryService;
+use crate::store::Store;
+
+/// Largest gRPC message accepted: a full `PublishBatch` of large events.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// The registry's domain: configuration, the store and the in-memory caches
+/// that make publishing cheap.
+pub struct Registry {
+    config: HeraldConfig,
+    store: Store,
+    schemas: SchemaCache,
+    routes: RouteCache,
+}
+
+impl Registry {
+    pub fn new(config: HeraldConfig, store: Store) -> Self {
+        Registry { config, store, schemas: SchemaCache::default(), routes: RouteCache::default() }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+}
+
+/// Describes the registry's series and starts its counters at zero, so a
+/// scrape shows them before the first publish.
+fn describe_metrics() {
+    admin::prometheus();
+    herald_common::grpc_metrics::describe();
+    metrics::describe_counter!("herald_events_published_total", "events stored and fanned out (duplicates excluded)");
+    metrics::describe_counter!("herald_events_duplicate_total", "publishes answered from the idempotency window");
+    metrics::describe_counter!("herald_jobs_enqueued_total", "deliveries appended to the partition streams");
+    for name in ["herald_events_published_total", "herald_events_duplicate_total", "herald_jobs_enqueued_total"] {
+        metrics::counter!(name).increment(0);
+    }
+}
+
+/// Serves the registry on `grpc` and the admin routes on `admin` until
+/// `shutdown` is cancelled (or one of the two servers fails).
+pub async fn run(
+    config: HeraldConfig,
+    grpc: TcpListener,
+    admin: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), RegistryError> {
+    describe_metrics();
+    let Some(conn) = herald_common::redis_conn::connect_until_ready(&config.redis_url, &shutdown).await? else {
+        return Ok(());
+    };
+    let store = Store::new(conn, Keys::new(config.redis_prefix.clone()));
+    if let Err(e) = store.load_scripts().await {
+        // Not fatal: scripts are loaded again on first use.
+        tracing::warn!(error = %e, "could not preload the publish script");
+    }
+    let registry = Arc::new(Registry::new(config.clone(), store.clone()));
+    if let Some(dir) = &config.catalog_dir {
+        let report = registry.load_catalog(dir).await?;
+        tracing::info!(dir = %dir.display(), created = report.created, updated = report.updated, unchanged = report.unchanged, "event type catalogue loaded");
+    }
+
+    let (mut health, health_service) = tonic_health::server::health_reporter();
+    health.set_service_status(SERVICE_NAME, tonic_health::ServingStatus::Serving).await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(herald_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(herald_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let registry_service = InterceptedService::new(
+        RegistryServer::new(RegistryService::new(registry))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        TokenCheck::new(config.grpc_token.as_deref()),
+    );
+
+    let stop = shutdown.child_token();
+    let grpc_addr = grpc.local_addr()?;
+    let admin_addr = admin.local_addr()?;
+    // Small request/answer exchanges must not wait on Nagle's algorithm.
+    let incoming = TcpListenerStream::new(grpc).map(|conn| {
+        if let Ok(stream) = &conn {
+            let _ = stream.set_nodelay(true);
+        }
+        conn
+    });
+    let grpc_server = Server::builder()
+        .trace_fn(herald_proto::server::request_span)
+        .layer(herald_common::grpc_metrics::GrpcMetricsLayer)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(registry_service)
+        .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
+    let readiness_store = store.clone();
+    let readiness: ReadinessCheck = Arc::new(move || {
+        let store = readiness_store.clone();
+        Box::pin(async move { store.ping().await })
+    });
+    let admin_server = admin::serve(admin, readiness, stop.clone());
+    tracing::info!(grpc = %grpc_addr, admin = %admin_addr, "herald-registry serving");
+
+    let (grpc_result, admin_result) = tokio::join!(
+        async {
+            let result = grpc_server.await;
+            stop.cancel();
+            result
+        },
+        async {
+            let result = admin_server.await;
+            stop.cancel();
+            result
+        },
+    );
+    grpc_result?;
+    admin_result?;
+    tracing::info!("herald-registry stopped");
+    Ok(())
+}

@@ -1,0 +1,452 @@
+//! Publishing: validate an event, find the endpoints it must reach, and in
+//! one atomic Redis step store it once and enqueue one job per endpoint.
+//!
+//! The hot path costs two round trips per request, however many events a
+//! batch holds and however many endpoints they fan out to:
+//!
+//! 1. one pipeline reading, for every tenant and event type in the request,
+//!    whether the tenant exists, its routing generation, and the stored
+//!    event type (whose compiled schema is cached, see [`crate::schema`]);
+//! 2. one pipeline of `EVALSHA`s of the publish script, one per event, each
+//!    checking the idempotency key, storing the payload with the retention
+//!    TTL, remembering the id for the idempotency window and `XADD`ing the
+//!    jobs to their partition streams.
+//!
+//! Routing tables (which endpoints a (tenant, event type) reaches, with
+//! their filters) are cached in memory and revalidated against the tenant's
+//! routing generation, which every endpoint and subscription write bumps.
+//! Only a stale or missing table costs extra reads.
+//!
+//! Jobs carry ids only; the payload is serialised once and stored once.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+
+use herald_common::ids;
+use herald_common::keys::partition_of;
+use herald_common::model::{EndpointStatus, FilterMap, Job, StoredEvent};
+use herald_common::telemetry::current_traceparent;
+use herald_common::time_fmt;
+use herald_proto::v1::PublishRequest;
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use crate::error::{FieldError, RegistryError, Result};
+use crate::schema;
+use crate::store::{Enqueue, Enqueued};
+use crate::validate::{self, Violations};
+use crate::Registry;
+
+/// The routing cache forgets everything past this many (tenant, type) tables.
+const MAX_CACHED_ROUTES: usize = 50_000;
+
+/// The answer for one published event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Published {
+    pub id: String,
+    pub deliveries: u32,
+    pub duplicate: bool,
+}
+
+/// One subscription's way to an endpoint.
+#[derive(Clone, Debug)]
+pub struct Route {
+    pub endpoint_id: String,
+    pub partition: u32,
+    pub filter: Option<FilterMap>,
+}
+
+struct CachedRoutes {
+    generation: u64,
+    routes: Arc<[Route]>,
+}
+
+/// Routing tables per tenant and event type.
+#[derive(Default)]
+pub struct RouteCache {
+    tenants: RwLock<HashMap<String, HashMap<String, CachedRoutes>>>,
+}
+
+impl RouteCache {
+    fn get(&self, tenant: &str, event_type: &str, generation: u64) -> Option<Arc<[Route]>> {
+        let tenants = self.tenants.read().unwrap_or_else(|e| e.into_inner());
+        let cached = tenants.get(tenant)?.get(event_type)?;
+        (cached.generation == generation).then(|| cached.routes.clone())
+    }
+
+    fn put(&self, tenant: &str, event_type: &str, generation: u64, routes: Arc<[Route]>) {
+        let mut tenants = self.tenants.write().unwrap_or_else(|e| e.into_inner());
+        if tenants.values().map(HashMap::len).sum::<usize>() >= MAX_CACHED_ROUTES {
+            tenants.clear();
+        }
+        let per_tenant = tenants.entry(tenant.to_owned()).or_default();
+        // Tables of older generations are stale for every type of this tenant.
+        per_tenant.retain(|_, c| c.generation >= generation);
+        per_tenant.insert(event_type.to_owned(), CachedRoutes { generation, routes });
+    }
+}
+
+/// Does the event hold `expected` at the dotted `path` (`resource.org`, `data.a.0.b`, `type`)?
+fn path_equals(event: &StoredEvent, path: &str, expected: &Value) -> bool {
+    let mut segments = path.split('.');
+    let mut node = match segments.next() {
+        Some("id") => return segments.next().is_none() && expected.as_str() == Some(event.id.as_str()),
+        Some("type") => return segments.next().is_none() && expected.as_str() == Some(event.event_type.as_str()),
+        Some("timestamp") => return segments.next().is_none() && expected.as_str() == Some(event.timestamp.as_str()),
+        Some("resource") => match &event.resource {
+            Some(resource) => resource,
+            None => return false,
+        },
+        Some("data") => &event.data,
+        _ => return false,
+    };
+    for segment in segments {
+        node = match node {
+            Value::Object(map) => match map.get(segment) {
+                Some(next) => next,
+                None => return false,
+            },
+            Value::Array(items) => match segment.parse::<usize>().ok().and_then(|i| items.get(i)) {
+                Some(next) => next,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    node == expected
+}
+
+/// Every entry of the filter must hold.
+pub fn matches(filter: Option<&FilterMap>, event: &StoredEvent) -> bool {
+    filter.map_or(true, |f| f.iter().all(|(path, expected)| path_equals(event, path, expected)))
+}
+
+/// The distinct endpoints (with partitions) that `event` reaches; `routes`
+/// is sorted by endpoint id, so duplicates are adjacent.
+pub fn select<'r>(routes: &'r [Route], event: &StoredEvent) -> Vec<&'r Route> {
+    let mut selected: Vec<&Route> = Vec::new();
+    for route in routes {
+        if selected.last().is_some_and(|last| last.endpoint_id == route.endpoint_id) {
+            continue;
+        }
+        if matches(route.filter.as_ref(), event) {
+            selected.push(route);
+        }
+    }
+    selected
+}
+
+/// An event ready for the atomic step.
+struct Prepared {
+    tenant: String,
+    event_id: String,
+    payload: Vec<u8>,
+    jobs: Vec<(u32, Job)>,
+}
+
+/// An event after the checks that need no Redis.
+struct Parsed {
+    tenant: String,
+    id: String,
+    event_type: String,
+    resource: Option<Value>,
+    data: Value,
+    time: OffsetDateTime,
+}
+
+fn parse(request: PublishRequest, max_bytes: usize) -> Result<Parsed> {
+    let PublishRequest { tenant, id, r#type, resource, data, time } = request;
+    let mut v = Violations::new();
+    if tenant.is_empty() {
+        v.add("tenant", "is required");
+    } else if !herald_common::ids::is_valid_external_id(&tenant, validate::MAX_TENANT_ID) {
+        v.add("tenant", format!("tenant {tenant} not found"));
+    }
+    v.check(
+        id.is_empty() || ids::is_valid_external_id(&id, validate::MAX_EVENT_ID),
+        "id",
+        format!("must be 1 to {} letters, digits, '-', '_', '.' or '~'", validate::MAX_EVENT_ID),
+    );
+    if r#type.is_empty() {
+        v.add("type", "is required");
+    } else if !validate::is_event_type_name(&r#type) {
+        v.add("type", format!("unknown event type {type}", type = r#type));
+    }
+    let mut data_value = Value::Null;
+    if data.len() + resource.len() > max_bytes {
+        v.add("data", format!("the event is larger than {max_bytes} bytes"));
+    } else if data.is_empty() {
+        v.add("data", "is required (a JSON object)");
+    } else {
+        data_value = v.take(validate::json_object("data", &data)).flatten().map(Value::Object).unwrap_or(Value::Null);
+    }
+    let resource = v.take(validate::json_object("resource", &resource)).flatten().map(Value::Object);
+    let time = match time {
+        None => time_fmt::now(),
+        Some(ts) => {
+            let nanos = i128::from(ts.seconds) * 1_000_000_000 + i128::from(ts.nanos);
+            match (0..1_000_000_000).contains(&ts.nanos).then(|| OffsetDateTime::from_unix_timestamp_nanos(nanos)) {
+                Some(Ok(t)) => t,
+                _ => {
+                    v.add("time", "is not a valid timestamp");
+                    time_fmt::now()
+                }
+            }
+        }
+    };
+    v.finish()?;
+    Ok(Parsed {
+        tenant,
+        id: if id.is_empty() { ids::new_id(ids::EVENT) } else { id },
+        event_type: r#type,
+        resource,
+        data: data_value,
+        time,
+    })
+}
+
+impl Registry {
+    /// `traceparent` is the caller's, used for the jobs when this process
+    /// records no span of its own (e.g. tracing filtered off by `RUST_LOG`).
+    pub async fn publish(&self, request: PublishRequest, traceparent: Option<String>) -> Result<Published> {
+        let mut answers = self.publish_events(vec![request], false, traceparent).await?;
+        answers.pop().ok_or_else(|| RegistryError::invalid("events", "no event was published"))
+    }
+
+    pub async fn publish_batch(
+        &self,
+        requests: Vec<PublishRequest>,
+        traceparent: Option<String>,
+    ) -> Result<Vec<Published>> {
+        if requests.is_empty() {
+            return Ok(Vec::new());
+        }
+        if requests.len() > validate::MAX_BATCH_EVENTS {
+            return Err(RegistryError::invalid(
+                "events",
+                format!("at most {} events per batch", validate::MAX_BATCH_EVENTS),
+            ));
+        }
+        self.publish_events(requests, true, traceparent).await
+    }
+
+    /// Validates every event first (nothing is published unless all are
+    /// valid), then routes and enqueues them all in one round trip.
+    async fn publish_events(
+        &self,
+        requests: Vec<PublishRequest>,
+        batch: bool,
+        caller_traceparent: Option<String>,
+    ) -> Result<Vec<Published>> {
+        let field = |i: usize| if batch { format!("events[{i}].") } else { String::new() };
+        let mut errors: Vec<FieldError> = Vec::new();
+        let mut parsed: Vec<Parsed> = Vec::with_capacity(requests.len());
+        for (i, request) in requests.into_iter().enumerate() {
+            match parse(request, self.config.max_event_bytes) {
+                Ok(p) => parsed.push(p),
+                Err(e) => match e.within(&field(i)) {
+                    RegistryError::Invalid(list) => errors.extend(list),
+                    other => return Err(other),
+                },
+            }
+        }
+        if !errors.is_empty() {
+            return Err(RegistryError::Invalid(errors));
+        }
+
+        let tenants: Vec<&str> = parsed.iter().map(|p| p.tenant.as_str()).collect::<HashSet<_>>().into_iter().collect();
+        let types: Vec<&str> =
+            parsed.iter().map(|p| p.event_type.as_str()).collect::<HashSet<_>>().into_iter().collect();
+        let lookup = self.store.publish_lookup(&tenants, &types).await?;
+
+        for (i, p) in parsed.iter().enumerate() {
+            let prefix = field(i);
+            if !lookup.tenants.get(&p.tenant).is_some_and(|(exists, _)| *exists) {
+                errors.push(FieldError::new(format!("{prefix}tenant"), format!("tenant {} not found", p.tenant)));
+                continue;
+            }
+            let Some(Some(raw)) = lookup.event_types.get(&p.event_type) else {
+                errors.push(FieldError::new(format!("{prefix}type"), format!("unknown event type {}", p.event_type)));
+                continue;
+            };
+            let event_type = self.schemas.get(&p.event_type, raw)?;
+            if let Some(validator) = &event_type.validator {
+                if let Err(list) = schema::check(validator, &p.data) {
+                    errors.extend(list.into_iter().map(|e| FieldError::new(format!("{prefix}{}", e.field), e.message)));
+                    continue;
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(RegistryError::Invalid(errors));
+        }
+
+        let traceparent = current_traceparent().or(caller_traceparent);
+        let mut prepared: Vec<Prepared> = Vec::with_capacity(parsed.len());
+        for p in parsed {
+            let generation = lookup.tenants.get(&p.tenant).map_or(0, |(_, g)| *g);
+            let routes = self.routes(&p.tenant, &p.event_type, generation).await?;
+            let event = StoredEvent {
+                id: p.id,
+                event_type: p.event_type,
+                timestamp: time_fmt::rfc3339(p.time),
+                resource: p.resource,
+                data: p.data,
+            };
+            let jobs: Vec<(u32, Job)> = select(&routes, &event)
+                .into_iter()
+                .map(|route| {
+                    let job = Job {
+                        delivery_id: ids::new_id(ids::DELIVERY),
+                        tenant: p.tenant.clone(),
+                        endpoint_id: route.endpoint_id.clone(),
+                        event_id: event.id.clone(),
+                        attempt: 1,
+                        traceparent: traceparent.clone(),
+                    };
+                    (route.partition, job)
+                })
+                .collect();
+            let payload = serde_json::to_vec(&event)?;
+            prepared.push(Prepared { tenant: p.tenant, event_id: event.id, payload, jobs });
+        }
+        let calls: Vec<Enqueue<'_>> = prepared
+            .iter()
+            .map(|p| Enqueue { tenant: &p.tenant, event_id: &p.event_id, payload: &p.payload, jobs: &p.jobs })
+            .collect();
+        let retention = u64::try_from(self.config.event_retention.as_millis()).unwrap_or(u64::MAX);
+        let window = u64::try_from(self.config.idempotency_window.as_millis()).unwrap_or(u64::MAX);
+        let answers = self.store.enqueue(&calls, retention, window).await?;
+        let mut published = Vec::with_capacity(answers.len());
+        for (p, Enqueued { duplicate, deliveries }) in prepared.into_iter().zip(answers) {
+            if !duplicate {
+                metrics::counter!("herald_events_published_total").increment(1);
+                metrics::counter!("herald_jobs_enqueued_total").increment(u64::from(deliveries));
+            } else {
+                metrics::counter!("herald_events_duplicate_total").increment(1);
+            }
+            tracing::debug!(tenant = %p.tenant, event = %p.event_id, deliveries, duplicate, "event published");
+            published.push(Published { id: p.event_id, deliveries, duplicate });
+        }
+        Ok(published)
+    }
+
+    /// The routing table of (tenant, event type), from the cache when its
+    /// generation is current.
+    async fn routes(&self, tenant: &str, event_type: &str, generation: u64) -> Result<Arc<[Route]>> {
+        if let Some(routes) = self.routes.get(tenant, event_type, generation) {
+            return Ok(routes);
+        }
+        let (subs, statuses) = self.store.routing_inputs(tenant, event_type).await?;
+        let mut routes: Vec<Route> = subs
+            .into_iter()
+            .filter(|s| s.tenant == tenant && statuses.get(&s.endpoint_id) == Some(&EndpointStatus::Active))
+            .map(|s| Route {
+                partition: partition_of(&s.endpoint_id, self.config.partitions),
+                endpoint_id: s.endpoint_id,
+                filter: s.filter,
+            })
+            .collect();
+        routes.sort_by(|a, b| a.endpoint_id.cmp(&b.endpoint_id));
+        let routes: Arc<[Route]> = routes.into();
+        self.routes.put(tenant, event_type, generation, routes.clone());
+        Ok(routes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn event() -> StoredEvent {
+        StoredEvent {
+            id: "evt_1".into(),
+            event_type: "order.created".into(),
+            timestamp: "2024-05-07T19:18:32.076Z".into(),
+            resource: Some(json!({"orgShortName": "tfoinc", "locRef": "l1"})),
+            data: json!({"a": {"b": 2}, "items": [{"sku": "x"}], "flag": true}),
+        }
+    }
+
+    fn filter(value: Value) -> FilterMap {
+        value.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn filters_compare_dotted_paths() {
+        let e = event();
+        assert!(matches(None, &e));
+        assert!(matches(Some(&filter(json!({"resource.orgShortName": "tfoinc"}))), &e));
+        assert!(matches(Some(&filter(json!({"type": "order.created", "id": "evt_1", "data.a.b": 2}))), &e));
+        assert!(matches(Some(&filter(json!({"data.items.0.sku": "x", "data.flag": true}))), &e));
+        assert!(matches(Some(&filter(json!({"data.a": {"b": 2}}))), &e));
+        assert!(!matches(Some(&filter(json!({"resource.orgShortName": "other"}))), &e));
+        assert!(!matches(Some(&filter(json!({"resource.orgShortName": "tfoinc", "resource.locRef": "l2"}))), &e));
+        assert!(!matches(Some(&filter(json!({"data.a.b": "2"}))), &e));
+        assert!(!matches(Some(&filter(json!({"data.missing": null}))), &e));
+        assert!(!matches(Some(&filter(json!({"data.items.7.sku": "x"}))), &e));
+        let mut no_resource = event();
+        no_resource.resource = None;
+        assert!(!matches(Some(&filter(json!({"resource.orgShortName": "tfoinc"}))), &no_resource));
+    }
+
+    #[test]
+    fn selection_is_one_job_per_endpoint() {
+        let route = |ep: &str, f: Option<Value>| Route {
+            endpoint_id: ep.into(),
+            partition: partition_of(ep, 4),
+            filter: f.map(filter),
+        };
+        let routes = vec![
+            route("ep_a", Some(json!({"resource.orgShortName": "nope"}))),
+            route("ep_a", Some(json!({"resource.orgShortName": "tfoinc"}))),
+            route("ep_a", None),
+            route("ep_b", None),
+            route("ep_c", Some(json!({"type": "other"}))),
+        ];
+        let chosen: Vec<&str> = select(&routes, &event()).iter().map(|r| r.endpoint_id.as_str()).collect();
+        assert_eq!(chosen, ["ep_a", "ep_b"]);
+    }
+
+    #[test]
+    fn route_cache_answers_only_its_generation() {
+        let cache = RouteCache::default();
+        let routes: Arc<[Route]> = Vec::new().into();
+        cache.put("acme", "t", 3, routes);
+        assert!(cache.get("acme", "t", 3).is_some());
+        assert!(cache.get("acme", "t", 4).is_none());
+        assert!(cache.get("other", "t", 3).is_none());
+        cache.put("acme", "u", 4, Vec::new().into());
+        assert!(cache.get("acme", "t", 3).is_none(), "older generations are dropped");
+    }
+
+    #[test]
+    fn parse_checks_local_rules() {
+        let ok = PublishRequest {
+            tenant: "acme".into(),
+            id: String::new(),
+            r#type: "order.created".into(),
+            resource: Vec::new(),
+            data: br#"{"a":1}"#.to_vec(),
+            time: None,
+        };
+        let p = parse(ok.clone(), 1024).unwrap();
+        assert!(p.id.starts_with("evt_"));
+        let fields = |r: PublishRequest| match parse(r, 1024) {
+            Err(RegistryError::Invalid(list)) => list.into_iter().map(|e| e.field).collect::<Vec<_>>(),
+            _ => Vec::new(),
+        };
+        assert_eq!(fields(PublishRequest { data: b"[1]".to_vec(), ..ok.clone() }), ["data"]);
+        assert_eq!(fields(PublishRequest { data: vec![b' '; 2000], ..ok.clone() }), ["data"]);
+        assert_eq!(fields(PublishRequest { resource: b"1".to_vec(), ..ok.clone() }), ["resource"]);
+        assert_eq!(fields(PublishRequest { id: "a b".into(), ..ok.clone() }), ["id"]);
+        assert_eq!(fields(PublishRequest { r#type: "a b".into(), ..ok.clone() }), ["type"]);
+        let bad_time = prost_types::Timestamp { seconds: 0, nanos: -1 };
+        assert_eq!(fields(PublishRequest { time: Some(bad_time), ..ok.clone() }), ["time"]);
+        let time = prost_types::Timestamp { seconds: 1_607_368_712, nanos: 76_000_000 };
+        let p = parse(PublishRequest { time: Some(time), ..ok }, 1024).unwrap();
+        assert_eq!(time_fmt::rfc3339(p.time), "2020-12-07T19:18:32.076Z");
+    }
+}

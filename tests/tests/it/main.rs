@@ -1,0 +1,15 @@
+//! Herald's black-box tests: one integration binary, a module per area.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod catalog;
+mod control;
+mod dispatch;
+mod faults;
+mod formats;
+mod gateway;
+mod observe;
+mod profiles;
+mod registry;
+mod security;
+mod smoke;
