@@ -26,8 +26,8 @@ use crate::config::Env;
 use crate::{CommonError, Result};
 
 /// Crates whose spans form Herald's traces.
-const HERALD_CRATES: [&str; 5] =
-    ["herald_common", "herald_registry", "herald_dispatch", "herald_gateway", "herald_tests"];
+const HERALD_CRATES: [&str; 6] =
+    ["herald_common", "herald_proto", "herald_registry", "herald_dispatch", "herald_gateway", "herald_tests"];
 
 /// Flushes pending spans when dropped at the end of `main`.
 pub struct TelemetryGuard {
