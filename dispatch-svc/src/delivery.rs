@@ -176,7 +176,8 @@ async fn deliver_in_span(shared: Arc<Shared>, target: Arc<Target>, mut batch: Ve
             held,
         });
     }
-    let settled = settle(&shared, &settlements, Some((target.prepared.id(), &recorded.snapshot))).await;
+    let health = recorded.persist.then(|| (target.prepared.id(), &recorded.snapshot));
+    let settled = settle(&shared, &settlements, health).await;
     if settled {
         for s in &settlements {
             metrics::counter!("herald_deliveries_total", "outcome" => s.status.as_str()).increment(1);

@@ -89,6 +89,10 @@ struct State {
     probing: bool,
     in_flight: u32,
     token_error: Option<String>,
+    /// When the health hash was last written with a success on a clean
+    /// record, to write a run of successes at most once per
+    /// [`QUIET_PERSIST_EVERY_MS`].
+    quiet_persisted_at: Option<Millis>,
     /// This endpoint's place in `herald_circuit_state`.
     circuit: CircuitGauge,
 }
@@ -103,9 +107,17 @@ pub struct Health {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Recorded {
     pub snapshot: HealthRecord,
+    /// The snapshot says something the stored one does not (a failure, a
+    /// recovery, a token error, or a success after a quiet second): store it.
+    pub persist: bool,
     /// The endpoint has failed for longer than allowed: disable it.
     pub disable: bool,
 }
+
+/// A healthy endpoint's stored record changes only in `lastSuccessAt` and
+/// `inFlight`; writing it once a second instead of with every delivery
+/// saves two Redis commands per delivery and loses nothing the breaker needs.
+const QUIET_PERSIST_EVERY_MS: Millis = 1_000;
 
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
@@ -137,6 +149,7 @@ impl Health {
             probing: false,
             in_flight: 0,
             token_error: stored.token_error.clone(),
+            quiet_persisted_at: None,
             circuit: CircuitGauge::default(),
         };
         track(&mut state);
@@ -178,9 +191,17 @@ impl Health {
         let mut state = self.lock();
         state.in_flight = state.in_flight.saturating_sub(1);
         state.probing = false;
+        let was_clean = state.consecutive_failures == 0 && state.open_until.is_none();
+        let mut persist = !delivered || !was_clean || state.token_error != token_error;
         state.token_error = token_error;
         let mut disable = false;
         if delivered {
+            let quiet_due =
+                state.quiet_persisted_at.is_none_or(|at| now_ms.saturating_sub(at) >= QUIET_PERSIST_EVERY_MS);
+            if persist || quiet_due {
+                persist = true;
+                state.quiet_persisted_at = Some(now_ms);
+            }
             state.consecutive_failures = 0;
             state.last_success_at = Some(now_ms);
             state.failing_since = None;
@@ -203,8 +224,11 @@ impl Health {
             }
             disable = now_ms.saturating_sub(since_ms) >= millis(breaker.disable_after);
         }
+        if !delivered {
+            state.quiet_persisted_at = None;
+        }
         track(&mut state);
-        Recorded { snapshot: snapshot(&state, now, now_ms), disable }
+        Recorded { snapshot: snapshot(&state, now, now_ms), persist, disable }
     }
 
     /// Forgets an admitted attempt that never ran.

@@ -29,8 +29,6 @@ use herald_common::keys::Keys;
 use herald_proto::server::TokenCheck;
 use herald_proto::v1::dispatch_server::{DispatchServer, SERVICE_NAME};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
@@ -129,12 +127,6 @@ pub async fn run(
 
     let grpc_addr = grpc.local_addr()?;
     let admin_addr = admin.local_addr()?;
-    let incoming = TcpListenerStream::new(grpc).map(|conn| {
-        if let Ok(stream) = &conn {
-            let _ = stream.set_nodelay(true);
-        }
-        conn
-    });
     let grpc_server = Server::builder()
         .trace_fn(herald_proto::server::request_span)
         .layer(herald_common::grpc_metrics::GrpcMetricsLayer)
@@ -142,7 +134,7 @@ pub async fn run(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(dispatch_service)
-        .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
+        .serve_with_incoming_shutdown(herald_proto::server::incoming(grpc), stop.clone().cancelled_owned());
     let ready = shared.clone();
     let readiness: ReadinessCheck = Arc::new(move || {
         let shared = ready.clone();

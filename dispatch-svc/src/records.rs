@@ -294,9 +294,11 @@ impl Records {
         let member = s.retry.as_ref().map(|(due, next)| (*due, encode_job(next)));
         match &member {
             Some((_, member)) => fields.push(("retryMember", member.clone())),
-            None => {
+            // A first attempt has never had a retry scheduled.
+            None if job.attempt > 1 => {
                 pipe.hdel(&key, "retryMember").ignore();
             }
+            None => {}
         }
         pipe.hset_multiple(&key, &fields).ignore();
         pipe.pexpire(&key, self.retention_ms).ignore();

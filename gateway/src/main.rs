@@ -6,6 +6,12 @@ use std::process::ExitCode;
 use herald_common::shutdown;
 use herald_common::startup::{self, exit_code, listen};
 
+/// Requests and deliveries allocate many small, short-lived buffers across
+/// threads; mimalloc serves them from thread-local pages where glibc's
+/// malloc contends and fragments (about a fifth of the dispatcher's CPU).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     exit_code("herald-gateway", serve().await)

@@ -1,11 +1,14 @@
 //! What the registry and dispatcher gRPC servers share: the
-//! `HERALD_GRPC_TOKEN` check and the per-call span that continues the
-//! caller's trace.
+//! `HERALD_GRPC_TOKEN` check, the per-call span that continues the
+//! caller's trace, and the accepted connections.
 
 use std::sync::Arc;
 
 use herald_common::crypto::constant_time_eq;
 use herald_common::telemetry;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::codegen::http;
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
@@ -52,6 +55,17 @@ pub fn request_span(request: &http::Request<()>) -> tracing::Span {
         telemetry::set_parent(&span, parent);
     }
     span
+}
+
+/// The connections a gRPC server accepts, with Nagle's algorithm off:
+/// small request/answer exchanges must not wait for more bytes.
+pub fn incoming(listener: TcpListener) -> impl Stream<Item = std::io::Result<TcpStream>> {
+    TcpListenerStream::new(listener).map(|conn| {
+        if let Ok(stream) = &conn {
+            let _ = stream.set_nodelay(true);
+        }
+        conn
+    })
 }
 
 #[cfg(test)]

@@ -19,8 +19,6 @@ use herald_common::keys::Keys;
 use herald_proto::server::TokenCheck;
 use herald_proto::v1::registry_server::{RegistryServer, SERVICE_NAME};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
@@ -122,13 +120,6 @@ pub async fn run(
     let stop = shutdown.child_token();
     let grpc_addr = grpc.local_addr()?;
     let admin_addr = admin.local_addr()?;
-    // Small request/answer exchanges must not wait on Nagle's algorithm.
-    let incoming = TcpListenerStream::new(grpc).map(|conn| {
-        if let Ok(stream) = &conn {
-            let _ = stream.set_nodelay(true);
-        }
-        conn
-    });
     let grpc_server = Server::builder()
         .trace_fn(herald_proto::server::request_span)
         .layer(herald_common::grpc_metrics::GrpcMetricsLayer)
@@ -136,7 +127,7 @@ pub async fn run(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(registry_service)
-        .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
+        .serve_with_incoming_shutdown(herald_proto::server::incoming(grpc), stop.clone().cancelled_owned());
     let readiness_store = store.clone();
     let readiness: ReadinessCheck = Arc::new(move || {
         let store = readiness_store.clone();

@@ -58,7 +58,7 @@ pub struct Route {
 
 struct CachedRoutes {
     generation: u64,
-    routes: Arc<[Route]>,
+    routes: Arc<RouteTable>,
 }
 
 /// Routing tables per tenant and event type.
@@ -68,13 +68,13 @@ pub struct RouteCache {
 }
 
 impl RouteCache {
-    fn get(&self, tenant: &str, event_type: &str, generation: u64) -> Option<Arc<[Route]>> {
+    fn get(&self, tenant: &str, event_type: &str, generation: u64) -> Option<Arc<RouteTable>> {
         let tenants = self.tenants.read().unwrap_or_else(|e| e.into_inner());
         let cached = tenants.get(tenant)?.get(event_type)?;
         (cached.generation == generation).then(|| cached.routes.clone())
     }
 
-    fn put(&self, tenant: &str, event_type: &str, generation: u64, routes: Arc<[Route]>) {
+    fn put(&self, tenant: &str, event_type: &str, generation: u64, routes: Arc<RouteTable>) {
         let mut tenants = self.tenants.write().unwrap_or_else(|e| e.into_inner());
         if tenants.values().map(HashMap::len).sum::<usize>() >= MAX_CACHED_ROUTES {
             tenants.clear();
@@ -86,34 +86,63 @@ impl RouteCache {
     }
 }
 
-/// Does the event hold `expected` at the dotted `path` (`resource.org`, `data.a.0.b`, `type`)?
-fn path_equals(event: &StoredEvent, path: &str, expected: &Value) -> bool {
+/// What the event holds at the dotted `path` (`resource.org`, `data.a.0.b`,
+/// `type`): a JSON value, or one of the event's own strings.
+enum Held<'e> {
+    Json(&'e Value),
+    Text(&'e str),
+}
+
+impl Held<'_> {
+    fn equals(&self, expected: &Value) -> bool {
+        match self {
+            Held::Json(value) => *value == expected,
+            Held::Text(text) => expected.as_str() == Some(text),
+        }
+    }
+
+    /// The JSON text of a scalar, the key of the routing index.
+    fn scalar_key(&self) -> Option<String> {
+        match self {
+            Held::Json(value) => scalar_key(value),
+            Held::Text(text) => serde_json::to_string(text).ok(),
+        }
+    }
+}
+
+/// Scalars compare equal exactly when their JSON texts do (`1` and `1.0`
+/// differ in both), so the text can key a hash index of filter values.
+fn scalar_key(value: &Value) -> Option<String> {
+    match value {
+        Value::Array(_) | Value::Object(_) => None,
+        scalar => serde_json::to_string(scalar).ok(),
+    }
+}
+
+fn held_at<'e>(event: &'e StoredEvent, path: &str) -> Option<Held<'e>> {
     let mut segments = path.split('.');
+    let text = |value: &'e str, mut rest: std::str::Split<'_, char>| rest.next().is_none().then_some(Held::Text(value));
     let mut node = match segments.next() {
-        Some("id") => return segments.next().is_none() && expected.as_str() == Some(event.id.as_str()),
-        Some("type") => return segments.next().is_none() && expected.as_str() == Some(event.event_type.as_str()),
-        Some("timestamp") => return segments.next().is_none() && expected.as_str() == Some(event.timestamp.as_str()),
-        Some("resource") => match &event.resource {
-            Some(resource) => resource,
-            None => return false,
-        },
+        Some("id") => return text(&event.id, segments),
+        Some("type") => return text(&event.event_type, segments),
+        Some("timestamp") => return text(&event.timestamp, segments),
+        Some("resource") => event.resource.as_ref()?,
         Some("data") => &event.data,
-        _ => return false,
+        _ => return None,
     };
     for segment in segments {
         node = match node {
-            Value::Object(map) => match map.get(segment) {
-                Some(next) => next,
-                None => return false,
-            },
-            Value::Array(items) => match segment.parse::<usize>().ok().and_then(|i| items.get(i)) {
-                Some(next) => next,
-                None => return false,
-            },
-            _ => return false,
+            Value::Object(map) => map.get(segment)?,
+            Value::Array(items) => items.get(segment.parse::<usize>().ok()?)?,
+            _ => return None,
         };
     }
-    node == expected
+    Some(Held::Json(node))
+}
+
+/// Does the event hold `expected` at the dotted `path`?
+fn path_equals(event: &StoredEvent, path: &str, expected: &Value) -> bool {
+    held_at(event, path).is_some_and(|held| held.equals(expected))
 }
 
 /// Every entry of the filter must hold.
@@ -121,19 +150,78 @@ pub fn matches(filter: Option<&FilterMap>, event: &StoredEvent) -> bool {
     filter.map_or(true, |f| f.iter().all(|(path, expected)| path_equals(event, path, expected)))
 }
 
-/// The distinct endpoints (with partitions) that `event` reaches; `routes`
-/// is sorted by endpoint id, so duplicates are adjacent.
-pub fn select<'r>(routes: &'r [Route], event: &StoredEvent) -> Vec<&'r Route> {
-    let mut selected: Vec<&Route> = Vec::new();
-    for route in routes {
-        if selected.last().is_some_and(|last| last.endpoint_id == route.endpoint_id) {
-            continue;
+/// The routes of one (tenant, event type), indexed so that choosing an
+/// event's endpoints costs a hash lookup per filtered path rather than a
+/// filter check per subscription: 10,000 subscriptions filtered on
+/// `data.customer` cost one lookup, not 10,000 walks of the event.
+pub struct RouteTable {
+    /// Sorted by endpoint id, so one endpoint's routes are adjacent.
+    routes: Vec<Route>,
+    /// Routes with no scalar filter entry to index by: always checked.
+    unindexed: Vec<usize>,
+    /// Per filtered path, the routes whose first scalar entry names that
+    /// path, by the entry's value (JSON text).
+    indexed: Vec<(String, HashMap<String, Vec<usize>>)>,
+}
+
+impl RouteTable {
+    pub fn new(mut routes: Vec<Route>) -> Self {
+        routes.sort_by(|a, b| a.endpoint_id.cmp(&b.endpoint_id));
+        let mut unindexed = Vec::new();
+        let mut indexed: Vec<(String, HashMap<String, Vec<usize>>)> = Vec::new();
+        for (i, route) in routes.iter().enumerate() {
+            let entry = route
+                .filter
+                .iter()
+                .flat_map(|f| f.iter())
+                .find_map(|(path, value)| scalar_key(value).map(|key| (path, key)));
+            let Some((path, key)) = entry else {
+                unindexed.push(i);
+                continue;
+            };
+            let by_value = match indexed.iter().position(|(p, _)| p == path) {
+                Some(at) => &mut indexed[at].1,
+                None => {
+                    indexed.push((path.clone(), HashMap::new()));
+                    let last = indexed.len() - 1;
+                    &mut indexed[last].1
+                }
+            };
+            by_value.entry(key).or_default().push(i);
         }
-        if matches(route.filter.as_ref(), event) {
-            selected.push(route);
-        }
+        RouteTable { routes, unindexed, indexed }
     }
-    selected
+
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
+    /// The distinct endpoints (with partitions) that `event` reaches, in
+    /// endpoint id order.
+    pub fn select(&self, event: &StoredEvent) -> Vec<&Route> {
+        let mut candidates = self.unindexed.clone();
+        for (path, by_value) in &self.indexed {
+            let key = held_at(event, path).and_then(|held| held.scalar_key());
+            if let Some(hits) = key.and_then(|key| by_value.get(&key)) {
+                candidates.extend_from_slice(hits);
+            }
+        }
+        candidates.sort_unstable();
+        let mut selected: Vec<&Route> = Vec::new();
+        for route in candidates.into_iter().map(|i| &self.routes[i]) {
+            if selected.last().is_some_and(|last| last.endpoint_id == route.endpoint_id) {
+                continue;
+            }
+            if matches(route.filter.as_ref(), event) {
+                selected.push(route);
+            }
+        }
+        selected
+    }
 }
 
 /// An event ready for the atomic step.
@@ -293,7 +381,8 @@ impl Registry {
                 resource: p.resource,
                 data: p.data,
             };
-            let jobs: Vec<(u32, Job)> = select(&routes, &event)
+            let jobs: Vec<(u32, Job)> = routes
+                .select(&event)
                 .into_iter()
                 .map(|route| {
                     let job = Job {
@@ -333,12 +422,12 @@ impl Registry {
 
     /// The routing table of (tenant, event type), from the cache when its
     /// generation is current.
-    async fn routes(&self, tenant: &str, event_type: &str, generation: u64) -> Result<Arc<[Route]>> {
+    async fn routes(&self, tenant: &str, event_type: &str, generation: u64) -> Result<Arc<RouteTable>> {
         if let Some(routes) = self.routes.get(tenant, event_type, generation) {
             return Ok(routes);
         }
         let (subs, statuses) = self.store.routing_inputs(tenant, event_type).await?;
-        let mut routes: Vec<Route> = subs
+        let routes: Vec<Route> = subs
             .into_iter()
             .filter(|s| s.tenant == tenant && statuses.get(&s.endpoint_id) == Some(&EndpointStatus::Active))
             .map(|s| Route {
@@ -347,8 +436,7 @@ impl Registry {
                 filter: s.filter,
             })
             .collect();
-        routes.sort_by(|a, b| a.endpoint_id.cmp(&b.endpoint_id));
-        let routes: Arc<[Route]> = routes.into();
+        let routes = Arc::new(RouteTable::new(routes));
         self.routes.put(tenant, event_type, generation, routes.clone());
         Ok(routes)
     }
@@ -406,19 +494,19 @@ mod tests {
             route("ep_b", None),
             route("ep_c", Some(json!({"type": "other"}))),
         ];
-        let chosen: Vec<&str> = select(&routes, &event()).iter().map(|r| r.endpoint_id.as_str()).collect();
+        let table = RouteTable::new(routes);
+        let chosen: Vec<&str> = table.select(&event()).iter().map(|r| r.endpoint_id.as_str()).collect();
         assert_eq!(chosen, ["ep_a", "ep_b"]);
     }
 
     #[test]
     fn route_cache_answers_only_its_generation() {
         let cache = RouteCache::default();
-        let routes: Arc<[Route]> = Vec::new().into();
-        cache.put("acme", "t", 3, routes);
+        cache.put("acme", "t", 3, Arc::new(RouteTable::new(Vec::new())));
         assert!(cache.get("acme", "t", 3).is_some());
         assert!(cache.get("acme", "t", 4).is_none());
         assert!(cache.get("other", "t", 3).is_none());
-        cache.put("acme", "u", 4, Vec::new().into());
+        cache.put("acme", "u", 4, Arc::new(RouteTable::new(Vec::new())));
         assert!(cache.get("acme", "t", 3).is_none(), "older generations are dropped");
     }
 

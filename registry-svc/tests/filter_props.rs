@@ -1,5 +1,7 @@
 //! Property tests of subscription filters: the validator
-//! ([`validate::filter`]) and the matcher ([`publish::matches`]).
+//! ([`validate::filter`]), the matcher ([`publish::matches`]) and the
+//! indexed routing table ([`publish::RouteTable`]), which must choose
+//! exactly what checking every route's filter would.
 //!
 //! The oracle is the contract: a filter is an object of dotted paths rooted
 //! at `id`, `type`, `timestamp`, `resource` or `data`, each naming the value
@@ -10,7 +12,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use herald_common::model::{FilterMap, StoredEvent};
-use herald_registry::publish::matches;
+use herald_registry::publish::{matches, Route, RouteTable};
 use herald_registry::validate;
 use proptest::prelude::*;
 use proptest::test_runner::Config;
@@ -190,5 +192,50 @@ proptest! {
         let raw = serde_json::to_vec(&filter_of(&[(path.clone(), value.clone())])).unwrap();
         // Keys of generated data never hold dots or are empty, so every path is well formed.
         prop_assert!(validate::filter(&raw).unwrap().is_some(), "{path}");
+    }
+
+    /// The indexed table chooses exactly the endpoints a check of every
+    /// route would, once each, in endpoint id order.
+    #[test]
+    fn the_route_table_chooses_what_a_full_scan_would(
+        event in event(),
+        specs in prop::collection::vec(
+            (0..8u8, prop::collection::vec((any::<prop::sample::Index>(), 0..3u8), 0..3)),
+            0..24,
+        ),
+    ) {
+        let pairs = reachable(&event);
+        let routes: Vec<Route> = specs
+            .into_iter()
+            .map(|(endpoint, entries)| {
+                let filter: FilterMap = entries
+                    .into_iter()
+                    .map(|(pick, how)| {
+                        let (path, value) = &pairs[pick.index(pairs.len())];
+                        let value = match how {
+                            0 => value.clone(),
+                            1 => other_than(value),
+                            _ => json!(1),
+                        };
+                        (path.clone(), value)
+                    })
+                    .collect();
+                Route {
+                    endpoint_id: format!("ep_{endpoint}"),
+                    partition: u32::from(endpoint % 4),
+                    filter: (!filter.is_empty()).then_some(filter),
+                }
+            })
+            .collect();
+        let mut want: Vec<String> = routes
+            .iter()
+            .filter(|r| matches(r.filter.as_ref(), &event))
+            .map(|r| r.endpoint_id.clone())
+            .collect();
+        want.sort();
+        want.dedup();
+        let table = RouteTable::new(routes);
+        let got: Vec<String> = table.select(&event).iter().map(|r| r.endpoint_id.clone()).collect();
+        prop_assert_eq!(got, want);
     }
 }
