@@ -192,14 +192,6 @@ impl RouteTable {
         RouteTable { routes, unindexed, indexed }
     }
 
-    pub fn len(&self) -> usize {
-        self.routes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.routes.is_empty()
-    }
-
     /// The distinct endpoints (with partitions) that `event` reaches, in
     /// endpoint id order.
     pub fn select(&self, event: &StoredEvent) -> Vec<&Route> {
