@@ -33,6 +33,9 @@ pub enum DispatchError {
     Registry(String),
     #[error("{0} not found")]
     NotFound(String),
+    /// The request does not fit the resource's current state.
+    #[error("{0}")]
+    Conflict(String),
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
     #[error("actor system: {0}")]

@@ -683,6 +683,8 @@ async fn handle_entries(
         }
     };
 
+    show_pending(shared, &taken, &events);
+
     let mut missing_event = Vec::new();
     let mut no_endpoint = Vec::new();
     let mut full = Vec::new();
@@ -786,6 +788,31 @@ async fn load(shared: &Shared, actors: &Actors, taken: &[Taken]) -> Result<(Even
         events.insert(key, loaded);
     }
     Ok((events, endpoints))
+}
+
+/// Records the batch's first attempts as `pending` ([`crate::records::Records::record_pending`]),
+/// off the reader's path: the write is safe in any order with the
+/// settlements, and a failure only delays when the deliveries are listed.
+fn show_pending(shared: &Arc<Shared>, taken: &[Taken], events: &Events) {
+    let waiting: Vec<(Job, String)> = taken
+        .iter()
+        .filter(|t| t.job.attempt == 1)
+        .filter_map(|t| {
+            let key = (t.job.tenant.clone(), t.job.event_id.clone());
+            let event = events.get(&key)?.as_ref()?;
+            Some((t.job.clone(), event.event.event_type.clone()))
+        })
+        .collect();
+    if waiting.is_empty() {
+        return;
+    }
+    let records = shared.records.clone();
+    shared.rt.spawn(async move {
+        let waiting: Vec<(&Job, &str)> = waiting.iter().map(|(job, event_type)| (job, event_type.as_str())).collect();
+        if let Err(e) = records.record_pending(&waiting).await {
+            tracing::warn!(error = %e, deliveries = waiting.len(), "recording pending deliveries failed");
+        }
+    });
 }
 
 /// The records and stored health of `ids`, in one round trip.

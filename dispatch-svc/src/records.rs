@@ -3,7 +3,8 @@
 //!
 //! Data model (all keys from [`Keys`], all with the event retention TTL):
 //! - `dlv:{id}`: a hash — `tenant`, `endpointId`, `eventId`, `eventType`,
-//!   `status` (`pending|delivered|retrying|failed`), `attemptCount`,
+//!   `status` (`pending` from the moment a dispatcher reads the job, see
+//!   [`Records::record_pending`], then `delivered|retrying|failed`), `attemptCount`,
 //!   `createdAt`, `updatedAt`, `nextAttemptAt` (ms; empty when none), and
 //!   while a retry waits, `retryMember` (its member in the retry set, so a
 //!   manual retry can take it out) and `traceparent`.
@@ -327,6 +328,50 @@ impl Records {
         }
     }
 
+    /// Makes first attempts visible as `pending` as soon as a dispatcher has
+    /// read them, so a delivery held back (rate limit, in-flight cap, open
+    /// circuit, `fifo` order) is listed before it is tried. Only what every
+    /// settlement writes with the same value is set outright; `status` and
+    /// `updatedAt` are set only if absent, so whichever of this and the
+    /// settlement Redis runs first, a settled delivery never turns back
+    /// into a pending one.
+    pub async fn record_pending(&self, waiting: &[(&Job, &str)]) -> Result<(), DispatchError> {
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        let now = time_fmt::now_millis();
+        let mut pipe = redis::pipe();
+        for (job, event_type) in waiting {
+            let id = job.delivery_id.as_str();
+            let key = self.keys.delivery(id);
+            let created = ids::created_millis(id).unwrap_or(now);
+            pipe.hset_nx(&key, "status", DeliveryStatus::Pending.as_str()).ignore();
+            pipe.hset_nx(&key, "updatedAt", now).ignore();
+            pipe.hset_multiple(
+                &key,
+                &[
+                    ("tenant", job.tenant.as_str()),
+                    ("endpointId", &job.endpoint_id),
+                    ("eventId", &job.event_id),
+                    ("eventType", event_type),
+                    ("createdAt", &created.to_string()),
+                ],
+            )
+            .ignore();
+            pipe.pexpire(&key, self.retention_ms).ignore();
+            for index in [
+                self.keys.tenant_deliveries(&job.tenant),
+                self.keys.endpoint_deliveries(&job.endpoint_id),
+                self.keys.event_deliveries(&job.tenant, &job.event_id),
+            ] {
+                pipe.zadd(&index, id, 0).ignore();
+            }
+        }
+        let mut conn = self.conn.clone();
+        pipe.query_async::<()>(&mut conn).await?;
+        Ok(())
+    }
+
     /// A delivery with its attempts, if it exists and belongs to `tenant`.
     pub async fn get(&self, tenant: &str, id: &str) -> Result<Option<DeliveryRecord>, DispatchError> {
         let mut conn = self.conn.clone();
@@ -437,8 +482,11 @@ impl Records {
     /// Queues a new attempt of each delivery now, as `attemptCount + 1` on
     /// the same delivery id: a waiting retry is taken out of its retry set,
     /// the status becomes `pending`, and the job is appended to the stream
-    /// of the endpoint's partition. Answers the jobs queued.
+    /// of the endpoint's partition. Answers the jobs queued; a delivery whose
+    /// waiting retry the pump has already moved to the stream is skipped,
+    /// as its attempt is queued already.
     pub async fn requeue(&self, records: &[DeliveryRecord], partitions: u32) -> Result<Vec<Job>, DispatchError> {
+        let records = self.claim_waiting_retries(records, partitions).await?;
         if records.is_empty() {
             return Ok(Vec::new());
         }
@@ -448,9 +496,6 @@ impl Records {
         let mut jobs = Vec::with_capacity(records.len());
         for record in records {
             let partition = herald_common::keys::partition_of(&record.endpoint_id, partitions);
-            if let Some(member) = &record.retry_member {
-                pipe.zrem(self.keys.retry_set(partition), member).ignore();
-            }
             let key = self.keys.delivery(&record.id);
             pipe.hset_multiple(
                 &key,
@@ -476,6 +521,31 @@ impl Records {
         let mut conn = self.conn.clone();
         pipe.query_async::<()>(&mut conn).await?;
         Ok(jobs)
+    }
+
+    /// Takes the waiting retries of `records` out of their retry sets, and
+    /// answers the records that are free to be queued again: those with no
+    /// waiting retry, and those whose retry this call removed (`ZREM` is
+    /// atomic, so the retry pump and this call never both get one).
+    async fn claim_waiting_retries<'r>(
+        &self,
+        records: &'r [DeliveryRecord],
+        partitions: u32,
+    ) -> Result<Vec<&'r DeliveryRecord>, DispatchError> {
+        let waiting: Vec<&DeliveryRecord> = records.iter().filter(|r| r.retry_member.is_some()).collect();
+        if waiting.is_empty() {
+            return Ok(records.iter().collect());
+        }
+        let mut pipe = redis::pipe();
+        for record in &waiting {
+            let partition = herald_common::keys::partition_of(&record.endpoint_id, partitions);
+            pipe.zrem(self.keys.retry_set(partition), record.retry_member.as_deref().unwrap_or_default());
+        }
+        let mut conn = self.conn.clone();
+        let removed: Vec<i64> = pipe.query_async(&mut conn).await?;
+        let claimed: std::collections::HashSet<&str> =
+            waiting.iter().zip(removed).filter(|(_, n)| *n > 0).map(|(r, _)| r.id.as_str()).collect();
+        Ok(records.iter().filter(|r| r.retry_member.is_none() || claimed.contains(r.id.as_str())).collect())
     }
 
     pub async fn health(&self, endpoint_id: &str) -> Result<HealthRecord, DispatchError> {

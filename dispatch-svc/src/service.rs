@@ -189,7 +189,18 @@ impl Dispatch for DispatchService {
         let DeliveryRef { tenant, id } = request.into_inner();
         let (tenant, id) = (required_id("tenant", &tenant)?, required_id("id", &id)?);
         let record = self.delivery(tenant, id).await?;
-        self.shared.records.requeue(std::slice::from_ref(&record), self.shared.config.partitions).await?;
+        // A pending delivery, or a retrying one its `fifo` actor holds, has
+        // its next attempt queued already: another would send it twice.
+        let queued = record.status == DeliveryStatus::Pending
+            || (record.status == DeliveryStatus::Retrying && record.retry_member.is_none());
+        let requeued = if queued {
+            Vec::new()
+        } else {
+            self.shared.records.requeue(std::slice::from_ref(&record), self.shared.config.partitions).await?
+        };
+        if requeued.is_empty() {
+            return Err(DispatchError::Conflict(format!("delivery {id} has its next attempt queued already")).into());
+        }
         tracing::info!(delivery = id, "delivery queued again by request");
         ok(delivery_to_wire(&self.delivery(tenant, id).await?))
     }

@@ -33,6 +33,7 @@ impl From<DispatchError> for tonic::Status {
                 tonic::Status::with_error_details(Code::InvalidArgument, message, details)
             }
             DispatchError::NotFound(_) => tonic::Status::not_found(message),
+            DispatchError::Conflict(_) => tonic::Status::failed_precondition(message),
             DispatchError::Redis(ref e) | DispatchError::Common(CommonError::Redis(ref e)) => {
                 tracing::warn!(error = %message, "dispatch request failed on redis");
                 if redis_code(e) == Code::Unavailable {

@@ -192,7 +192,8 @@ pub async fn get_delivery(
     Ok(axum::Json(Delivery::from_wire(answer, true)))
 }
 
-/// Send a delivery again now.
+/// Send a delivery again now. `409` when its next attempt is queued already
+/// (it is pending, or held for a retry by its endpoint's `fifo` order).
 #[utoipa::path(post, path = "/v1/deliveries/{id}/retry", tag = "deliveries",
     params(("id" = String, Path), TenantParam), responses((status = 202, description = "Accepted", body = Delivery), Problems))]
 pub async fn retry_delivery(

@@ -354,6 +354,46 @@ async fn filters_choose_the_endpoints() {
     stack.stop().await;
 }
 
+/// A delivery that waits (here behind a rate limit of one a second) is
+/// listed as `pending`, with no attempt, before it is tried; then it settles
+/// as usual and never turns back to pending.
+#[tokio::test]
+async fn held_back_deliveries_are_listed_as_pending() {
+    let (stack, mut c) = start().await;
+    setup_tenant(&mut c, "acme").await;
+    let receiver = Receiver::start().await;
+    let spec = EndpointSpec { url: receiver.url(), rate_limit_per_second: Some(1), ..Default::default() };
+    endpoint_with(&mut c, "acme", spec, None).await;
+    let mut events = Vec::new();
+    for _ in 0..3 {
+        events.push(publish(&mut c, event("acme", None)).await.0);
+    }
+    // The third may start no sooner than two seconds after the first.
+    let pending = wait_delivery(&mut c, "acme", &events[2], |d| status(d) == DeliveryStatus::Pending).await;
+    assert_eq!(pending.attempt_count, 0, "{pending:?}");
+    assert!(pending.attempts.is_empty(), "{pending:?}");
+    assert_eq!(pending.event_type, "order.created");
+    assert!(pending.created_at.is_some() && pending.updated_at.is_some(), "{pending:?}");
+    // Its attempt is queued: a manual retry now would send it twice.
+    let refused =
+        c.dispatch.retry_delivery(DeliveryRef { tenant: "acme".into(), id: pending.id.clone() }).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    for event_id in &events {
+        let d = wait_delivery(&mut c, "acme", event_id, |d| status(d) == DeliveryStatus::Delivered).await;
+        assert_eq!(d.attempt_count, 1, "{d:?}");
+    }
+    receiver.wait_for(3, WAIT).await;
+    // Settled records stay settled, and nothing was sent twice.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.count(), 3);
+    for event_id in &events {
+        let found = deliveries_of_event(&mut c, "acme", event_id).await;
+        assert_eq!(found.len(), 1);
+        assert_eq!(status(&found[0]), DeliveryStatus::Delivered, "{found:?}");
+    }
+    stack.stop().await;
+}
+
 #[tokio::test]
 async fn gone_disables_the_endpoint_and_stops_retries() {
     let (stack, mut c) = start().await;
