@@ -60,6 +60,60 @@ async fn metrics_text() -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
+/// A readiness check installed once the process has what it needs (Redis
+/// connected). Until then `/readyz` answers 503 with `reason` while
+/// `/healthz` already answers, so an orchestrator waits for a process that is
+/// only waiting for Redis instead of restarting it.
+#[derive(Clone)]
+pub struct LateReadiness {
+    installed: Arc<OnceLock<ReadinessCheck>>,
+    reason: &'static str,
+}
+
+impl LateReadiness {
+    pub fn new(reason: &'static str) -> Self {
+        LateReadiness { installed: Arc::default(), reason }
+    }
+
+    pub fn install(&self, check: ReadinessCheck) {
+        // Installed once per process run; a second call has nothing to add.
+        let _ = self.installed.set(check);
+    }
+
+    pub fn check(&self) -> ReadinessCheck {
+        let this = self.clone();
+        Arc::new(move || match this.installed.get() {
+            Some(check) => check(),
+            None => Box::pin(std::future::ready(Err(this.reason.to_owned()))),
+        })
+    }
+}
+
+/// Serves the admin routes from before `work` starts until it ends; when
+/// either ends, `stop` is cancelled so the other ends too.
+pub async fn serve_alongside<E: From<std::io::Error>>(
+    listener: tokio::net::TcpListener,
+    readiness: ReadinessCheck,
+    stop: CancellationToken,
+    work: impl Future<Output = Result<(), E>>,
+) -> Result<(), E> {
+    let (work_result, admin_result) = tokio::join!(
+        async {
+            let result = work.await;
+            stop.cancel();
+            result
+        },
+        async {
+            let result = serve(listener, readiness, stop.clone()).await;
+            stop.cancel();
+            result
+        },
+    );
+    work_result?;
+    admin_result?;
+    Ok(())
+}
+
 /// Serves the admin routes until `shutdown` fires.
 pub async fn serve(
     listener: tokio::net::TcpListener,

@@ -99,8 +99,8 @@ pub fn parse_duration(raw: &str) -> Option<Duration> {
 /// uses the part it needs; validation happens here, once.
 #[derive(Clone, Debug)]
 pub struct HeraldConfig {
-    pub redis_url: String,
-    pub redis_cluster_urls: Vec<String>,
+    /// `HERALD_REDIS_URL`, with `HERALD_REDIS_CA_FILE` for TLS with a private CA.
+    pub redis: crate::redis_conn::RedisTarget,
     pub redis_prefix: String,
     pub registry_listen: SocketAddr,
     pub registry_admin_listen: SocketAddr,
@@ -210,13 +210,33 @@ impl HeraldConfig {
                 .collect(),
             allowed_cidrs,
         };
+        // Publishing and settling write several keys in one atomic step, and
+        // those keys live in different cluster slots: refuse Cluster mode
+        // rather than fail on the first CROSSSLOT answer.
+        if !env.list("HERALD_REDIS_CLUSTER_URLS").is_empty() {
+            return Err(CommonError::Config(
+                "HERALD_REDIS_CLUSTER_URLS: Redis Cluster is not supported; set HERALD_REDIS_URL to a standalone \
+                 Redis (with replicas and failover if you need them)"
+                    .into(),
+            ));
+        }
+        let root_ca = match env.get("HERALD_REDIS_CA_FILE").filter(|p| !p.is_empty()) {
+            Some(path) => Some(
+                std::fs::read(path)
+                    .map(std::sync::Arc::from)
+                    .map_err(|e| CommonError::Config(format!("HERALD_REDIS_CA_FILE {path:?} cannot be read: {e}")))?,
+            ),
+            None => None,
+        };
         let prefix = env.string("HERALD_REDIS_PREFIX", "herald");
         if !crate::ids::is_valid_external_id(&prefix, 64) {
             return Err(CommonError::Config("HERALD_REDIS_PREFIX may hold only letters, digits, - _ . ~".into()));
         }
         Ok(HeraldConfig {
-            redis_url: env.string("HERALD_REDIS_URL", "redis://127.0.0.1:6379"),
-            redis_cluster_urls: env.list("HERALD_REDIS_CLUSTER_URLS"),
+            redis: crate::redis_conn::RedisTarget {
+                url: env.string("HERALD_REDIS_URL", "redis://127.0.0.1:6379"),
+                root_ca,
+            },
             redis_prefix: prefix,
             registry_listen: env.socket_addr("HERALD_REGISTRY_LISTEN", "0.0.0.0:50051")?,
             registry_admin_listen: env.socket_addr("HERALD_REGISTRY_ADMIN_LISTEN", "0.0.0.0:9101")?,
@@ -272,6 +292,15 @@ mod tests {
         assert_eq!(cfg.max_event_bytes, 262_144);
         assert_eq!(cfg.gateway_listen.port(), 8080);
         assert!(!cfg.url_policy.allow_private_networks);
+    }
+
+    #[test]
+    fn redis_cluster_is_refused_by_name() {
+        let env = Env::from_pairs([("HERALD_REDIS_CLUSTER_URLS", "redis://10.0.0.1:7000,redis://10.0.0.2:7000")]);
+        let err = HeraldConfig::from_env(&env, true).unwrap_err().to_string();
+        assert!(err.contains("HERALD_REDIS_CLUSTER_URLS"), "{err}");
+        let env = Env::from_pairs([("HERALD_REDIS_CLUSTER_URLS", "")]);
+        assert!(HeraldConfig::from_env(&env, true).is_ok(), "an empty value means unset");
     }
 
     #[test]

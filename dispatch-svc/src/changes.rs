@@ -23,7 +23,7 @@ const COUNT: usize = 100;
 
 pub async fn follow(shared: Arc<Shared>, actors: Arc<Actors>, stop: CancellationToken) {
     let mut conn = loop {
-        match herald_common::redis_conn::connect(&shared.config.redis_url).await {
+        match herald_common::redis_conn::connect(&shared.config.redis).await {
             Ok(conn) => break conn,
             Err(e) => tracing::warn!(error = %e, "changes follower cannot connect to redis"),
         }

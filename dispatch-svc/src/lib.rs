@@ -22,7 +22,7 @@
 
 use std::sync::Arc;
 
-use herald_common::admin::{self, ReadinessCheck};
+use herald_common::admin::{self, LateReadiness};
 use herald_common::config::HeraldConfig;
 use herald_common::ids;
 use herald_common::keys::Keys;
@@ -85,7 +85,25 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), DispatchError> {
     observe::describe();
-    let Some(conn) = herald_common::redis_conn::connect_until_ready(&config.redis_url, &shutdown).await? else {
+    let stop = shutdown.child_token();
+    let readiness = LateReadiness::new("redis is not connected yet");
+    let admin_addr = admin.local_addr()?;
+    let dispatching = dispatch(config, grpc, admin_addr, readiness.clone(), stop.clone());
+    admin::serve_alongside(admin, readiness.check(), stop, dispatching).await?;
+    tracing::info!("herald-dispatch stopped");
+    Ok(())
+}
+
+/// Connects to Redis (waiting for it), then reads partitions and serves gRPC
+/// until `stop`, then drains.
+async fn dispatch(
+    config: HeraldConfig,
+    grpc: TcpListener,
+    admin_addr: std::net::SocketAddr,
+    readiness: LateReadiness,
+    stop: CancellationToken,
+) -> Result<(), DispatchError> {
+    let Some(conn) = herald_common::redis_conn::connect_until_ready(&config.redis, &stop).await? else {
         return Ok(());
     };
     let keys = Keys::new(config.redis_prefix.clone());
@@ -106,7 +124,6 @@ pub async fn run(
     let system = ActorSystem::start(threads)?;
     let actors = Arc::new(Actors::new(shared.clone(), &system));
 
-    let stop = shutdown.child_token();
     let changes = tokio::spawn(changes::follow(shared.clone(), actors.clone(), stop.clone()));
     let leases = tokio::spawn(partition::run_leases(shared.clone(), actors.clone(), stop.clone()));
 
@@ -126,7 +143,6 @@ pub async fn run(
     );
 
     let grpc_addr = grpc.local_addr()?;
-    let admin_addr = admin.local_addr()?;
     let grpc_server = Server::builder()
         .trace_fn(herald_proto::server::request_span)
         .layer(herald_common::grpc_metrics::GrpcMetricsLayer)
@@ -136,30 +152,19 @@ pub async fn run(
         .add_service(dispatch_service)
         .serve_with_incoming_shutdown(herald_proto::server::incoming(grpc), stop.clone().cancelled_owned());
     let ready = shared.clone();
-    let readiness: ReadinessCheck = Arc::new(move || {
+    readiness.install(Arc::new(move || {
         let shared = ready.clone();
         Box::pin(async move {
             let mut conn = shared.records.conn();
             herald_common::redis_conn::ping(&mut conn).await?;
             shared.registry.check().await
         })
-    });
-    let admin_server = admin::serve(admin, readiness, stop.clone());
+    }));
     tracing::info!(grpc = %grpc_addr, admin = %admin_addr, id = %shared.id, "herald-dispatch serving");
-
-    let (grpc_result, admin_result) = tokio::join!(
-        async {
-            let result = grpc_server.await;
-            stop.cancel();
-            result
-        },
-        async {
-            let result = admin_server.await;
-            stop.cancel();
-            result
-        },
-    );
-    // The servers have stopped: drain deliveries and hand partitions back.
+    let grpc_result = grpc_server.await;
+    // Readiness and the gRPC server are down: drain deliveries and hand
+    // partitions back.
+    stop.cancel();
     if let Err(e) = leases.await {
         tracing::error!(error = %e, "partition manager ended abnormally");
     }
@@ -167,7 +172,5 @@ pub async fn run(
     drop(actors);
     let _ = tokio::task::spawn_blocking(move || system.shutdown()).await;
     grpc_result?;
-    admin_result?;
-    tracing::info!("herald-dispatch stopped");
     Ok(())
 }

@@ -438,7 +438,7 @@ fn start_partition(shared: Arc<Shared>, actors: Arc<Actors>, p: u32) -> Owned {
 async fn dedicated_connection(shared: &Shared, stop: &CancellationToken) -> Option<ConnectionManager> {
     let mut delay = Duration::from_millis(100);
     loop {
-        match herald_common::redis_conn::connect(&shared.config.redis_url).await {
+        match herald_common::redis_conn::connect(&shared.config.redis).await {
             Ok(conn) => return Some(conn),
             Err(e) => tracing::warn!(error = %e, "reader cannot connect to redis"),
         }

@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use herald_common::admin::{self, ReadinessCheck};
+use herald_common::admin::{self, LateReadiness};
 use herald_common::config::HeraldConfig;
 use herald_common::keys::Keys;
 use herald_proto::server::TokenCheck;
@@ -86,7 +86,24 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), RegistryError> {
     describe_metrics();
-    let Some(conn) = herald_common::redis_conn::connect_until_ready(&config.redis_url, &shutdown).await? else {
+    let stop = shutdown.child_token();
+    let readiness = LateReadiness::new("redis is not connected yet");
+    let admin_addr = admin.local_addr()?;
+    let serving = serve_grpc(config, grpc, admin_addr, readiness.clone(), stop.clone());
+    admin::serve_alongside(admin, readiness.check(), stop, serving).await?;
+    tracing::info!("herald-registry stopped");
+    Ok(())
+}
+
+/// Connects to Redis (waiting for it), then serves gRPC until `stop`.
+async fn serve_grpc(
+    config: HeraldConfig,
+    grpc: TcpListener,
+    admin_addr: std::net::SocketAddr,
+    readiness: LateReadiness,
+    stop: CancellationToken,
+) -> Result<(), RegistryError> {
+    let Some(conn) = herald_common::redis_conn::connect_until_ready(&config.redis, &stop).await? else {
         return Ok(());
     };
     let store = Store::new(conn, Keys::new(config.redis_prefix.clone()));
@@ -117,9 +134,7 @@ pub async fn run(
         TokenCheck::new(config.grpc_token.as_deref()),
     );
 
-    let stop = shutdown.child_token();
     let grpc_addr = grpc.local_addr()?;
-    let admin_addr = admin.local_addr()?;
     let grpc_server = Server::builder()
         .trace_fn(herald_proto::server::request_span)
         .layer(herald_common::grpc_metrics::GrpcMetricsLayer)
@@ -127,29 +142,12 @@ pub async fn run(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(registry_service)
-        .serve_with_incoming_shutdown(herald_proto::server::incoming(grpc), stop.clone().cancelled_owned());
-    let readiness_store = store.clone();
-    let readiness: ReadinessCheck = Arc::new(move || {
-        let store = readiness_store.clone();
+        .serve_with_incoming_shutdown(herald_proto::server::incoming(grpc), stop.cancelled_owned());
+    readiness.install(Arc::new(move || {
+        let store = store.clone();
         Box::pin(async move { store.ping().await })
-    });
-    let admin_server = admin::serve(admin, readiness, stop.clone());
+    }));
     tracing::info!(grpc = %grpc_addr, admin = %admin_addr, "herald-registry serving");
-
-    let (grpc_result, admin_result) = tokio::join!(
-        async {
-            let result = grpc_server.await;
-            stop.cancel();
-            result
-        },
-        async {
-            let result = admin_server.await;
-            stop.cancel();
-            result
-        },
-    );
-    grpc_result?;
-    admin_result?;
-    tracing::info!("herald-registry stopped");
+    grpc_server.await?;
     Ok(())
 }

@@ -302,7 +302,7 @@ impl Stack {
 
     /// A Redis connection for inspecting what the services stored.
     pub async fn redis(&self) -> redis::aio::ConnectionManager {
-        herald_common::redis_conn::connect(&self.config.redis_url).await.unwrap()
+        herald_common::redis_conn::connect(&self.config.redis).await.unwrap()
     }
 
     pub fn url(&self, path: &str) -> String {

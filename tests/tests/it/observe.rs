@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use herald_proto::v1::registry_client::RegistryClient;
-use herald_proto::v1::{PublishBatchRequest, PublishRequest};
+use herald_proto::v1::{CreateTenantRequest, GetTenantRequest, PublishBatchRequest, PublishRequest};
 use herald_tests::{Receiver, Reply, Services, Stack, TokenServer, ADMIN_TOKEN};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
@@ -270,6 +270,98 @@ async fn wait_ready(http: &reqwest::Client, url: &str, processes: &mut [&mut Pro
             }
         }
     }
+}
+
+/// A CA and a server certificate for `localhost` signed by it, as PEM files
+/// in `dir`: (CA, server certificate, server key).
+fn private_ca(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "Herald test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let server = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&server_key, &ca, &ca_key)
+        .unwrap();
+    let paths = (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"));
+    std::fs::write(&paths.0, ca.pem()).unwrap();
+    std::fs::write(&paths.1, server.pem()).unwrap();
+    std::fs::write(&paths.2, server_key.serialize_pem()).unwrap();
+    paths
+}
+
+/// `rediss://` with a private CA (`HERALD_REDIS_CA_FILE`): the registry
+/// becomes ready and works over TLS; without the CA it refuses the server's
+/// certificate and never becomes ready.
+#[tokio::test]
+async fn redis_over_tls_is_verified_against_the_configured_ca() {
+    let dir = std::env::temp_dir().join(format!("herald-tls-{}", herald_tests::unique_prefix()));
+    let (ca, cert, key) = private_ca(&dir);
+    let tls_port = herald_tests::free_port().to_string();
+    let (cert, key, ca_file) = (cert.display().to_string(), key.display().to_string(), ca.display().to_string());
+    // `--port 0` after the harness's own `--port`: TLS only.
+    let mut redis = herald_tests::spawn_redis(
+        0,
+        &dir.join("data"),
+        &[
+            "--port",
+            "0",
+            "--tls-port",
+            &tls_port,
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &ca_file,
+            "--tls-auth-clients",
+            "no",
+        ],
+    );
+    let url = format!("rediss://localhost:{tls_port}");
+    let http = reqwest::Client::new();
+
+    let (grpc, admin) = (loopback(), loopback());
+    let env = with(
+        &process_env(&herald_tests::unique_prefix()),
+        &[
+            ("HERALD_REDIS_URL", url.clone()),
+            ("HERALD_REDIS_CA_FILE", ca_file.clone()),
+            ("HERALD_REGISTRY_LISTEN", grpc.clone()),
+            ("HERALD_REGISTRY_ADMIN_LISTEN", admin.clone()),
+        ],
+    );
+    let mut registry = Process::spawn("herald-registry", &env);
+    wait_ready(&http, &format!("http://{admin}/readyz"), &mut [&mut registry]).await;
+    let mut client = RegistryClient::connect(format!("http://{grpc}")).await.unwrap();
+    client.create_tenant(CreateTenantRequest { id: "tls".into(), name: "Over TLS".into() }).await.unwrap();
+    let tenant = client.get_tenant(GetTenantRequest { id: "tls".into() }).await.unwrap().into_inner();
+    assert_eq!(tenant.name, "Over TLS");
+
+    let (grpc, admin) = (loopback(), loopback());
+    let env = with(
+        &process_env(&herald_tests::unique_prefix()),
+        &[("HERALD_REDIS_URL", url), ("HERALD_REGISTRY_LISTEN", grpc), ("HERALD_REGISTRY_ADMIN_LISTEN", admin.clone())],
+    );
+    let mut untrusting = Process::spawn("herald-registry", &env);
+    // Alive (liveness answers while it waits for Redis) but never ready.
+    wait_ready(&http, &format!("http://{admin}/healthz"), &mut [&mut untrusting]).await;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        let probe = http.get(format!("http://{admin}/readyz")).timeout(Duration::from_secs(2)).send().await.unwrap();
+        assert_eq!(probe.status(), 503, "a registry without the CA trusted the server");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = untrusting.log_tail();
+    assert!(log.contains("certificate"), "the refusal names the certificate:\n{log}");
+    drop(untrusting);
+    drop(registry);
+    let _ = redis.kill();
+    let _ = redis.wait();
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 // ------------------------------------------------------------ OTLP collector

@@ -7,7 +7,8 @@ use herald_tests::{Receiver, Reply};
 #[tokio::test]
 async fn redis_answers() {
     let url = herald_tests::redis_url();
-    let mut conn = herald_common::redis_conn::connect(&url).await.unwrap();
+    let mut conn =
+        herald_common::redis_conn::connect(&herald_common::redis_conn::RedisTarget::url(url.clone())).await.unwrap();
     herald_common::redis_conn::ping(&mut conn).await.unwrap();
 }
 
