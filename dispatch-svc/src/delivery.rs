@@ -20,6 +20,7 @@
 //! [`Report::held`], which keeps it at the head of its queue and tries it
 //! again when it is due, while the jobs behind it wait. See [`crate::actor`].
 
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +28,7 @@ use std::time::Duration;
 use herald_common::model::{Job, Millis};
 use herald_common::{telemetry, time_fmt};
 use rand::Rng;
+use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -52,6 +54,9 @@ pub struct Taken {
     /// Claimed from the pending entries rather than read new: for a `fifo`
     /// job, the attempt number in the entry may be behind the stored one.
     pub reclaimed: bool,
+    /// Its delivery record and indexes were written as `pending` when it was
+    /// read, so settling it writes only what changed.
+    pub listed: bool,
 }
 
 /// A job with its loaded event, ready for an endpoint actor.
@@ -108,9 +113,7 @@ async fn deliver_in_span(shared: Arc<Shared>, target: Arc<Target>, mut batch: Ve
     }
     let traceparent = webhook_traceparent(batch.first().and_then(|w| w.taken.job.traceparent.as_deref()));
     let events: Vec<Arc<LoadedEvent>> = batch.iter().map(|w| w.event.clone()).collect();
-    // The event id is the webhook-id: the same on every retry, manual retry
-    // and recovery of the delivery, as Standard Webhooks receivers expect.
-    let msg_id = batch.first().map(|w| w.taken.job.event_id.clone()).unwrap_or_default();
+    let msg_id = message_id(batch.iter().map(|w| w.taken.job.event_id.as_str()));
 
     let outcome = match handshake(&shared, &target).await {
         Ok(()) => {
@@ -169,6 +172,7 @@ async fn deliver_in_span(shared: Arc<Shared>, target: Arc<Target>, mut batch: Ve
         settlements.push(Settlement {
             job,
             entry: &work.taken.entry,
+            listed: work.taken.listed,
             event_type: Some(event_type),
             attempt: Some(attempt),
             status,
@@ -211,15 +215,66 @@ async fn deliver_in_span(shared: Arc<Shared>, target: Arc<Target>, mut batch: Ve
         None
     };
     if let Some(reason) = reason {
-        let (tenant, id) = (target.prepared.tenant(), target.prepared.id());
-        match shared.registry.disable_endpoint(tenant, id, reason).await {
-            Ok(()) => tracing::warn!(endpoint = id, reason, "endpoint disabled"),
-            Err(e) => tracing::error!(endpoint = id, reason, error = %e, "could not disable the endpoint"),
-        }
+        let (tenant, id) = (target.prepared.tenant().to_owned(), target.prepared.id().to_owned());
+        shared.rt.spawn(disable_endpoint(shared.clone(), tenant, id, reason));
     }
     // Held jobs of an endpoint just disabled go back too: the actor fails
     // them with the rest of its queue.
     Report { disabled: reason.is_some(), held, retry_at: hold_for.map(|d| now + d) }
+}
+
+/// How often disabling an endpoint in the registry is tried.
+const DISABLE_TRIES: u32 = 8;
+
+/// Disables an endpoint in the registry, trying again with backoff while
+/// the registry is unreachable (for about two minutes): the actor has
+/// already stopped delivering, but until the registry records it the
+/// endpoint still shows `active` and another dispatcher would deliver to it.
+async fn disable_endpoint(shared: Arc<Shared>, tenant: String, id: String, reason: &'static str) {
+    let mut delay = Duration::from_millis(250);
+    for tries_left in (0..DISABLE_TRIES).rev() {
+        match shared.registry.disable_endpoint(&tenant, &id, reason).await {
+            Ok(()) => {
+                tracing::warn!(endpoint = %id, reason, "endpoint disabled");
+                return;
+            }
+            Err(e) if tries_left == 0 => {
+                tracing::error!(endpoint = %id, reason, error = %e, "could not disable the endpoint; giving up");
+            }
+            Err(e) => {
+                tracing::warn!(endpoint = %id, reason, error = %e, "could not disable the endpoint yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+/// The `webhook-id` of a POST, the same on every retry, manual retry and
+/// recovery, as Standard Webhooks receivers expect: the event id for one
+/// event; for an `envelope` batch, a digest of its event ids. Batches are
+/// rebuilt from whatever is queued, so naming a batch after its first event
+/// would give `[A, C]` the id of `[A, B]` and a deduplicating receiver would
+/// drop `C`; the same set of events always gets the same id.
+fn message_id<'a>(event_ids: impl Iterator<Item = &'a str>) -> String {
+    let mut ids: Vec<&str> = event_ids.collect();
+    if let [only] = ids.as_slice() {
+        return (*only).to_owned();
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    let mut digest = Sha256::new();
+    for id in &ids {
+        digest.update(id.as_bytes());
+        digest.update(b"\n");
+    }
+    let digest = digest.finalize();
+    let mut id = String::with_capacity(4 + 32);
+    id.push_str("msg_");
+    for byte in &digest[..16] {
+        let _ = write!(id, "{byte:02x}");
+    }
+    id
 }
 
 /// A `fifo` job claimed again after a crash or a move carries the attempt
@@ -299,6 +354,7 @@ pub async fn fail_unsent(shared: Arc<Shared>, taken: Vec<Taken>, event_types: Ve
         .map(|(t, event_type)| Settlement {
             job: &t.job,
             entry: &t.entry,
+            listed: t.listed,
             event_type,
             attempt: Some(AttemptRecord {
                 n: t.job.attempt,
@@ -327,6 +383,7 @@ pub async fn put_off(shared: Arc<Shared>, taken: Vec<Taken>, due: Millis) {
         .map(|t| Settlement {
             job: &t.job,
             entry: &t.entry,
+            listed: t.listed,
             event_type: None,
             attempt: None,
             status: DeliveryStatus::Retrying,
@@ -336,5 +393,24 @@ pub async fn put_off(shared: Arc<Shared>, taken: Vec<Taken>, due: Millis) {
         .collect();
     if settle(&shared, &settlements, None).await {
         metrics::counter!("herald_deliveries_put_off_total").increment(settlements.len() as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::message_id;
+
+    #[test]
+    fn one_event_is_named_by_its_id() {
+        assert_eq!(message_id(["evt_1"].into_iter()), "evt_1");
+    }
+
+    #[test]
+    fn a_batch_is_named_by_its_set_of_events() {
+        let ab = message_id(["evt_a", "evt_b"].into_iter());
+        assert_eq!(ab, message_id(["evt_b", "evt_a"].into_iter()), "order does not matter");
+        assert_ne!(ab, message_id(["evt_a", "evt_c"].into_iter()), "another set is another message");
+        assert_ne!(ab, "evt_a");
+        assert!(ab.starts_with("msg_") && ab.len() == 36, "{ab}");
     }
 }

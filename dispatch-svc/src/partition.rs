@@ -654,7 +654,7 @@ async fn handle_entries(
     for (id, fields) in entries {
         let Some(guard) = live.hold(&id) else { continue };
         match Job::from_fields(fields.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
-            Some(job) => taken.push(Taken { job, entry: Entry { partition: p, id }, guard, reclaimed }),
+            Some(job) => taken.push(Taken { job, entry: Entry { partition: p, id }, guard, reclaimed, listed: false }),
             None => malformed.push(id),
         }
     }
@@ -683,7 +683,7 @@ async fn handle_entries(
         }
     };
 
-    show_pending(shared, &taken, &events);
+    list_pending(shared, &mut taken, &events).await;
 
     let mut missing_event = Vec::new();
     let mut no_endpoint = Vec::new();
@@ -790,29 +790,31 @@ async fn load(shared: &Shared, actors: &Actors, taken: &[Taken]) -> Result<(Even
     Ok((events, endpoints))
 }
 
-/// Records the batch's first attempts as `pending` ([`crate::records::Records::record_pending`]),
-/// off the reader's path: the write is safe in any order with the
-/// settlements, and a failure only delays when the deliveries are listed.
-fn show_pending(shared: &Arc<Shared>, taken: &[Taken], events: &Events) {
-    let waiting: Vec<(Job, String)> = taken
-        .iter()
-        .filter(|t| t.job.attempt == 1)
-        .filter_map(|t| {
-            let key = (t.job.tenant.clone(), t.job.event_id.clone());
-            let event = events.get(&key)?.as_ref()?;
-            Some((t.job.clone(), event.event.event_type.clone()))
-        })
-        .collect();
-    if waiting.is_empty() {
-        return;
-    }
-    let records = shared.records.clone();
-    shared.rt.spawn(async move {
-        let waiting: Vec<(&Job, &str)> = waiting.iter().map(|(job, event_type)| (job, event_type.as_str())).collect();
-        if let Err(e) = records.record_pending(&waiting).await {
-            tracing::warn!(error = %e, deliveries = waiting.len(), "recording pending deliveries failed");
+/// Records the batch's first attempts as `pending`
+/// ([`crate::records::Records::record_pending`]) before they are handed to
+/// actors, so a delivery held back (rate limit, in-flight cap, open circuit,
+/// `fifo` order) is listed before it is tried, and its settlement then only
+/// writes what changed. On failure the jobs go on unlisted and their
+/// settlements write the whole record.
+async fn list_pending(shared: &Shared, taken: &mut [Taken], events: &Events) {
+    let mut listed = Vec::with_capacity(taken.len());
+    let mut waiting = Vec::with_capacity(taken.len());
+    for (i, t) in taken.iter().enumerate() {
+        if t.job.attempt != 1 {
+            continue;
         }
-    });
+        let Some(Some(event)) = events.get(&(t.job.tenant.clone(), t.job.event_id.clone())) else { continue };
+        waiting.push((&t.job, event.event.event_type.as_str()));
+        listed.push(i);
+    }
+    match shared.records.record_pending(&waiting).await {
+        Ok(()) => {
+            for i in listed {
+                taken[i].listed = true;
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, deliveries = waiting.len(), "recording pending deliveries failed"),
+    }
 }
 
 /// The records and stored health of `ids`, in one round trip.

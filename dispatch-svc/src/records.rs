@@ -27,7 +27,7 @@
 //! circuit breaker carries on from ([`HealthRecord`]). `createdAt` comes from the ULID of the
 //! delivery id (made at publish time), so every write of it is the same.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use herald_common::keys::{Keys, CONSUMER_GROUP};
 use herald_common::model::{Job, Millis};
@@ -142,6 +142,9 @@ pub struct Entry {
 pub struct Settlement<'a> {
     pub job: &'a Job,
     pub entry: &'a Entry,
+    /// The delivery's record and indexes were written when it was read
+    /// ([`Records::record_pending`]): only what changed is written now.
+    pub listed: bool,
     pub event_type: Option<&'a str>,
     /// `None` when no attempt was made (the job was only put off).
     pub attempt: Option<AttemptRecord>,
@@ -270,21 +273,20 @@ impl Records {
         let job = s.job;
         let id = job.delivery_id.as_str();
         let key = self.keys.delivery(id);
-        let created = ids::created_millis(id).unwrap_or(now);
-        let mut fields: Vec<(&str, String)> = vec![
-            ("tenant", job.tenant.clone()),
-            ("endpointId", job.endpoint_id.clone()),
-            ("eventId", job.event_id.clone()),
-            ("status", s.status.as_str().to_owned()),
-            ("createdAt", created.to_string()),
-            ("updatedAt", now.to_string()),
-            (
-                "nextAttemptAt",
-                s.retry.as_ref().map(|(due, _)| *due).or(s.held).map(|d| d.to_string()).unwrap_or_default(),
-            ),
-        ];
-        if let Some(event_type) = s.event_type {
-            fields.push(("eventType", event_type.to_owned()));
+        let mut fields: Vec<(&str, String)> = Vec::with_capacity(11);
+        fields.push(("status", s.status.as_str().to_owned()));
+        fields.push(("updatedAt", now.to_string()));
+        let next_attempt = s.retry.as_ref().map(|(due, _)| *due).or(s.held);
+        fields.push(("nextAttemptAt", next_attempt.map(|d| d.to_string()).unwrap_or_default()));
+        if !s.listed {
+            let created = ids::created_millis(id).unwrap_or(now);
+            fields.push(("tenant", job.tenant.clone()));
+            fields.push(("endpointId", job.endpoint_id.clone()));
+            fields.push(("eventId", job.event_id.clone()));
+            fields.push(("createdAt", created.to_string()));
+            if let Some(event_type) = s.event_type {
+                fields.push(("eventType", event_type.to_owned()));
+            }
         }
         if let Some(attempt) = &s.attempt {
             fields.push(("attemptCount", attempt.n.to_string()));
@@ -302,21 +304,18 @@ impl Records {
             None => {}
         }
         pipe.hset_multiple(&key, &fields).ignore();
-        pipe.pexpire(&key, self.retention_ms).ignore();
         if let Some(attempt) = &s.attempt {
             let attempts = self.keys.delivery_attempts(id);
             pipe.rpush(&attempts, serde_json::to_string(attempt).unwrap_or_default()).ignore();
             pipe.pexpire(&attempts, self.retention_ms).ignore();
         }
-        let oldest = format!("({}", ids::floor_id(ids::DELIVERY, now.saturating_sub(self.retention_ms)));
-        for index in [
-            self.keys.tenant_deliveries(&job.tenant),
-            self.keys.endpoint_deliveries(&job.endpoint_id),
-            self.keys.event_deliveries(&job.tenant, &job.event_id),
-        ] {
-            pipe.zadd(&index, id, 0).ignore();
-            pipe.cmd("ZREMRANGEBYLEX").arg(&index).arg("-").arg(&oldest).ignore();
-            pipe.pexpire(&index, self.retention_ms).ignore();
+        if !s.listed {
+            pipe.pexpire(&key, self.retention_ms).ignore();
+            let oldest = self.oldest_kept(now);
+            for index in self.indexes(job) {
+                pipe.zadd(&index, id, 0).ignore();
+                self.trim_index(pipe, &index, &oldest);
+            }
         }
         if let Some((due, member)) = member {
             pipe.zadd(self.keys.retry_set(s.entry.partition), member, due).ignore();
@@ -326,6 +325,28 @@ impl Records {
             pipe.xack(&stream, CONSUMER_GROUP, &[&s.entry.id]).ignore();
             pipe.xdel(&stream, &[&s.entry.id]).ignore();
         }
+    }
+
+    /// The listing indexes a delivery belongs to.
+    fn indexes(&self, job: &Job) -> [String; 3] {
+        [
+            self.keys.tenant_deliveries(&job.tenant),
+            self.keys.endpoint_deliveries(&job.endpoint_id),
+            self.keys.event_deliveries(&job.tenant, &job.event_id),
+        ]
+    }
+
+    /// The exclusive lower bound (`ZREMRANGEBYLEX` syntax) of the delivery
+    /// ids still within retention: ids sort by creation time.
+    fn oldest_kept(&self, now: Millis) -> String {
+        format!("({}", ids::floor_id(ids::DELIVERY, now.saturating_sub(self.retention_ms)))
+    }
+
+    /// Drops ids past retention from an index and keeps the index itself
+    /// alive as long as it gains members.
+    fn trim_index(&self, pipe: &mut Pipeline, index: &str, oldest_kept: &str) {
+        pipe.cmd("ZREMRANGEBYLEX").arg(index).arg("-").arg(oldest_kept).ignore();
+        pipe.pexpire(index, self.retention_ms).ignore();
     }
 
     /// Makes first attempts visible as `pending` as soon as a dispatcher has
@@ -340,13 +361,17 @@ impl Records {
             return Ok(());
         }
         let now = time_fmt::now_millis();
+        let now_text = now.to_string();
         let mut pipe = redis::pipe();
+        // A batch mostly shares its tenant and endpoint indexes: each is
+        // trimmed once per batch rather than once per delivery.
+        let mut touched: HashSet<String> = HashSet::new();
         for (job, event_type) in waiting {
             let id = job.delivery_id.as_str();
             let key = self.keys.delivery(id);
-            let created = ids::created_millis(id).unwrap_or(now);
+            let created = ids::created_millis(id).unwrap_or(now).to_string();
             pipe.hset_nx(&key, "status", DeliveryStatus::Pending.as_str()).ignore();
-            pipe.hset_nx(&key, "updatedAt", now).ignore();
+            pipe.hset_nx(&key, "updatedAt", &now_text).ignore();
             pipe.hset_multiple(
                 &key,
                 &[
@@ -354,18 +379,19 @@ impl Records {
                     ("endpointId", &job.endpoint_id),
                     ("eventId", &job.event_id),
                     ("eventType", event_type),
-                    ("createdAt", &created.to_string()),
+                    ("createdAt", &created),
                 ],
             )
             .ignore();
             pipe.pexpire(&key, self.retention_ms).ignore();
-            for index in [
-                self.keys.tenant_deliveries(&job.tenant),
-                self.keys.endpoint_deliveries(&job.endpoint_id),
-                self.keys.event_deliveries(&job.tenant, &job.event_id),
-            ] {
+            for index in self.indexes(job) {
                 pipe.zadd(&index, id, 0).ignore();
+                touched.insert(index);
             }
+        }
+        let oldest = self.oldest_kept(now);
+        for index in &touched {
+            self.trim_index(&mut pipe, index, &oldest);
         }
         let mut conn = self.conn.clone();
         pipe.query_async::<()>(&mut conn).await?;
@@ -414,7 +440,7 @@ impl Records {
             (None, Some(endpoint_id)) => self.keys.endpoint_deliveries(endpoint_id),
             (None, None) => self.keys.tenant_deliveries(&filter.tenant),
         };
-        let mut page = Vec::with_capacity(limit);
+        let mut page: Vec<DeliveryRecord> = Vec::with_capacity(limit);
         let mut after = cursor.map(str::to_owned);
         let mut conn = self.conn.clone();
         for _ in 0..LIST_MAX_CHUNKS {
@@ -439,10 +465,12 @@ impl Records {
                     && filter.event_id.as_ref().is_none_or(|e| *e == record.event_id)
                     && filter.status.is_none_or(|s| s == record.status);
                 if keep {
-                    page.push(record);
+                    // A match beyond a full page: only now is there a next page.
                     if page.len() == limit {
-                        return Ok((page, Some(id.clone())));
+                        let cursor = page.last().map(|r| r.id.clone());
+                        return Ok((page, cursor));
                     }
+                    page.push(record);
                 }
             }
             if exhausted {

@@ -56,11 +56,12 @@ impl RegistryClient {
     pub async fn disable_endpoint(&self, tenant: &str, id: &str, reason: &str) -> Result<(), DispatchError> {
         let message =
             DisableEndpointRequest { tenant: tenant.to_owned(), id: id.to_owned(), reason: reason.to_owned() };
-        Rpc::new(self.channel.clone())
-            .disable_endpoint(self.request(message))
-            .await
-            .map_err(|status| DispatchError::Registry(format!("disable endpoint: {}", status.message())))?;
-        Ok(())
+        match Rpc::new(self.channel.clone()).disable_endpoint(self.request(message)).await {
+            // Deleted meanwhile: nothing is left to disable.
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(()),
+            Err(status) => Err(DispatchError::Registry(format!("disable endpoint: {}", status.message()))),
+            Ok(_) => Ok(()),
+        }
     }
 
     /// Readiness: the registry answers its health check.

@@ -333,6 +333,23 @@ async fn one_event_fans_out_to_fifty_endpoints() {
         }
     }
     assert_eq!(seen.len(), 50);
+    // Pages of 25: the second page is the last and says so.
+    let mut cursor = String::new();
+    for (n, expect_more) in [(25, true), (25, false)] {
+        let page = c
+            .dispatch
+            .list_deliveries(ListDeliveriesRequest {
+                tenant: "acme".into(),
+                page: Some(PageRequest { limit: 25, cursor: cursor.clone() }),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(page.deliveries.len(), n);
+        cursor = page.page.unwrap().next_cursor;
+        assert_eq!(!cursor.is_empty(), expect_more, "cursor {cursor:?}");
+    }
     stack.stop().await;
 }
 
