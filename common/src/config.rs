@@ -99,7 +99,8 @@ pub fn parse_duration(raw: &str) -> Option<Duration> {
 /// uses the part it needs; validation happens here, once.
 #[derive(Clone, Debug)]
 pub struct HeraldConfig {
-    /// `HERALD_REDIS_URL`, with `HERALD_REDIS_CA_FILE` for TLS with a private CA.
+    /// `HERALD_REDIS_URL` or `HERALD_REDIS_CLUSTER_URLS`, with
+    /// `HERALD_REDIS_CA_FILE` for TLS with a private CA.
     pub redis: crate::redis_conn::RedisTarget,
     pub redis_prefix: String,
     pub registry_listen: SocketAddr,
@@ -142,6 +143,17 @@ pub struct HeraldConfig {
 
 impl HeraldConfig {
     pub const DEFAULT_RETRY_SCHEDULE: &'static str = "5s,30s,2m,10m,30m,1h,3h,6h,12h,24h";
+
+    /// The key names of this installation. On a Redis Cluster the prefix is
+    /// the hash tag of every key (`{herald}:…`): all of Herald's keys share
+    /// one slot, so its atomic multi-key steps never cross slots.
+    pub fn keys(&self) -> crate::keys::Keys {
+        if self.redis.is_cluster() {
+            crate::keys::Keys::new(format!("{{{}}}", self.redis_prefix))
+        } else {
+            crate::keys::Keys::new(self.redis_prefix.clone())
+        }
+    }
 
     /// Reads and validates. `dev` relaxes what a developer on a laptop needs:
     /// an ephemeral secret key when `HERALD_SECRET_KEY` is unset.
@@ -210,16 +222,6 @@ impl HeraldConfig {
                 .collect(),
             allowed_cidrs,
         };
-        // Publishing and settling write several keys in one atomic step, and
-        // those keys live in different cluster slots: refuse Cluster mode
-        // rather than fail on the first CROSSSLOT answer.
-        if !env.list("HERALD_REDIS_CLUSTER_URLS").is_empty() {
-            return Err(CommonError::Config(
-                "HERALD_REDIS_CLUSTER_URLS: Redis Cluster is not supported; set HERALD_REDIS_URL to a standalone \
-                 Redis (with replicas and failover if you need them)"
-                    .into(),
-            ));
-        }
         let root_ca = match env.get("HERALD_REDIS_CA_FILE").filter(|p| !p.is_empty()) {
             Some(path) => Some(
                 std::fs::read(path)
@@ -235,6 +237,7 @@ impl HeraldConfig {
         Ok(HeraldConfig {
             redis: crate::redis_conn::RedisTarget {
                 url: env.string("HERALD_REDIS_URL", "redis://127.0.0.1:6379"),
+                cluster: env.list("HERALD_REDIS_CLUSTER_URLS"),
                 root_ca,
             },
             redis_prefix: prefix,
@@ -295,12 +298,17 @@ mod tests {
     }
 
     #[test]
-    fn redis_cluster_is_refused_by_name() {
-        let env = Env::from_pairs([("HERALD_REDIS_CLUSTER_URLS", "redis://10.0.0.1:7000,redis://10.0.0.2:7000")]);
-        let err = HeraldConfig::from_env(&env, true).unwrap_err().to_string();
-        assert!(err.contains("HERALD_REDIS_CLUSTER_URLS"), "{err}");
+    fn cluster_urls_select_cluster_mode_with_one_hash_tag() {
+        let env = Env::from_pairs([("HERALD_REDIS_CLUSTER_URLS", "redis://10.0.0.1:7000, redis://10.0.0.2:7000")]);
+        let cfg = HeraldConfig::from_env(&env, true).unwrap();
+        assert_eq!(cfg.redis.cluster, ["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]);
+        // Every key hashes on the prefix alone, partition keys included.
+        assert_eq!(cfg.keys().endpoint("ep_1"), "{herald}:ep:ep_1");
+        assert_eq!(cfg.keys().partition_stream(3), "{herald}:{p3}:jobs");
         let env = Env::from_pairs([("HERALD_REDIS_CLUSTER_URLS", "")]);
-        assert!(HeraldConfig::from_env(&env, true).is_ok(), "an empty value means unset");
+        let cfg = HeraldConfig::from_env(&env, true).unwrap();
+        assert!(!cfg.redis.is_cluster(), "an empty value means unset");
+        assert_eq!(cfg.keys().endpoint("ep_1"), "herald:ep:ep_1");
     }
 
     #[test]

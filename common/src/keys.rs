@@ -2,8 +2,12 @@
 //!
 //! All keys start with the configured prefix (`HERALD_REDIS_PREFIX`, default
 //! `herald`), which lets several installations or tests share one Redis.
-//! Partition keys carry a `{p<n>}` hash tag so a partition's stream, retry
-//! set and lease live in one Redis Cluster slot.
+//! On a Redis Cluster the prefix is given as a hash tag (`{herald}`, by
+//! [`crate::config::HeraldConfig::keys`]), so every key of an installation
+//! shares one slot and multi-key atomic steps never cross slots. Partition
+//! keys also carry a `{p<n>}` tag, which a Redis uses only when the prefix
+//! is not a tag: it keeps a partition's stream, retry set and lease together
+//! for a layout that spreads partitions over slots.
 //!
 //! Ownership: the registry writes the registry families (tenant, key, event
 //! type, endpoint, subscription, event payload, idempotency, partition

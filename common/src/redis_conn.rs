@@ -1,54 +1,139 @@
 //! Connecting to Redis.
 //!
-//! Services hold a [`redis::aio::ConnectionManager`]: one multiplexed
-//! connection that pipelines concurrent commands and reconnects by itself
-//! after Redis restarts, so no process needs a restart when Redis comes back.
+//! Services hold a [`RedisConn`]. Against one Redis it is a
+//! [`redis::aio::ConnectionManager`]: one multiplexed connection that
+//! pipelines concurrent commands and reconnects by itself after Redis
+//! restarts, so no process needs a restart when Redis comes back. Against a
+//! Redis Cluster (`HERALD_REDIS_CLUSTER_URLS`) it is a cluster connection
+//! that follows the slot map; every Herald key then carries the prefix as
+//! its hash tag ([`crate::config::HeraldConfig::keys`]), so the multi-key
+//! atomic steps (publish, settle) stay within one slot.
 //! `rediss://` URLs speak TLS (rustls), verified against the Mozilla root
 //! certificates or, when `HERALD_REDIS_CA_FILE` names one, a private CA.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, Value};
 
 use crate::Result;
 
-/// Where Redis is: its URL and, for TLS with a private CA, that CA (PEM).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where Redis is: one URL, or the seed nodes of a cluster; and, for TLS
+/// with a private CA, that CA (PEM).
 #[derive(Clone, Debug)]
 pub struct RedisTarget {
     pub url: String,
+    /// Seed nodes of a Redis Cluster; empty for one Redis at `url`.
+    pub cluster: Vec<String>,
     pub root_ca: Option<Arc<[u8]>>,
 }
 
 impl RedisTarget {
     /// A URL verified, if `rediss://`, against the public roots.
     pub fn url(url: impl Into<String>) -> Self {
-        RedisTarget { url: url.into(), root_ca: None }
+        RedisTarget { url: url.into(), cluster: Vec::new(), root_ca: None }
+    }
+
+    /// A Redis Cluster reached through these seed nodes.
+    pub fn cluster(nodes: Vec<String>) -> Self {
+        RedisTarget { url: String::new(), cluster: nodes, root_ca: None }
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        !self.cluster.is_empty()
+    }
+
+    fn certificates(&self) -> Option<redis::TlsCertificates> {
+        self.root_ca.as_ref().map(|ca| redis::TlsCertificates { client_tls: None, root_cert: Some(ca.to_vec()) })
     }
 
     fn client(&self) -> Result<redis::Client> {
-        Ok(match &self.root_ca {
-            Some(ca) => redis::Client::build_with_tls(
-                self.url.as_str(),
-                redis::TlsCertificates { client_tls: None, root_cert: Some(ca.to_vec()) },
-            )?,
+        Ok(match self.certificates() {
+            Some(certs) => redis::Client::build_with_tls(self.url.as_str(), certs)?,
             None => redis::Client::open(self.url.as_str())?,
         })
     }
+
+    fn cluster_client(&self) -> Result<redis::cluster::ClusterClient> {
+        let mut builder = redis::cluster::ClusterClient::builder(self.cluster.iter().map(String::as_str))
+            .connection_timeout(CONNECT_TIMEOUT)
+            .response_timeout(RESPONSE_TIMEOUT)
+            .retries(3);
+        if let Some(certs) = self.certificates() {
+            builder = builder.certs(certs);
+        }
+        Ok(builder.build()?)
+    }
+
+    /// Checks what can be checked without a network: URLs and CA.
+    fn validate(&self) -> Result<()> {
+        if self.is_cluster() {
+            self.cluster_client()?;
+        } else {
+            self.client()?;
+        }
+        Ok(())
+    }
 }
 
-pub async fn connect(target: &RedisTarget) -> Result<ConnectionManager> {
-    let client = target.client()?;
+/// A connection to Herald's Redis, cheap to clone (clones share it).
+// Not boxed: callers clone the connection for every command they send, and a
+// boxed variant would allocate on each clone.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone)]
+pub enum RedisConn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for RedisConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            RedisConn::Single(conn) => conn.req_packed_command(cmd),
+            RedisConn::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            RedisConn::Single(conn) => conn.req_packed_commands(cmd, offset, count),
+            RedisConn::Cluster(conn) => conn.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            RedisConn::Single(conn) => conn.get_db(),
+            RedisConn::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+pub async fn connect(target: &RedisTarget) -> Result<RedisConn> {
+    if target.is_cluster() {
+        let conn = target.cluster_client()?.get_async_connection().await?;
+        return Ok(RedisConn::Cluster(conn));
+    }
     let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Duration::from_secs(2))
-        .set_response_timeout(Duration::from_secs(10))
+        .set_connection_timeout(CONNECT_TIMEOUT)
+        .set_response_timeout(RESPONSE_TIMEOUT)
         .set_number_of_retries(2)
         .set_max_delay(500);
-    Ok(ConnectionManager::new_with_config(client, config).await?)
+    Ok(RedisConn::Single(ConnectionManager::new_with_config(target.client()?, config).await?))
 }
 
 /// `PING`, for readiness checks.
-pub async fn ping(conn: &mut ConnectionManager) -> std::result::Result<(), String> {
+pub async fn ping(conn: &mut RedisConn) -> std::result::Result<(), String> {
     redis::cmd("PING").query_async::<String>(conn).await.map(|_| ()).map_err(|e| format!("redis: {e}"))
 }
 
@@ -57,9 +142,9 @@ pub async fn ping(conn: &mut ConnectionManager) -> std::result::Result<(), Strin
 pub async fn connect_until_ready(
     target: &RedisTarget,
     shutdown: &tokio_util::sync::CancellationToken,
-) -> Result<Option<ConnectionManager>> {
+) -> Result<Option<RedisConn>> {
     // A malformed URL or CA will not get better by waiting.
-    target.client()?;
+    target.validate()?;
     let mut delay = Duration::from_millis(250);
     loop {
         let attempt = tokio::select! {

@@ -106,7 +106,7 @@ async fn dispatch(
     let Some(conn) = herald_common::redis_conn::connect_until_ready(&config.redis, &stop).await? else {
         return Ok(());
     };
-    let keys = Keys::new(config.redis_prefix.clone());
+    let keys = config.keys();
     let records = Records::new(conn.clone(), keys.clone(), config.event_retention);
     let client = http_client::build(config.url_policy.clone(), config.delivery_timeout)?;
     let registry = RegistryClient::new(&config.registry_url, config.grpc_token.as_deref())?;

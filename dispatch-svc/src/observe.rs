@@ -6,7 +6,7 @@
 //! to zero, an endpoint leaves its circuit state), so summing a gauge over
 //! every dispatcher gives the cluster's figure without counting twice.
 
-use redis::aio::ConnectionManager;
+use herald_common::redis_conn::RedisConn;
 use redis::Value as RedisValue;
 
 use herald_common::keys::CONSUMER_GROUP;
@@ -55,7 +55,7 @@ pub fn describe() {
 /// Samples a partition stream's consumer group: entries delivered to a
 /// consumer and not yet acknowledged (`herald_stream_pending`) and entries
 /// not yet read by the group at all (`herald_stream_lag`), in one round trip.
-pub async fn sample_stream(conn: &mut ConnectionManager, stream: &str, partition: u32) {
+pub async fn sample_stream(conn: &mut RedisConn, stream: &str, partition: u32) {
     let answer: Result<(RedisValue, RedisValue), _> = redis::pipe()
         .cmd("XPENDING")
         .arg(stream)

@@ -48,8 +48,8 @@ use std::time::Duration;
 
 use herald_common::keys::{partition_of, CONSUMER_GROUP};
 use herald_common::model::{EndpointRecord, Job};
+use herald_common::redis_conn::RedisConn;
 use herald_common::time_fmt;
-use redis::aio::ConnectionManager;
 use redis::{Script, Value as RedisValue};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -254,7 +254,7 @@ pub async fn run_leases(shared: Arc<Shared>, actors: Arc<Actors>, shutdown: Canc
 async fn tick(
     shared: &Arc<Shared>,
     actors: &Arc<Actors>,
-    conn: &mut ConnectionManager,
+    conn: &mut RedisConn,
     slots: &mut [Slot],
 ) -> Result<(), DispatchError> {
     let now_ms = time_fmt::now_millis();
@@ -421,7 +421,7 @@ fn hand_back(shared: Arc<Shared>, actors: Arc<Actors>, owned: Owned, p: u32) {
     });
 }
 
-async fn release(shared: &Shared, conn: &mut ConnectionManager, p: u32) -> Result<(), DispatchError> {
+async fn release(shared: &Shared, conn: &mut RedisConn, p: u32) -> Result<(), DispatchError> {
     let _: i64 = RELEASE.key(shared.keys.partition_lease(p)).arg(&shared.id).invoke_async(conn).await?;
     Ok(())
 }
@@ -435,7 +435,7 @@ fn start_partition(shared: Arc<Shared>, actors: Arc<Actors>, p: u32) -> Owned {
 }
 
 /// A connection of the reader's own, made again until it works or `stop`.
-async fn dedicated_connection(shared: &Shared, stop: &CancellationToken) -> Option<ConnectionManager> {
+async fn dedicated_connection(shared: &Shared, stop: &CancellationToken) -> Option<RedisConn> {
     let mut delay = Duration::from_millis(100);
     loop {
         match herald_common::redis_conn::connect(&shared.config.redis).await {
@@ -450,7 +450,7 @@ async fn dedicated_connection(shared: &Shared, stop: &CancellationToken) -> Opti
     }
 }
 
-async fn ensure_group(conn: &mut ConnectionManager, stream: &str) -> Result<(), DispatchError> {
+async fn ensure_group(conn: &mut RedisConn, stream: &str) -> Result<(), DispatchError> {
     let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
         .arg("CREATE")
         .arg(stream)
@@ -570,7 +570,7 @@ fn stream_entries(value: &RedisValue) -> Vec<(String, Vec<(String, String)>)> {
 async fn claim(
     shared: &Arc<Shared>,
     actors: &Arc<Actors>,
-    conn: &mut ConnectionManager,
+    conn: &mut RedisConn,
     p: u32,
     live: &Arc<LiveSet>,
     min_idle: Duration,

@@ -31,8 +31,8 @@ use std::collections::{HashMap, HashSet};
 
 use herald_common::keys::{Keys, CONSUMER_GROUP};
 use herald_common::model::{Job, Millis};
+use herald_common::redis_conn::RedisConn;
 use herald_common::{ids, time_fmt};
-use redis::aio::ConnectionManager;
 use redis::{Pipeline, Value as RedisValue};
 use serde::{Deserialize, Serialize};
 
@@ -224,13 +224,13 @@ pub struct ListFilter {
 
 #[derive(Clone)]
 pub struct Records {
-    conn: ConnectionManager,
+    conn: RedisConn,
     keys: Keys,
     retention_ms: i64,
 }
 
 impl Records {
-    pub fn new(conn: ConnectionManager, keys: Keys, retention: std::time::Duration) -> Self {
+    pub fn new(conn: RedisConn, keys: Keys, retention: std::time::Duration) -> Self {
         let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX).max(1);
         Records { conn, keys, retention_ms }
     }
@@ -239,7 +239,7 @@ impl Records {
         &self.keys
     }
 
-    pub fn conn(&self) -> ConnectionManager {
+    pub fn conn(&self) -> RedisConn {
         self.conn.clone()
     }
 

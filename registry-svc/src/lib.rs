@@ -15,7 +15,6 @@ use std::sync::Arc;
 
 use herald_common::admin::{self, LateReadiness};
 use herald_common::config::HeraldConfig;
-use herald_common::keys::Keys;
 use herald_proto::server::TokenCheck;
 use herald_proto::v1::registry_server::{RegistryServer, SERVICE_NAME};
 use tokio::net::TcpListener;
@@ -106,7 +105,7 @@ async fn serve_grpc(
     let Some(conn) = herald_common::redis_conn::connect_until_ready(&config.redis, &stop).await? else {
         return Ok(());
     };
-    let store = Store::new(conn, Keys::new(config.redis_prefix.clone()));
+    let store = Store::new(conn, config.keys());
     if let Err(e) = store.load_scripts().await {
         // Not fatal: scripts are loaded again on first use.
         tracing::warn!(error = %e, "could not preload the publish script");

@@ -20,7 +20,7 @@ use herald_common::model::{
     ApiKeyRecord, EndpointRecord, EndpointStatus, EventTypeRecord, Job, SubscriptionRecord, TenantRecord,
     CHANGE_ENDPOINT,
 };
-use redis::aio::ConnectionManager;
+use herald_common::redis_conn::RedisConn;
 use redis::{FromRedisValue, Pipeline, Script, Value as RedisValue};
 use serde::de::DeserializeOwned;
 
@@ -66,8 +66,10 @@ return 1
 });
 
 /// Creates or replaces an event type and moves its integer code claim.
-/// KEYS: record, index, new code key or '', old code key or ''.
-/// ARGV: json, name, 'create'|'update', expected current json (update).
+/// KEYS: record, index, new code key, old code key (an absent code's key is
+/// the record's own, so every key stays in the caller's slot on a cluster).
+/// ARGV: json, name, 'create'|'update', expected current json (update),
+/// '1' when there is a new code, '1' when there was an old code.
 /// Answers 0 written, 1 exists (create), 2 code taken, 3 missing (update),
 /// 4 changed since read (update).
 static PUT_EVENT_TYPE: LazyLock<Script> = LazyLock::new(|| {
@@ -80,16 +82,17 @@ else
   if not current then return 3 end
   if current ~= ARGV[4] then return 4 end
 end
-if KEYS[3] ~= '' then
+local has_new, has_old = ARGV[5] == '1', ARGV[6] == '1'
+if has_new then
   local owner = redis.call('GET', KEYS[3])
   if owner and owner ~= ARGV[2] then return 2 end
 end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[2], 0, ARGV[2])
-if KEYS[4] ~= '' and KEYS[4] ~= KEYS[3] and redis.call('GET', KEYS[4]) == ARGV[2] then
+if has_old and (not has_new or KEYS[4] ~= KEYS[3]) and redis.call('GET', KEYS[4]) == ARGV[2] then
   redis.call('DEL', KEYS[4])
 end
-if KEYS[3] ~= '' then redis.call('SET', KEYS[3], ARGV[2]) end
+if has_new then redis.call('SET', KEYS[3], ARGV[2]) end
 return 0
 ",
     )
@@ -219,7 +222,7 @@ pub struct Lookup {
 
 #[derive(Clone)]
 pub struct Store {
-    conn: ConnectionManager,
+    conn: RedisConn,
     keys: Keys,
 }
 
@@ -246,7 +249,7 @@ fn xadd_change(pipe: &mut Pipeline, keys: &Keys, id: &str, tenant: &str, op: &st
 }
 
 impl Store {
-    pub fn new(conn: ConnectionManager, keys: Keys) -> Self {
+    pub fn new(conn: RedisConn, keys: Keys) -> Self {
         Store { conn, keys }
     }
 
@@ -471,18 +474,22 @@ impl Store {
         record: &EventTypeRecord,
         previous: Option<(&EventTypeRecord, &str)>,
     ) -> Result<EventTypeWrite> {
-        let new_code = record.code.map(|c| self.keys.event_type_code(c)).unwrap_or_default();
-        let old_code = previous.and_then(|(p, _)| p.code).map(|c| self.keys.event_type_code(c)).unwrap_or_default();
+        let record_key = self.keys.event_type(&record.name);
+        let new_code = record.code.map(|c| self.keys.event_type_code(c));
+        let old_code = previous.and_then(|(p, _)| p.code).map(|c| self.keys.event_type_code(c));
+        let flag = |code: &Option<String>| if code.is_some() { "1" } else { "0" };
         let mut conn = self.conn.clone();
         let answer: i64 = PUT_EVENT_TYPE
-            .key(self.keys.event_type(&record.name))
+            .key(&record_key)
             .key(self.keys.event_types())
-            .key(new_code)
-            .key(old_code)
+            .key(new_code.as_deref().unwrap_or(&record_key))
+            .key(old_code.as_deref().unwrap_or(&record_key))
             .arg(serde_json::to_string(record)?)
             .arg(&record.name)
             .arg(if previous.is_some() { "update" } else { "create" })
             .arg(previous.map(|(_, raw)| raw).unwrap_or_default())
+            .arg(flag(&new_code))
+            .arg(flag(&old_code))
             .invoke_async(&mut conn)
             .await?;
         Ok(match answer {

@@ -125,6 +125,65 @@ pub fn redis_url() -> String {
         .clone()
 }
 
+struct TestCluster {
+    urls: Vec<String>,
+    _children: Vec<Child>,
+    _dir: PathBuf,
+}
+
+static CLUSTER: OnceLock<TestCluster> = OnceLock::new();
+
+/// The slots each node of the test cluster serves.
+const CLUSTER_SLOTS: [(u16, u16); 3] = [(0, 5460), (5461, 10922), (10923, 16383)];
+
+/// Seed URLs (a comma list, as `HERALD_REDIS_CLUSTER_URLS` takes them) of
+/// this test process's Redis Cluster: three masters on loopback, no
+/// replicas, started on first use.
+pub fn redis_cluster_urls() -> String {
+    CLUSTER.get_or_init(start_cluster).urls.join(",")
+}
+
+/// Each node of the test cluster: its URL and the slots it serves.
+pub fn redis_cluster_nodes() -> Vec<(String, (u16, u16))> {
+    CLUSTER.get_or_init(start_cluster).urls.iter().cloned().zip(CLUSTER_SLOTS).collect()
+}
+
+fn start_cluster() -> TestCluster {
+    let dir = std::env::temp_dir().join(format!("herald-test-cluster-{}-{}", std::process::id(), free_port()));
+    let mut children = Vec::new();
+    let mut nodes = Vec::new();
+    for i in 0..CLUSTER_SLOTS.len() {
+        let (port, bus) = (free_port(), free_port());
+        let bus_arg = bus.to_string();
+        let args = ["--cluster-enabled", "yes", "--cluster-port", &bus_arg, "--cluster-node-timeout", "2000"];
+        children.push(spawn_redis(port, &dir.join(format!("node{i}")), &args));
+        let url = format!("redis://127.0.0.1:{port}");
+        wait_for_redis(&url, Duration::from_secs(10));
+        nodes.push((url, port, bus));
+    }
+    let connect = |url: &str| redis::Client::open(url).and_then(|c| c.get_connection()).unwrap();
+    for ((url, _, _), (first, last)) in nodes.iter().zip(CLUSTER_SLOTS) {
+        redis::cmd("CLUSTER").arg("ADDSLOTSRANGE").arg(first).arg(last).query::<()>(&mut connect(url)).unwrap();
+    }
+    let mut first = connect(&nodes[0].0);
+    for (_, port, bus) in &nodes[1..] {
+        redis::cmd("CLUSTER").arg("MEET").arg("127.0.0.1").arg(port).arg(bus).query::<()>(&mut first).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for (url, _, _) in &nodes {
+        let mut conn = connect(url);
+        loop {
+            let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut conn).unwrap();
+            if info.contains("cluster_state:ok") && info.contains(&format!("cluster_known_nodes:{}", nodes.len())) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the test cluster did not form: {info}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    TestCluster { urls: nodes.into_iter().map(|(url, _, _)| url).collect(), _children: children, _dir: dir }
+}
+
 static PREFIX_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A Redis key prefix no other test in this run uses.
@@ -256,7 +315,7 @@ impl Stack {
             ));
         }
         let stack = Stack {
-            keys: Keys::new(prefix.clone()),
+            keys: config.keys(),
             prefix,
             config,
             http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
@@ -301,7 +360,7 @@ impl Stack {
     }
 
     /// A Redis connection for inspecting what the services stored.
-    pub async fn redis(&self) -> redis::aio::ConnectionManager {
+    pub async fn redis(&self) -> herald_common::redis_conn::RedisConn {
         herald_common::redis_conn::connect(&self.config.redis).await.unwrap()
     }
 

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod catalog;
+mod cluster;
 mod control;
 mod dispatch;
 mod faults;

@@ -124,7 +124,7 @@ async fn signing_secret(stack: &Stack, key: &str, id: &str) -> String {
 
 /// Every key under `prefix` with every byte its value holds (strings,
 /// hashes, lists, sets, sorted sets and streams).
-async fn redis_dump(conn: &mut redis::aio::ConnectionManager, prefix: &str) -> Vec<(String, Vec<Vec<u8>>)> {
+async fn redis_dump(conn: &mut herald_common::redis_conn::RedisConn, prefix: &str) -> Vec<(String, Vec<Vec<u8>>)> {
     let mut keys: Vec<String> = Vec::new();
     let mut cursor: u64 = 0;
     loop {
