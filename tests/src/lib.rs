@@ -184,6 +184,40 @@ fn start_cluster() -> TestCluster {
     TestCluster { urls: nodes.into_iter().map(|(url, _, _)| url).collect(), _children: children, _dir: dir }
 }
 
+/// Every key matching `pattern` (a `SCAN MATCH` glob), on the node `conn`
+/// talks to.
+pub async fn scan_keys(conn: &mut impl redis::aio::ConnectionLike, pattern: &str) -> Vec<String> {
+    let mut keys: Vec<String> = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await
+            .unwrap();
+        keys.extend(batch);
+        cursor = next;
+        if cursor == 0 {
+            return keys;
+        }
+    }
+}
+
+/// A publish of `{"n": id}` as event `id` of `event_type` for `tenant`.
+pub fn publish_request(tenant: &str, id: &str, event_type: &str) -> herald_proto::v1::PublishRequest {
+    herald_proto::v1::PublishRequest {
+        tenant: tenant.into(),
+        id: id.into(),
+        r#type: event_type.into(),
+        data: serde_json::json!({"n": id}).to_string().into_bytes(),
+        ..Default::default()
+    }
+}
+
 static PREFIX_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A Redis key prefix no other test in this run uses.

@@ -17,13 +17,7 @@ const WAIT: Duration = Duration::from_secs(30);
 const EVENT_TYPE: &str = "order.created";
 
 fn event(id: &str) -> PublishRequest {
-    PublishRequest {
-        tenant: "acme".into(),
-        id: id.into(),
-        r#type: EVENT_TYPE.into(),
-        data: json!({"n": id}).to_string().into_bytes(),
-        ..Default::default()
-    }
+    herald_tests::publish_request("acme", id, EVENT_TYPE)
 }
 
 #[tokio::test]
@@ -111,24 +105,7 @@ async fn herald_runs_on_a_redis_cluster_with_its_keys_in_one_slot() {
         let mut conn = redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
         let slot: u16 = redis::cmd("CLUSTER").arg("KEYSLOT").arg(&tag).query_async(&mut conn).await.unwrap();
         slot_of_tag = Some(slot);
-        let mut keys: Vec<String> = Vec::new();
-        let mut cursor = 0u64;
-        loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(format!("{tag}:*"))
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-            keys.extend(batch);
-            cursor = next;
-            if cursor == 0 {
-                break;
-            }
-        }
+        let keys = herald_tests::scan_keys(&mut conn, &format!("{tag}:*")).await;
         for key in &keys {
             let slot_of_key: u16 = redis::cmd("CLUSTER").arg("KEYSLOT").arg(key).query_async(&mut conn).await.unwrap();
             assert_eq!(slot_of_key, slot, "{key} is outside the prefix's slot");

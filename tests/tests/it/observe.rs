@@ -63,13 +63,7 @@ async fn set_up(http: &reqwest::Client, gateway: &str, endpoints: &[Value]) -> (
 }
 
 fn event(id: &str) -> PublishRequest {
-    PublishRequest {
-        tenant: "acme".into(),
-        id: id.into(),
-        r#type: EVENT_TYPE.into(),
-        data: json!({"n": id}).to_string().into_bytes(),
-        ..Default::default()
-    }
+    herald_tests::publish_request("acme", id, EVENT_TYPE)
 }
 
 /// `(trace id, span id)` of a W3C `traceparent`.

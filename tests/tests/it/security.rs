@@ -125,24 +125,7 @@ async fn signing_secret(stack: &Stack, key: &str, id: &str) -> String {
 /// Every key under `prefix` with every byte its value holds (strings,
 /// hashes, lists, sets, sorted sets and streams).
 async fn redis_dump(conn: &mut herald_common::redis_conn::RedisConn, prefix: &str) -> Vec<(String, Vec<Vec<u8>>)> {
-    let mut keys: Vec<String> = Vec::new();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{prefix}:*"))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(conn)
-            .await
-            .unwrap();
-        keys.extend(batch);
-        cursor = next;
-        if cursor == 0 {
-            break;
-        }
-    }
+    let keys = herald_tests::scan_keys(conn, &format!("{prefix}:*")).await;
     let mut dump = Vec::new();
     for key in keys {
         let kind: String = redis::cmd("TYPE").arg(&key).query_async(conn).await.unwrap();
