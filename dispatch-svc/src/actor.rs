@@ -303,7 +303,18 @@ impl Actors {
             handle.addr.do_send(Evict);
         }
     }
+
+    /// The token cache of the endpoint's live actor on this dispatcher, so a
+    /// test send reuses its token instead of requesting one of its own.
+    /// `None` when no actor runs here (or it does not answer promptly).
+    pub async fn token_cache(&self, endpoint_id: &str) -> Option<Arc<TokenCache>> {
+        let addr = lock(&self.directory).get(endpoint_id).map(|handle| handle.addr.clone())?;
+        tokio::time::timeout(TOKEN_CACHE_WAIT, addr.send(CurrentTokens)).await.ok()?.ok()
+    }
 }
+
+/// How long a test send waits for the actor to hand over its token cache.
+const TOKEN_CACHE_WAIT: Duration = Duration::from_secs(1);
 
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -316,6 +327,10 @@ struct Reload(Option<EndpointRecord>);
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Evict;
+
+#[derive(Message)]
+#[rtype(result = "Arc<TokenCache>")]
+struct CurrentTokens;
 
 enum State {
     Ready(Arc<Target>),
@@ -668,6 +683,14 @@ impl Handler<Reload> for EndpointActor {
     fn handle(&mut self, Reload(record): Reload, ctx: &mut Self::Context) {
         self.apply(record);
         self.pump(ctx);
+    }
+}
+
+impl Handler<CurrentTokens> for EndpointActor {
+    type Result = MessageResult<CurrentTokens>;
+
+    fn handle(&mut self, _: CurrentTokens, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.tokens.clone())
     }
 }
 

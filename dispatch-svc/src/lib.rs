@@ -138,7 +138,7 @@ async fn dispatch(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
     let dispatch_service = InterceptedService::new(
-        DispatchServer::new(DispatchService::new(shared.clone())),
+        DispatchServer::new(DispatchService::new(shared.clone(), actors.clone())),
         TokenCheck::new(shared.config.grpc_token.as_deref()),
     );
 

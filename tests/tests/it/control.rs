@@ -20,7 +20,7 @@ use herald_proto::v1::registry_client::RegistryClient;
 use herald_proto::v1::{
     CreateEndpointRequest, CreateSubscriptionRequest, CreateTenantRequest, Delivery, DeliveryRef, DeliveryStatus,
     EndpointAuth, EndpointHealth, EndpointHealthRequest, EndpointOrdering, EndpointRef, EndpointSpec, EndpointStatus,
-    EventType, ListDeliveriesRequest, PublishBatchRequest, PublishRequest,
+    EventType, ListDeliveriesRequest, PublishBatchRequest, PublishRequest, TestEndpointRequest,
 };
 use herald_tests::{Received, Receiver, Reply, Services, Stack, TokenServer};
 use reqwest::StatusCode;
@@ -299,6 +299,35 @@ async fn a_hundred_concurrent_deliveries_share_one_token_request() {
     let seen: HashSet<String> = ids(&got).into_iter().collect();
     assert_eq!(seen, published.into_iter().collect::<HashSet<_>>());
     assert!(receiver.max_in_flight() > 10, "deliveries ran concurrently: {}", receiver.max_in_flight());
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn test_sends_reuse_the_token_of_the_endpoints_actor() {
+    let (stack, mut c) = start(|_| {}).await;
+    let tokens = TokenServer::start().await;
+    let receiver = Receiver::start().await;
+    let endpoint_id = endpoint(&mut c, oauth(spec(&receiver.url()), &tokens)).await;
+    publish(&mut c, 1).await;
+    receiver.wait_for(1, WAIT).await;
+    assert_eq!(tokens.requests(), 1);
+    for _ in 0..3 {
+        let answer = c
+            .dispatch
+            .test_endpoint(TestEndpointRequest {
+                tenant: TENANT.into(),
+                endpoint_id: endpoint_id.clone(),
+                event_type: "order.created".into(),
+                data: br#"{"n":0}"#.to_vec(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(answer.delivered, "{answer:?}");
+    }
+    let got = receiver.wait_for(4, WAIT).await;
+    assert!(got.iter().all(|r| bearer(r) == "Bearer tok-1"), "the test sends carry the actor's token");
+    assert_eq!(tokens.requests(), 1, "no test send requested a token of its own");
     stack.stop().await;
 }
 
