@@ -27,7 +27,7 @@
 //! circuit breaker carries on from ([`HealthRecord`]). `createdAt` comes from the ULID of the
 //! delivery id (made at publish time), so every write of it is the same.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use herald_common::keys::{Keys, CONSUMER_GROUP};
 use herald_common::model::{Job, Millis};
@@ -363,9 +363,9 @@ impl Records {
         let now = time_fmt::now_millis();
         let now_text = now.to_string();
         let mut pipe = redis::pipe();
-        // A batch mostly shares its tenant and endpoint indexes: each is
-        // trimmed once per batch rather than once per delivery.
-        let mut touched: HashSet<String> = HashSet::new();
+        // A batch mostly shares its tenant and endpoint indexes: each gains
+        // its members in one `ZADD` and is trimmed once per batch.
+        let mut members: HashMap<String, Vec<(u8, &str)>> = HashMap::new();
         for (job, event_type) in waiting {
             let id = job.delivery_id.as_str();
             let key = self.keys.delivery(id);
@@ -385,12 +385,12 @@ impl Records {
             .ignore();
             pipe.pexpire(&key, self.retention_ms).ignore();
             for index in self.indexes(job) {
-                pipe.zadd(&index, id, 0).ignore();
-                touched.insert(index);
+                members.entry(index).or_default().push((0, id));
             }
         }
         let oldest = self.oldest_kept(now);
-        for index in &touched {
+        for (index, ids) in &members {
+            pipe.zadd_multiple(index, ids).ignore();
             self.trim_index(&mut pipe, index, &oldest);
         }
         let mut conn = self.conn.clone();
