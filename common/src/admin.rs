@@ -89,14 +89,32 @@ impl LateReadiness {
     }
 }
 
-/// Serves the admin routes from before `work` starts until it ends; when
-/// either ends, `stop` is cancelled so the other ends too.
-pub async fn serve_alongside<E: From<std::io::Error>>(
+/// What a service's work is started with by [`serve_alongside`].
+pub struct Serving {
+    /// Install the real readiness check here once Redis is connected.
+    pub readiness: LateReadiness,
+    /// Cancelled when `shutdown` fires or the admin server fails.
+    pub stop: CancellationToken,
+    pub admin_addr: SocketAddr,
+}
+
+/// Serves the admin routes on `listener` from start-up while the work that
+/// `start` makes runs: `/readyz` answers 503 "redis is not connected yet"
+/// until the work installs its check; when either ends, the other is
+/// stopped.
+pub async fn serve_alongside<E, W>(
     listener: tokio::net::TcpListener,
-    readiness: ReadinessCheck,
-    stop: CancellationToken,
-    work: impl Future<Output = Result<(), E>>,
-) -> Result<(), E> {
+    shutdown: &CancellationToken,
+    start: impl FnOnce(Serving) -> W,
+) -> Result<(), E>
+where
+    E: From<std::io::Error>,
+    W: Future<Output = Result<(), E>>,
+{
+    let stop = shutdown.child_token();
+    let readiness = LateReadiness::new("redis is not connected yet");
+    let check = readiness.check();
+    let work = start(Serving { readiness, stop: stop.clone(), admin_addr: listener.local_addr()? });
     let (work_result, admin_result) = tokio::join!(
         async {
             let result = work.await;
@@ -104,7 +122,7 @@ pub async fn serve_alongside<E: From<std::io::Error>>(
             result
         },
         async {
-            let result = serve(listener, readiness, stop.clone()).await;
+            let result = serve(listener, check, stop.clone()).await;
             stop.cancel();
             result
         },

@@ -256,11 +256,12 @@ async fn disable_endpoint(shared: Arc<Shared>, tenant: String, id: String, reaso
 /// rebuilt from whatever is queued, so naming a batch after its first event
 /// would give `[A, C]` the id of `[A, B]` and a deduplicating receiver would
 /// drop `C`; the same set of events always gets the same id.
-fn message_id<'a>(event_ids: impl Iterator<Item = &'a str>) -> String {
-    let mut ids: Vec<&str> = event_ids.collect();
-    if let [only] = ids.as_slice() {
-        return (*only).to_owned();
-    }
+fn message_id<'a>(mut event_ids: impl Iterator<Item = &'a str>) -> String {
+    let first = event_ids.next().unwrap_or_default();
+    let Some(second) = event_ids.next() else {
+        return first.to_owned();
+    };
+    let mut ids: Vec<&str> = [first, second].into_iter().chain(event_ids).collect();
     ids.sort_unstable();
     ids.dedup();
     let mut digest = Sha256::new();

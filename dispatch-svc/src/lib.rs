@@ -22,7 +22,7 @@
 
 use std::sync::Arc;
 
-use herald_common::admin::{self, LateReadiness};
+use herald_common::admin::{self, Serving};
 use herald_common::config::HeraldConfig;
 use herald_common::ids;
 use herald_common::keys::Keys;
@@ -85,11 +85,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), DispatchError> {
     observe::describe();
-    let stop = shutdown.child_token();
-    let readiness = LateReadiness::new("redis is not connected yet");
-    let admin_addr = admin.local_addr()?;
-    let dispatching = dispatch(config, grpc, admin_addr, readiness.clone(), stop.clone());
-    admin::serve_alongside(admin, readiness.check(), stop, dispatching).await?;
+    admin::serve_alongside(admin, &shutdown, |serving| dispatch(config, grpc, serving)).await?;
     tracing::info!("herald-dispatch stopped");
     Ok(())
 }
@@ -99,9 +95,7 @@ pub async fn run(
 async fn dispatch(
     config: HeraldConfig,
     grpc: TcpListener,
-    admin_addr: std::net::SocketAddr,
-    readiness: LateReadiness,
-    stop: CancellationToken,
+    Serving { readiness, stop, admin_addr }: Serving,
 ) -> Result<(), DispatchError> {
     let Some(conn) = herald_common::redis_conn::connect_until_ready(&config.redis, &stop).await? else {
         return Ok(());

@@ -683,23 +683,25 @@ async fn handle_entries(
         }
     };
 
-    list_pending(shared, &mut taken, &events).await;
+    // Each job's event, looked up once (the key is owned strings).
+    let job_events: Vec<Option<Arc<LoadedEvent>>> =
+        taken.iter().map(|t| events.get(&(t.job.tenant.clone(), t.job.event_id.clone())).cloned().flatten()).collect();
+    list_pending(shared, &mut taken, &job_events).await;
 
     let mut missing_event = Vec::new();
     let mut no_endpoint = Vec::new();
     let mut full = Vec::new();
     let mut unloaded = Vec::new();
     let partitions = shared.config.partitions;
-    for t in taken {
+    for (t, event) in taken.into_iter().zip(job_events) {
         if partition_of(&t.job.endpoint_id, partitions) != p {
             tracing::warn!(partition = p, endpoint = %t.job.endpoint_id, "job in the wrong partition; delivering anyway");
         }
-        let key = (t.job.tenant.clone(), t.job.event_id.clone());
-        let Some(Some(event)) = events.get(&key) else {
+        let Some(event) = event else {
             missing_event.push(t);
             continue;
         };
-        let work = Work { taken: t, event: event.clone() };
+        let work = Work { taken: t, event };
         let loaded = endpoints.get(&work.taken.job.endpoint_id).map(Option::as_ref);
         match actors.dispatch(work, loaded) {
             Ok(()) => {}
@@ -796,14 +798,14 @@ async fn load(shared: &Shared, actors: &Actors, taken: &[Taken]) -> Result<(Even
 /// `fifo` order) is listed before it is tried, and its settlement then only
 /// writes what changed. On failure the jobs go on unlisted and their
 /// settlements write the whole record.
-async fn list_pending(shared: &Shared, taken: &mut [Taken], events: &Events) {
+async fn list_pending(shared: &Shared, taken: &mut [Taken], job_events: &[Option<Arc<LoadedEvent>>]) {
     let mut listed = Vec::with_capacity(taken.len());
     let mut waiting = Vec::with_capacity(taken.len());
-    for (i, t) in taken.iter().enumerate() {
+    for (i, (t, event)) in taken.iter().zip(job_events).enumerate() {
         if t.job.attempt != 1 {
             continue;
         }
-        let Some(Some(event)) = events.get(&(t.job.tenant.clone(), t.job.event_id.clone())) else { continue };
+        let Some(event) = event else { continue };
         waiting.push((&t.job, event.event.event_type.as_str()));
         listed.push(i);
     }

@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use herald_common::admin::{self, LateReadiness};
+use herald_common::admin::{self, Serving};
 use herald_common::config::HeraldConfig;
 use herald_proto::server::TokenCheck;
 use herald_proto::v1::registry_server::{RegistryServer, SERVICE_NAME};
@@ -85,11 +85,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), RegistryError> {
     describe_metrics();
-    let stop = shutdown.child_token();
-    let readiness = LateReadiness::new("redis is not connected yet");
-    let admin_addr = admin.local_addr()?;
-    let serving = serve_grpc(config, grpc, admin_addr, readiness.clone(), stop.clone());
-    admin::serve_alongside(admin, readiness.check(), stop, serving).await?;
+    admin::serve_alongside(admin, &shutdown, |serving| serve_grpc(config, grpc, serving)).await?;
     tracing::info!("herald-registry stopped");
     Ok(())
 }
@@ -98,9 +94,7 @@ pub async fn run(
 async fn serve_grpc(
     config: HeraldConfig,
     grpc: TcpListener,
-    admin_addr: std::net::SocketAddr,
-    readiness: LateReadiness,
-    stop: CancellationToken,
+    Serving { readiness, stop, admin_addr }: Serving,
 ) -> Result<(), RegistryError> {
     let Some(conn) = herald_common::redis_conn::connect_until_ready(&config.redis, &stop).await? else {
         return Ok(());

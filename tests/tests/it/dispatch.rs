@@ -108,6 +108,21 @@ async fn deliveries_of_event(c: &mut Clients, tenant: &str, event_id: &str) -> V
 }
 
 /// Waits until the event's only delivery satisfies `done`; answers it with attempts.
+/// One page of a tenant's deliveries and the cursor of the next (empty at the end).
+async fn deliveries_page(c: &mut Clients, tenant: &str, limit: u32, cursor: &str) -> (Vec<Delivery>, String) {
+    let page = c
+        .dispatch
+        .list_deliveries(ListDeliveriesRequest {
+            tenant: tenant.into(),
+            page: Some(PageRequest { limit, cursor: cursor.to_owned() }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    (page.deliveries, page.page.unwrap().next_cursor)
+}
+
 async fn wait_delivery(c: &mut Clients, tenant: &str, event_id: &str, done: impl Fn(&Delivery) -> bool) -> Delivery {
     let deadline = Instant::now() + WAIT;
     loop {
@@ -314,20 +329,11 @@ async fn one_event_fans_out_to_fifty_endpoints() {
     let mut seen = HashSet::new();
     let mut cursor = String::new();
     loop {
-        let page = c
-            .dispatch
-            .list_deliveries(ListDeliveriesRequest {
-                tenant: "acme".into(),
-                page: Some(PageRequest { limit: 20, cursor: cursor.clone() }),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        for d in &page.deliveries {
+        let (deliveries, next) = deliveries_page(&mut c, "acme", 20, &cursor).await;
+        for d in &deliveries {
             assert!(seen.insert(d.id.clone()), "repeated {}", d.id);
         }
-        cursor = page.page.unwrap().next_cursor;
+        cursor = next;
         if cursor.is_empty() {
             break;
         }
@@ -336,18 +342,9 @@ async fn one_event_fans_out_to_fifty_endpoints() {
     // Pages of 25: the second page is the last and says so.
     let mut cursor = String::new();
     for (n, expect_more) in [(25, true), (25, false)] {
-        let page = c
-            .dispatch
-            .list_deliveries(ListDeliveriesRequest {
-                tenant: "acme".into(),
-                page: Some(PageRequest { limit: 25, cursor: cursor.clone() }),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(page.deliveries.len(), n);
-        cursor = page.page.unwrap().next_cursor;
+        let (deliveries, next) = deliveries_page(&mut c, "acme", 25, &cursor).await;
+        assert_eq!(deliveries.len(), n);
+        cursor = next;
         assert_eq!(!cursor.is_empty(), expect_more, "cursor {cursor:?}");
     }
     stack.stop().await;
