@@ -39,3 +39,10 @@ ensure_python_tools() {
     cp "$req" "$venv/.installed-requirements"
   fi
 }
+
+# cargo-deny, from crates.io, for the supply-chain checks in .ci/run.
+ensure_cargo_deny() {
+  command -v cargo-deny >/dev/null 2>&1 && return 0
+  echo "installing cargo-deny from crates.io" >&2
+  cargo install --locked --quiet cargo-deny@^0.20
+}

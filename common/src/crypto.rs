@@ -7,9 +7,9 @@
 //! `HERALD_SECRET_KEY_PREVIOUS`; values sealed with either open, and every
 //! write seals with the new one.
 
-use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng};
+use base64::engine::general_purpose::STANDARD as B64;
+use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use sha2::{Digest, Sha256};
 
@@ -66,7 +66,8 @@ impl SecretBox {
     }
 
     pub fn seal(&self, plaintext: &str) -> Sealed {
-        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        // 192-bit random nonces: collisions are negligible however many values are sealed.
+        let nonce = XNonce::from(rand::random::<[u8; NONCE_LEN]>());
         // Encryption with a valid key and nonce length cannot fail; an empty
         // ciphertext would only fail to open later, never leak.
         let ciphertext = self.current.cipher.encrypt(&nonce, plaintext.as_bytes()).unwrap_or_default();
@@ -88,8 +89,8 @@ impl SecretBox {
             return Err(CommonError::Decrypt);
         }
         let (nonce, ciphertext) = blob.split_at(NONCE_LEN);
-        let plaintext =
-            cipher.cipher.decrypt(XNonce::from_slice(nonce), ciphertext).map_err(|_| CommonError::Decrypt)?;
+        let nonce = <&XNonce>::try_from(nonce).map_err(|_| CommonError::Decrypt)?;
+        let plaintext = cipher.cipher.decrypt(nonce, ciphertext).map_err(|_| CommonError::Decrypt)?;
         String::from_utf8(plaintext).map_err(|_| CommonError::Decrypt)
     }
 }

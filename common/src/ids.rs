@@ -12,7 +12,7 @@ pub const API_KEY: &str = "key_";
 pub fn new_id(prefix: &str) -> String {
     let mut id = String::with_capacity(prefix.len() + 26);
     id.push_str(prefix);
-    id.push_str(&ulid::Ulid::new().to_string().to_ascii_lowercase());
+    id.push_str(&ulid::Ulid::generate().to_string().to_ascii_lowercase());
     id
 }
 

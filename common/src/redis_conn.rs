@@ -125,14 +125,34 @@ pub async fn connect(target: &RedisTarget) -> Result<RedisConn> {
         return Ok(RedisConn::Cluster(conn));
     }
     let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(CONNECT_TIMEOUT)
-        .set_response_timeout(RESPONSE_TIMEOUT)
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
         .set_number_of_retries(2)
-        .set_max_delay(500);
+        .set_max_delay(Duration::from_millis(500));
     Ok(RedisConn::Single(ConnectionManager::new_with_config(target.client()?, config).await?))
 }
 
 /// `PING`, for readiness checks.
+/// Whether a Redis error is worth retrying: the connection failed or the
+/// server is loading, failing over or resharding. Anything else is a bug or
+/// bad data and retrying would only repeat it.
+pub fn is_transient(err: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    err.is_io_error()
+        || err.is_timeout()
+        || err.is_connection_dropped()
+        || err.is_connection_refusal()
+        || matches!(
+            err.kind(),
+            ErrorKind::Server(ServerErrorKind::BusyLoading | ServerErrorKind::TryAgain | ServerErrorKind::ClusterDown)
+        )
+}
+
+/// Whether Redis lost its script cache (restart, failover, `SCRIPT FLUSH`).
+pub fn is_no_script(err: &redis::RedisError) -> bool {
+    err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+}
+
 pub async fn ping(conn: &mut RedisConn) -> std::result::Result<(), String> {
     redis::cmd("PING").query_async::<String>(conn).await.map(|_| ()).map_err(|e| format!("redis: {e}"))
 }

@@ -8,19 +8,19 @@
 
 use std::collections::HashMap;
 
+use opentelemetry::KeyValue;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry::KeyValue;
-use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::TracerProvider;
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::Level;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::EnvFilter;
-use tracing_subscriber::Layer;
 
 use crate::config::Env;
 use crate::{CommonError, Result};
@@ -31,32 +31,32 @@ const HERALD_CRATES: [&str; 6] =
 
 /// Flushes pending spans when dropped at the end of `main`.
 pub struct TelemetryGuard {
-    provider: TracerProvider,
+    provider: SdkTracerProvider,
 }
 
 impl Drop for TelemetryGuard {
     fn drop(&mut self) {
-        for result in self.provider.force_flush() {
-            if let Err(err) = result {
-                eprintln!("trace flush failed: {err}");
-            }
+        if let Err(err) = self.provider.force_flush() {
+            eprintln!("trace flush failed: {err}");
         }
     }
 }
 
 /// Builds the tracer provider; exported over OTLP when the environment asks.
-pub fn tracer_provider(service: &'static str, env: &Env) -> Result<TracerProvider> {
-    let resource = Resource::new([
-        KeyValue::new("service.name", service),
-        KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
-    ]);
-    let mut builder = TracerProvider::builder().with_resource(resource);
+pub fn tracer_provider(service: &'static str, env: &Env) -> Result<SdkTracerProvider> {
+    let resource = Resource::builder()
+        .with_service_name(service)
+        .with_attributes([KeyValue::new("service.version", env!("CARGO_PKG_VERSION"))])
+        .build();
+    let mut builder = SdkTracerProvider::builder().with_resource(resource);
     if env.get("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() || env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some() {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .build()
             .map_err(|e| CommonError::Telemetry(e.to_string()))?;
-        builder = builder.with_batch_exporter(exporter, opentelemetry_sdk::runtime::Tokio);
+        // The batch processor exports from its own thread; the tonic channel
+        // built here runs on this process's tokio runtime.
+        builder = builder.with_batch_exporter(exporter);
     }
     Ok(builder.build())
 }
@@ -99,5 +99,6 @@ pub fn current_traceparent() -> Option<String> {
 /// Makes `span` a child of the trace named by a W3C `traceparent`.
 pub fn set_parent(span: &tracing::Span, traceparent: &str) {
     let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
-    span.set_parent(TraceContextPropagator::new().extract(&carrier));
+    // Fails only when the span is disabled, and then there is no trace to join.
+    let _ = span.set_parent(TraceContextPropagator::new().extract(&carrier));
 }

@@ -1,7 +1,7 @@
 //! RFC 3339 timestamps as Herald writes them: UTC with millisecond precision.
 
-use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 pub fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()

@@ -12,7 +12,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use herald_common::url_policy::{classify, UrlPolicy, UrlRejection};
+use herald_common::url_policy::{UrlPolicy, UrlRejection, classify};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 use url::Host;

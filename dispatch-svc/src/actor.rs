@@ -71,6 +71,7 @@ use herald_common::model::{EndpointRecord, EndpointStatus, Ordering};
 use herald_common::time_fmt;
 use tokio::time::Instant;
 
+use crate::Shared;
 use crate::attempt::PreparedEndpoint;
 use crate::delivery::{self, Taken, Target, Work};
 use crate::error::DispatchError;
@@ -79,7 +80,6 @@ use crate::oauth::TokenCache;
 use crate::partition::PUT_OFF_DELAY;
 use crate::records::HealthRecord;
 use crate::retry::due_at;
-use crate::Shared;
 
 /// Messages waiting in an actor's mailbox.
 pub const MAILBOX_CAPACITY: usize = 256;

@@ -21,8 +21,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
 use herald_common::model::{EndpointRecord, Millis, StoredAuth, StoredEvent};
 use herald_common::url_policy::{UrlPolicy, UrlRejection};
@@ -36,7 +36,7 @@ use crate::error::DispatchError;
 use crate::http_client::{describe, read_prefix};
 use crate::oauth::{OAuthConfig, TokenCache};
 use crate::render::{LoadedEvent, RenderPlan};
-use crate::signing::{signature_header, SigningKey};
+use crate::signing::{SigningKey, signature_header};
 
 pub const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
 pub const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
@@ -381,11 +381,7 @@ impl PreparedEndpoint {
             response.headers().get_all(WEBHOOK_ALLOWED_ORIGIN).iter().any(|v| {
                 v.to_str().is_ok_and(|v| v.split(',').map(str::trim).any(|o| o == "*" || o == HANDSHAKE_ORIGIN))
             });
-        if allowed {
-            Ok(())
-        } else {
-            Err(format!("handshake answer does not allow origin {HANDSHAKE_ORIGIN}"))
-        }
+        if allowed { Ok(()) } else { Err(format!("handshake answer does not allow origin {HANDSHAKE_ORIGIN}")) }
     }
 
     async fn token(

@@ -10,13 +10,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald_common::model::{EndpointRecord, CHANGE_ENDPOINT};
+use herald_common::model::{CHANGE_ENDPOINT, EndpointRecord};
 use redis::Value as RedisValue;
 use tokio_util::sync::CancellationToken;
 
+use crate::Shared;
 use crate::actor::Actors;
 use crate::records::parse_entries;
-use crate::Shared;
 
 const BLOCK: Duration = Duration::from_millis(1000);
 const COUNT: usize = 100;

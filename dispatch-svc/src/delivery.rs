@@ -21,25 +21,24 @@
 //! again when it is due, while the jobs behind it wait. See [`crate::actor`].
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use herald_common::model::{Job, Millis};
 use herald_common::{telemetry, time_fmt};
-use rand::Rng;
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::Shared;
 use crate::attempt::{AttemptOutcome, PreparedEndpoint, Verdict};
 use crate::health::Health;
 use crate::oauth::TokenCache;
 use crate::partition::LiveGuard;
 use crate::records::{AttemptRecord, DeliveryStatus, Entry, HealthRecord, Settlement};
 use crate::render::LoadedEvent;
-use crate::retry::{due_at, next_step, random_unit, Next};
-use crate::Shared;
+use crate::retry::{Next, due_at, next_step, random_unit};
 
 /// How often storing an outcome is tried before the entry is left pending.
 const SETTLE_TRIES: u32 = 8;
@@ -304,9 +303,8 @@ async fn catch_up_attempts(shared: &Shared, batch: &mut [Work]) {
 /// new trace, so every webhook carries a valid one whatever the log level.
 pub fn webhook_traceparent(publisher: Option<&str>) -> Option<String> {
     telemetry::current_traceparent().or_else(|| publisher.map(str::to_owned)).or_else(|| {
-        let mut rng = rand::thread_rng();
-        let trace: u128 = rng.gen::<u128>().max(1);
-        let span: u64 = rng.gen::<u64>().max(1);
+        let trace: u128 = rand::random::<u128>().max(1);
+        let span: u64 = rand::random::<u64>().max(1);
         Some(format!("00-{trace:032x}-{span:016x}-01"))
     })
 }

@@ -6,8 +6,8 @@
 //! at all: Redis, corrupt stored records, an endpoint whose stored
 //! configuration cannot be turned into requests, a client that cannot be built.
 
-use herald_common::url_policy::UrlRejection;
 use herald_common::CommonError;
+use herald_common::url_policy::UrlRejection;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
@@ -46,4 +46,11 @@ pub enum DispatchError {
     Transport(#[from] tonic::transport::Error),
     #[error("grpc reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// A Redis answer of an unexpected shape is a Redis error like any other.
+impl From<redis::ParsingError> for DispatchError {
+    fn from(err: redis::ParsingError) -> Self {
+        DispatchError::Redis(err.into())
+    }
 }

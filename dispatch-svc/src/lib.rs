@@ -121,7 +121,7 @@ async fn dispatch(
     let changes = tokio::spawn(changes::follow(shared.clone(), actors.clone(), stop.clone()));
     let leases = tokio::spawn(partition::run_leases(shared.clone(), actors.clone(), stop.clone()));
 
-    let (mut health, health_service) = tonic_health::server::health_reporter();
+    let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status(SERVICE_NAME, tonic_health::ServingStatus::Serving).await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(herald_proto::FILE_DESCRIPTOR_SET)

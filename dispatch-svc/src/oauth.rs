@@ -21,15 +21,15 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
 use herald_common::model::ClientAuth;
 use http::header::{ACCEPT, AUTHORIZATION};
 use http::{HeaderValue, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::time::Instant;
-use url::{form_urlencoded, Url};
+use url::{Url, form_urlencoded};
 
 use crate::http_client::{describe, read_prefix};
 
@@ -171,10 +171,10 @@ impl TokenCache {
             if let Some(token) = state.fresh(Instant::now()) {
                 return Ok(token);
             }
-            if state.fetches != seen {
-                if let Some(err) = &state.last_error {
-                    return Err(err.clone());
-                }
+            if state.fetches != seen
+                && let Some(err) = &state.last_error
+            {
+                return Err(err.clone());
             }
         }
         let started = Instant::now();

@@ -46,7 +46,7 @@ use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use herald_common::keys::{partition_of, CONSUMER_GROUP};
+use herald_common::keys::{CONSUMER_GROUP, partition_of};
 use herald_common::model::{EndpointRecord, Job};
 use herald_common::redis_conn::RedisConn;
 use herald_common::time_fmt;
@@ -56,13 +56,13 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::actor::{Actors, Loaded, Refused};
-use crate::delivery::{fail_unsent, put_off, Taken, Work};
-use crate::error::DispatchError;
-use crate::records::{parse_entries, text, Entry, HealthRecord};
-use crate::render::LoadedEvent;
-use crate::retry::{due_at, PUMP, PUMP_BATCH};
 use crate::Shared;
+use crate::actor::{Actors, Loaded, Refused};
+use crate::delivery::{Taken, Work, fail_unsent, put_off};
+use crate::error::DispatchError;
+use crate::records::{Entry, HealthRecord, parse_entries, text};
+use crate::render::LoadedEvent;
+use crate::retry::{PUMP, PUMP_BATCH, due_at};
 
 pub const LEASE_TTL: Duration = Duration::from_secs(10);
 /// How often leases are looked at (renewals happen every third of the TTL).
@@ -124,11 +124,7 @@ impl LiveSet {
 
     /// Marks `id` as held; `None` if it already is.
     pub fn hold(self: &Arc<Self>, id: &str) -> Option<LiveGuard> {
-        if self.lock().insert(id.to_owned()) {
-            Some(LiveGuard { set: self.clone(), id: id.to_owned() })
-        } else {
-            None
-        }
+        if self.lock().insert(id.to_owned()) { Some(LiveGuard { set: self.clone(), id: id.to_owned() }) } else { None }
     }
 
     pub fn len(&self) -> usize {
@@ -288,7 +284,7 @@ async fn tick(
         }
         let renewed: Result<Vec<i64>, _> = pipe.query_async(conn).await;
         let renewed = match renewed {
-            Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
+            Err(e) if herald_common::redis_conn::is_no_script(&e) => {
                 RENEW.prepare_invoke().load_async(conn).await?;
                 pipe.query_async(conn).await
             }
@@ -776,7 +772,7 @@ async fn load(shared: &Shared, actors: &Actors, taken: &[Taken]) -> Result<(Even
     }
     pipe.add_command(mget);
     let (first, endpoints) = query_with_endpoints(shared, pipe, endpoint_ids).await?;
-    let event_raw: Vec<Option<Vec<u8>>> = redis::from_redis_value(&first)?;
+    let event_raw: Vec<Option<Vec<u8>>> = redis::from_redis_value_ref(&first)?;
 
     let mut events = HashMap::with_capacity(event_keys.len());
     for (key, raw) in event_keys.into_iter().zip(event_raw.into_iter().chain(std::iter::repeat(None))) {
@@ -853,12 +849,12 @@ async fn query_with_endpoints(
         return Ok((first, endpoints));
     }
     let records: Vec<Option<Vec<u8>>> = match answers.next() {
-        Some(value) => redis::from_redis_value(&value)?,
+        Some(value) => redis::from_redis_value_ref(&value)?,
         None => Vec::new(),
     };
     for (id, raw) in ids.into_iter().zip(records.into_iter().chain(std::iter::repeat(None))) {
         let health: HashMap<String, String> = match answers.next() {
-            Some(value) => redis::from_redis_value(&value).unwrap_or_default(),
+            Some(value) => redis::from_redis_value_ref(&value).unwrap_or_default(),
             None => HashMap::new(),
         };
         let record = raw.and_then(|raw| match serde_json::from_slice::<EndpointRecord>(&raw) {

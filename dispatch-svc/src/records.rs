@@ -29,7 +29,7 @@
 
 use std::collections::HashMap;
 
-use herald_common::keys::{Keys, CONSUMER_GROUP};
+use herald_common::keys::{CONSUMER_GROUP, Keys};
 use herald_common::model::{Job, Millis};
 use herald_common::redis_conn::RedisConn;
 use herald_common::{ids, time_fmt};
@@ -614,10 +614,10 @@ pub fn parse_entries(value: &RedisValue) -> Vec<(String, Vec<(String, String)>)>
         let mut pairs = Vec::new();
         if let RedisValue::Array(flat) = fields {
             for kv in flat.chunks(2) {
-                if let [k, v] = kv {
-                    if let (Some(k), Some(v)) = (text(k), text(v)) {
-                        pairs.push((k, v));
-                    }
+                if let [k, v] = kv
+                    && let (Some(k), Some(v)) = (text(k), text(v))
+                {
+                    pairs.push((k, v));
                 }
             }
         }

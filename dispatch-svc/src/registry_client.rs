@@ -8,13 +8,13 @@
 
 use std::time::Duration;
 
-use herald_proto::v1::registry_client::RegistryClient as Rpc;
 use herald_proto::v1::DisableEndpointRequest;
+use herald_proto::v1::registry_client::RegistryClient as Rpc;
+use tonic::Request;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
-use tonic::Request;
-use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
 
 use crate::error::DispatchError;
 

@@ -23,8 +23,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use herald_common::model::{EndpointRecord, Format, StoredEvent};
 use http::{HeaderName, HeaderValue};
-use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
 use serde_json::Value;
 
 use crate::error::DispatchError;
@@ -335,7 +335,7 @@ impl Serialize for Bound<'_> {
                     Root::Type => Some(&event.event_type),
                     Root::Time => Some(&event.timestamp),
                     Root::Resource => {
-                        return event.resource.as_ref().and_then(|r| lookup(r, path)).serialize(serializer)
+                        return event.resource.as_ref().and_then(|r| lookup(r, path)).serialize(serializer);
                     }
                     Root::Data => return lookup(&event.data, path).serialize(serializer),
                 };

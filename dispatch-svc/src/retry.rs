@@ -23,7 +23,6 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use herald_common::model::{Job, Millis};
-use rand::Rng;
 use redis::Script;
 use serde_json::{Map, Value};
 
@@ -72,7 +71,7 @@ pub fn jittered(base: Duration, unit: f64) -> Duration {
 
 /// A uniform sample for [`next_step`].
 pub fn random_unit() -> f64 {
-    rand::thread_rng().gen::<f64>()
+    rand::random::<f64>()
 }
 
 /// The retry-set member of a job: its stream fields as a JSON object.

@@ -20,11 +20,11 @@ use serde_json::Value;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
+use crate::Shared;
 use crate::actor::Actors;
 use crate::attempt::PreparedEndpoint;
 use crate::error::DispatchError;
 use crate::records::{AttemptRecord, DeliveryRecord, DeliveryStatus, ListFilter};
-use crate::Shared;
 
 pub const DEFAULT_LIMIT: usize = 50;
 pub const MAX_LIMIT: usize = 1000;

@@ -11,9 +11,9 @@
 //! loaded; signing clones that state and feeds the three parts of the signed
 //! content into it in turn, so no concatenated copy of the body is built.
 
-use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use base64::Engine;
-use hmac::{Hmac, Mac};
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use hmac::{Hmac, KeyInit, Mac};
 use http::HeaderValue;
 use sha2::Sha256;
 

@@ -12,15 +12,7 @@ use crate::error::DispatchError;
 use herald_common::CommonError;
 
 fn redis_code(err: &redis::RedisError) -> Code {
-    if err.is_io_error() || err.is_timeout() || err.is_connection_dropped() || err.is_connection_refusal() {
-        return Code::Unavailable;
-    }
-    match err.kind() {
-        redis::ErrorKind::BusyLoadingError | redis::ErrorKind::TryAgain | redis::ErrorKind::ClusterDown => {
-            Code::Unavailable
-        }
-        _ => Code::Internal,
-    }
+    if herald_common::redis_conn::is_transient(err) { Code::Unavailable } else { Code::Internal }
 }
 
 impl From<DispatchError> for tonic::Status {

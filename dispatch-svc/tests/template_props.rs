@@ -20,10 +20,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use herald_common::model::{EndpointRecord, Format, StoredEvent};
-use herald_dispatch::render::{render, LoadedEvent, RenderPlan, Rendered};
+use herald_dispatch::render::{LoadedEvent, RenderPlan, Rendered, render};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
-use serde_json::{json, Map, Number, Value};
+use serde_json::{Map, Number, Value, json};
 
 /// Cases per property: every property below runs in well under a second at
 /// this count, even unoptimised.

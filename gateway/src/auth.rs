@@ -16,7 +16,6 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::async_trait;
 use axum::extract::{FromRef, FromRequestParts, Query};
 use axum::http::header;
 use axum::http::request::Parts;
@@ -24,10 +23,10 @@ use herald_common::crypto::{constant_time_eq, hash_api_key};
 use herald_proto::v1::AuthenticateApiKeyRequest;
 use serde::Deserialize;
 
+use crate::AppState;
 use crate::error::GatewayError;
 use crate::ratelimit::RateLimiter;
 use crate::upstream::Upstream;
-use crate::AppState;
 
 /// How long a resolved API key is trusted without asking the registry again.
 pub const KEY_CACHE_TTL: Duration = Duration::from_secs(2);
@@ -146,7 +145,6 @@ impl Authenticator {
     }
 }
 
-#[async_trait]
 impl<S> FromRequestParts<S> for Caller
 where
     S: Send + Sync,
@@ -170,7 +168,6 @@ where
 #[derive(Clone, Copy, Debug)]
 pub struct Admin;
 
-#[async_trait]
 impl<S> FromRequestParts<S> for Admin
 where
     S: Send + Sync,
@@ -198,7 +195,6 @@ struct TenantParam {
     tenant: Option<String>,
 }
 
-#[async_trait]
 impl<S> FromRequestParts<S> for Scope
 where
     S: Send + Sync,

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use tonic::Code;
@@ -215,11 +215,7 @@ impl From<tonic::Status> for GatewayError {
 }
 
 fn or(message: String, fallback: &str) -> String {
-    if message.is_empty() {
-        fallback.to_owned()
-    } else {
-        message
-    }
+    if message.is_empty() { fallback.to_owned() } else { message }
 }
 
 fn unavailable(status: &tonic::Status) -> GatewayError {

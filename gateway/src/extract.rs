@@ -4,13 +4,12 @@
 //! Query values are taken as text and parsed here, so a bad `limit` is
 //! answered with the field named rather than serde's generic complaint.
 
-use axum::async_trait;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use herald_common::ids::is_valid_external_id;
 use herald_proto::v1::PageRequest;
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use utoipa::IntoParams;
 
 use crate::error::GatewayError;
@@ -26,7 +25,6 @@ const MAX_ID_LEN: usize = 128;
 #[derive(Debug)]
 pub struct Path<T>(pub T);
 
-#[async_trait]
 impl<T, S> FromRequestParts<S> for Path<T>
 where
     T: DeserializeOwned + Send,
@@ -46,7 +44,6 @@ where
 #[derive(Debug)]
 pub struct Query<T>(pub T);
 
-#[async_trait]
 impl<T, S> FromRequestParts<S> for Query<T>
 where
     T: DeserializeOwned,
@@ -64,11 +61,7 @@ where
 /// A resource id from the path. Ids are short and URL-safe; anything else
 /// names nothing, so it is answered like a missing resource without asking upstream.
 pub fn resource_id<'a>(kind: &str, id: &'a str) -> Result<&'a str, GatewayError> {
-    if is_valid_external_id(id, MAX_ID_LEN) {
-        Ok(id)
-    } else {
-        Err(GatewayError::not_found(kind))
-    }
+    if is_valid_external_id(id, MAX_ID_LEN) { Ok(id) } else { Err(GatewayError::not_found(kind)) }
 }
 
 /// `?tenant=`: which tenant the admin acts for on tenant-scoped routes.

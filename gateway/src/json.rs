@@ -8,7 +8,6 @@
 
 use std::time::Duration;
 
-use axum::async_trait;
 use axum::extract::{FromRef, FromRequest, Request};
 use axum::http::header;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -28,7 +27,6 @@ pub struct BodyLimit(pub usize);
 #[derive(Debug)]
 pub struct Json<T>(pub T);
 
-#[async_trait]
 impl<T, S> FromRequest<S> for Json<T>
 where
     T: DeserializeOwned,
@@ -53,7 +51,7 @@ where
         let bytes = match read.await {
             Ok(Ok(collected)) => collected.to_bytes(),
             Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
-                return Err(GatewayError::PayloadTooLarge(limit))
+                return Err(GatewayError::PayloadTooLarge(limit));
             }
             Ok(Err(_)) => return Err(GatewayError::bad_request("the request body could not be read")),
             Err(_) => return Err(GatewayError::RequestTimeout),
@@ -67,11 +65,7 @@ fn check_content_type(value: Option<&axum::http::HeaderValue>) -> Result<(), Gat
     let value = value.and_then(|v| v.to_str().ok()).ok_or_else(unsupported)?;
     let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
     let json = essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"));
-    if json {
-        Ok(())
-    } else {
-        Err(unsupported())
-    }
+    if json { Ok(()) } else { Err(unsupported()) }
 }
 
 /// Deserializes a body, turning serde's complaint into field problems.
@@ -81,7 +75,7 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, GatewayError> {
         // serde would also read a struct from an array of its fields; the API speaks objects only.
         Some(b'{') => {}
         Some(b'[' | b'"' | b't' | b'f' | b'n' | b'-' | b'0'..=b'9') => {
-            return Err(GatewayError::invalid("body", "must be a JSON object"))
+            return Err(GatewayError::invalid("body", "must be a JSON object"));
         }
         Some(_) => {}
     }
@@ -123,19 +117,19 @@ fn without_position(message: &str) -> String {
 fn name_field(path: &str, message: String) -> (String, String) {
     let parent = if path == "." { "" } else { path };
     for (prefix, explanation) in [("missing field `", "is required"), ("unknown field `", "is not a known field")] {
-        if let Some(rest) = message.strip_prefix(prefix) {
-            if let Some(end) = rest.find('`') {
-                let name = &rest[..end];
-                // An unknown field's path already ends with its name; a missing one's never does.
-                let field = if parent.is_empty() || parent == name {
-                    name.to_owned()
-                } else if parent.ends_with(&format!(".{name}")) {
-                    parent.to_owned()
-                } else {
-                    format!("{parent}.{name}")
-                };
-                return (field, explanation.to_owned());
-            }
+        if let Some(rest) = message.strip_prefix(prefix)
+            && let Some(end) = rest.find('`')
+        {
+            let name = &rest[..end];
+            // An unknown field's path already ends with its name; a missing one's never does.
+            let field = if parent.is_empty() || parent == name {
+                name.to_owned()
+            } else if parent.ends_with(&format!(".{name}")) {
+                parent.to_owned()
+            } else {
+                format!("{parent}.{name}")
+            };
+            return (field, explanation.to_owned());
         }
     }
     let field = if parent.is_empty() { "body".to_owned() } else { parent.to_owned() };

@@ -22,10 +22,10 @@ pub mod upstream;
 
 use std::sync::Arc;
 
-use axum::extract::FromRef;
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
 use axum::Router;
+use axum::extract::FromRef;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use herald_common::admin::ReadinessCheck;
 use herald_common::config::HeraldConfig;

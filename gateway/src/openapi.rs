@@ -8,9 +8,9 @@
 //! (`/healthz`, `/readyz`, `/metrics`) are added with
 //! [`ApiRouter::served_elsewhere`] and checked by a test.
 
-use axum::handler::Handler;
-use axum::routing::{on, MethodFilter};
 use axum::Router;
+use axum::handler::Handler;
+use axum::routing::{MethodFilter, on};
 use utoipa::openapi::path::{HttpMethod, Paths};
 use utoipa::openapi::schema::Schema;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -126,18 +126,6 @@ fn method_filter(method: &HttpMethod) -> MethodFilter {
     }
 }
 
-/// `/v1/endpoints/{id}` (OpenAPI) is `/v1/endpoints/:id` to axum 0.7.
-pub fn axum_path(openapi_path: &str) -> String {
-    openapi_path
-        .split('/')
-        .map(|segment| match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-            Some(name) => format!(":{name}"),
-            None => segment.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join("/")
-}
-
 impl<S: Clone + Send + Sync + 'static> ApiRouter<S> {
     pub fn new() -> Self {
         Self::default()
@@ -148,7 +136,7 @@ impl<S: Clone + Send + Sync + 'static> ApiRouter<S> {
         let path = P::path();
         let methods = P::methods();
         let filter = methods.iter().map(method_filter).reduce(MethodFilter::or).unwrap_or(MethodFilter::GET);
-        self.router = self.router.route(&axum_path(&path), on(filter, handler));
+        self.router = self.router.route(&path, on(filter, handler));
         self.document::<P>();
         self
     }
@@ -182,17 +170,5 @@ impl<S: Clone + Send + Sync + 'static> ApiRouter<S> {
         }
         components.schemas.entry(Problem::name().into_owned()).or_insert_with(Problem::schema);
         (self.router, doc)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_translate_to_axum_syntax() {
-        assert_eq!(axum_path("/v1/endpoints/{id}/secret"), "/v1/endpoints/:id/secret");
-        assert_eq!(axum_path("/v1/tenants/{id}/api-keys/{keyId}"), "/v1/tenants/:id/api-keys/:keyId");
-        assert_eq!(axum_path("/healthz"), "/healthz");
     }
 }

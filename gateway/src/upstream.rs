@@ -13,13 +13,13 @@ use herald_common::config::HeraldConfig;
 use herald_proto::v1::dispatch_client::DispatchClient;
 use herald_proto::v1::registry_client::RegistryClient;
 use herald_proto::v1::{ListEventTypesRequest, PageRequest};
+use tonic::GrpcMethod;
 use tonic::codegen::InterceptedService;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
-use tonic::GrpcMethod;
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 use crate::error::GatewayError;
 

@@ -11,9 +11,9 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::Registry;
 use crate::error::{RegistryError, Result};
 use crate::event_types::EventTypeInput;
-use crate::Registry;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]

@@ -20,10 +20,10 @@ use herald_proto::convert::{format_from_wire, ordering_from_wire};
 use herald_proto::v1::endpoint_auth::Kind;
 use herald_proto::v1::{self, EndpointAuth, EndpointSpec};
 
+use crate::Registry;
 use crate::error::{RegistryError, Result};
 use crate::store::Created;
 use crate::validate::{self, Page, Violations};
-use crate::Registry;
 
 pub const SIGNING_SECRET_PREFIX: &str = "whsec_";
 /// How long a rotated-out signing secret keeps signing.
@@ -80,7 +80,7 @@ fn camel(field: &str) -> String {
 
 /// Drops expired secrets, keeps the current one first, bounds the list.
 fn prune_secrets(secrets: &mut Vec<SigningSecret>, now: Millis) {
-    secrets.retain(|s| s.expires_at.map_or(true, |at| at > now));
+    secrets.retain(|s| s.expires_at.is_none_or(|at| at > now));
     secrets.truncate(MAX_SIGNING_SECRETS);
 }
 
@@ -219,7 +219,7 @@ impl Registry {
         }
         if named("max_in_flight") {
             v.check(
-                max_in_flight.map_or(true, |n| (1..=MAX_IN_FLIGHT).contains(&n)),
+                max_in_flight.is_none_or(|n| (1..=MAX_IN_FLIGHT).contains(&n)),
                 "maxInFlight",
                 format!("must be between 1 and {MAX_IN_FLIGHT}"),
             );
@@ -237,7 +237,7 @@ impl Registry {
         }
         if named("max_batch_size") {
             v.check(
-                max_batch_size.map_or(true, |n| (1..=MAX_BATCH_SIZE).contains(&n)),
+                max_batch_size.is_none_or(|n| (1..=MAX_BATCH_SIZE).contains(&n)),
                 "maxBatchSize",
                 format!("must be between 1 and {MAX_BATCH_SIZE}"),
             );

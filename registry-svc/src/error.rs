@@ -56,6 +56,13 @@ pub enum RegistryError {
     Catalog(String),
 }
 
+/// A Redis answer of an unexpected shape is a Redis error like any other.
+impl From<redis::ParsingError> for RegistryError {
+    fn from(err: redis::ParsingError) -> Self {
+        RegistryError::Redis(err.into())
+    }
+}
+
 fn summary(errors: &[FieldError]) -> String {
     match errors {
         [] => "invalid request".to_owned(),
@@ -88,16 +95,7 @@ impl RegistryError {
 }
 
 fn redis_code(err: &redis::RedisError) -> Code {
-    if err.is_io_error() || err.is_timeout() || err.is_connection_dropped() || err.is_connection_refusal() {
-        Code::Unavailable
-    } else {
-        match err.kind() {
-            redis::ErrorKind::BusyLoadingError | redis::ErrorKind::TryAgain | redis::ErrorKind::ClusterDown => {
-                Code::Unavailable
-            }
-            _ => Code::Internal,
-        }
-    }
+    if herald_common::redis_conn::is_transient(err) { Code::Unavailable } else { Code::Internal }
 }
 
 impl From<RegistryError> for tonic::Status {

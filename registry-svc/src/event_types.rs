@@ -10,11 +10,11 @@ use herald_common::model::EventTypeRecord;
 use herald_common::time_fmt::now_millis;
 use serde_json::Value;
 
+use crate::Registry;
 use crate::error::{RegistryError, Result};
 use crate::schema;
 use crate::store::EventTypeWrite;
 use crate::validate::{self, Page, Violations};
-use crate::Registry;
 
 /// How often an update re-reads and retries when another writer got there first.
 const UPDATE_ATTEMPTS: usize = 3;
@@ -112,11 +112,7 @@ impl Registry {
         let name = self.store.event_type_by_code(code).await?.ok_or_else(missing)?;
         let (record, _) = self.store.event_type(&name).await?.ok_or_else(missing)?;
         // A code key left behind by an interrupted write must not alias another type.
-        if record.code == Some(code) {
-            Ok(record)
-        } else {
-            Err(missing())
-        }
+        if record.code == Some(code) { Ok(record) } else { Err(missing()) }
     }
 
     pub async fn list_event_types(&self, page: &Page) -> Result<(Vec<EventTypeRecord>, Option<String>)> {

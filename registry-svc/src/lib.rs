@@ -110,7 +110,7 @@ async fn serve_grpc(
         tracing::info!(dir = %dir.display(), created = report.created, updated = report.updated, unchanged = report.unchanged, "event type catalogue loaded");
     }
 
-    let (mut health, health_service) = tonic_health::server::health_reporter();
+    let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status(SERVICE_NAME, tonic_health::ServingStatus::Serving).await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(herald_proto::FILE_DESCRIPTOR_SET)

@@ -31,11 +31,11 @@ use herald_proto::v1::PublishRequest;
 use serde_json::Value;
 use time::OffsetDateTime;
 
+use crate::Registry;
 use crate::error::{FieldError, RegistryError, Result};
 use crate::schema;
 use crate::store::{Enqueue, Enqueued};
 use crate::validate::{self, Violations};
-use crate::Registry;
 
 /// The routing cache forgets everything past this many (tenant, type) tables.
 const MAX_CACHED_ROUTES: usize = 50_000;
@@ -147,7 +147,7 @@ fn path_equals(event: &StoredEvent, path: &str, expected: &Value) -> bool {
 
 /// Every entry of the filter must hold.
 pub fn matches(filter: Option<&FilterMap>, event: &StoredEvent) -> bool {
-    filter.map_or(true, |f| f.iter().all(|(path, expected)| path_equals(event, path, expected)))
+    filter.is_none_or(|f| f.iter().all(|(path, expected)| path_equals(event, path, expected)))
 }
 
 /// The routes of one (tenant, event type), indexed so that choosing an
@@ -350,11 +350,11 @@ impl Registry {
                 continue;
             };
             let event_type = self.schemas.get(&p.event_type, raw)?;
-            if let Some(validator) = &event_type.validator {
-                if let Err(list) = schema::check(validator, &p.data) {
-                    errors.extend(list.into_iter().map(|e| FieldError::new(format!("{prefix}{}", e.field), e.message)));
-                    continue;
-                }
+            if let Some(validator) = &event_type.validator
+                && let Err(list) = schema::check(validator, &p.data)
+            {
+                errors.extend(list.into_iter().map(|e| FieldError::new(format!("{prefix}{}", e.field), e.message)));
+                continue;
             }
         }
         if !errors.is_empty() {

@@ -13,8 +13,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use herald_common::model::EventTypeRecord;
-use jsonschema::error::ValidationErrorKind;
 use jsonschema::Validator;
+use jsonschema::error::ValidationErrorKind;
 use serde_json::Value;
 
 use crate::error::{FieldError, RegistryError, Result};
@@ -52,10 +52,10 @@ impl SchemaCache {
     pub fn get(&self, name: &str, raw: &[u8]) -> Result<Arc<CompiledType>> {
         {
             let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
-            if let Some(entry) = entries.get(name) {
-                if entry.raw == raw {
-                    return Ok(entry.compiled.clone());
-                }
+            if let Some(entry) = entries.get(name)
+                && entry.raw == raw
+            {
+                return Ok(entry.compiled.clone());
             }
         }
         let record: EventTypeRecord = serde_json::from_slice(raw)?;
@@ -90,12 +90,12 @@ pub fn check(validator: &Validator, data: &Value) -> Result<(), Vec<FieldError>>
         .iter_errors(data)
         .take(MAX_REPORTED_ERRORS)
         .map(|e| {
-            let mut field = field_path(data, e.instance_path.as_str());
-            if let ValidationErrorKind::Required { property } = &e.kind {
-                if let Some(name) = property.as_str() {
-                    field.push('.');
-                    field.push_str(name);
-                }
+            let mut field = field_path(data, e.instance_path().as_str());
+            if let ValidationErrorKind::Required { property } = e.kind()
+                && let Some(name) = property.as_str()
+            {
+                field.push('.');
+                field.push_str(name);
             }
             FieldError::new(field, e.to_string())
         })

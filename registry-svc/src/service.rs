@@ -9,22 +9,21 @@ use herald_common::model::{ApiKeyRecord, EndpointStatus};
 use herald_proto::convert::timestamp;
 use herald_proto::v1::registry_server::Registry as RegistryRpc;
 use herald_proto::v1::{
-    self, get_event_type_request, AuthenticateApiKeyRequest, CreateApiKeyRequest, CreateApiKeyResponse,
-    CreateEndpointRequest, CreateEndpointResponse, CreateSubscriptionRequest, CreateTenantRequest,
-    DeleteEventTypeRequest, DeleteResponse, DeleteTenantRequest, DisableEndpointRequest, EndpointRef, EndpointSecret,
-    GetEventTypeRequest, GetTenantRequest, ListApiKeysRequest, ListApiKeysResponse, ListEndpointsRequest,
-    ListEndpointsResponse, ListEventTypesRequest, ListEventTypesResponse, ListSubscriptionsRequest,
-    ListSubscriptionsResponse, ListTenantsRequest, ListTenantsResponse, PageInfo, PublishBatchRequest,
-    PublishBatchResponse, PublishRequest, PublishResponse, RevokeApiKeyRequest, SubscriptionRef, UpdateEndpointRequest,
-    UpdateTenantRequest,
+    self, AuthenticateApiKeyRequest, CreateApiKeyRequest, CreateApiKeyResponse, CreateEndpointRequest,
+    CreateEndpointResponse, CreateSubscriptionRequest, CreateTenantRequest, DeleteEventTypeRequest, DeleteResponse,
+    DeleteTenantRequest, DisableEndpointRequest, EndpointRef, EndpointSecret, GetEventTypeRequest, GetTenantRequest,
+    ListApiKeysRequest, ListApiKeysResponse, ListEndpointsRequest, ListEndpointsResponse, ListEventTypesRequest,
+    ListEventTypesResponse, ListSubscriptionsRequest, ListSubscriptionsResponse, ListTenantsRequest,
+    ListTenantsResponse, PageInfo, PublishBatchRequest, PublishBatchResponse, PublishRequest, PublishResponse,
+    RevokeApiKeyRequest, SubscriptionRef, UpdateEndpointRequest, UpdateTenantRequest, get_event_type_request,
 };
 use tonic::{Request, Response, Status};
 
+use crate::Registry;
 use crate::error::RegistryError;
 use crate::event_types::EventTypeInput;
 use crate::publish::Published;
 use crate::validate;
-use crate::Registry;
 
 type Answer<T> = Result<Response<T>, Status>;
 

@@ -17,15 +17,15 @@ use std::sync::LazyLock;
 
 use herald_common::keys::Keys;
 use herald_common::model::{
-    ApiKeyRecord, EndpointRecord, EndpointStatus, EventTypeRecord, Job, SubscriptionRecord, TenantRecord,
-    CHANGE_ENDPOINT,
+    ApiKeyRecord, CHANGE_ENDPOINT, EndpointRecord, EndpointStatus, EventTypeRecord, Job, SubscriptionRecord,
+    TenantRecord,
 };
 use herald_common::redis_conn::RedisConn;
-use redis::{FromRedisValue, Pipeline, Script, Value as RedisValue};
+use redis::{Pipeline, Script, Value as RedisValue};
 use serde::de::DeserializeOwned;
 
 use crate::error::Result;
-use crate::validate::{split_page, Page};
+use crate::validate::{Page, split_page};
 
 /// Approximate length the changes stream is trimmed to; dispatchers read it
 /// live, so only a short history is needed for a restarting follower.
@@ -433,7 +433,7 @@ impl Store {
         let all: HashMap<String, String> =
             redis::cmd("HGETALL").arg(self.keys.tenant_api_keys(tenant)).query_async(&mut conn).await?;
         let mut ids: Vec<&String> =
-            all.keys().filter(|id| page.after.as_ref().map_or(true, |after| *id > after)).collect();
+            all.keys().filter(|id| page.after.as_ref().is_none_or(|after| *id > after)).collect();
         ids.sort();
         ids.truncate(page.limit + 1);
         let (ids, next) = split_page(ids.into_iter().cloned().collect(), page.limit);
@@ -676,12 +676,12 @@ impl Store {
         let mut values = values.into_iter();
         let mut lookup = Lookup { tenants: HashMap::new(), event_types: HashMap::new() };
         for tenant in tenants {
-            let exists = bool::from_owned_redis_value(values.next().unwrap_or(RedisValue::Nil))?;
-            let generation = Option::<u64>::from_owned_redis_value(values.next().unwrap_or(RedisValue::Nil))?;
+            let exists = redis::from_redis_value::<bool>(values.next().unwrap_or(RedisValue::Nil))?;
+            let generation = redis::from_redis_value::<Option<u64>>(values.next().unwrap_or(RedisValue::Nil))?;
             lookup.tenants.insert((*tenant).to_owned(), (exists, generation.unwrap_or(0)));
         }
         for name in event_types {
-            let raw = Option::<Vec<u8>>::from_owned_redis_value(values.next().unwrap_or(RedisValue::Nil))?;
+            let raw = redis::from_redis_value::<Option<Vec<u8>>>(values.next().unwrap_or(RedisValue::Nil))?;
             lookup.event_types.insert((*name).to_owned(), raw);
         }
         Ok(lookup)
@@ -748,7 +748,7 @@ impl Store {
             // Redis lost its script cache (restart, failover, SCRIPT FLUSH).
             // Re-running is safe: an event that did go through answers as a
             // duplicate with its original count and adds no second job.
-            Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
+            Err(e) if herald_common::redis_conn::is_no_script(&e) => {
                 PUBLISH.prepare_invoke().load_async(&mut conn).await?;
                 pipe.query_async(&mut conn).await?
             }

@@ -10,9 +10,9 @@ use herald_common::ids;
 use herald_common::model::SubscriptionRecord;
 use herald_common::time_fmt::now_millis;
 
+use crate::Registry;
 use crate::error::{RegistryError, Result};
 use crate::validate::{self, Page, Violations};
-use crate::Registry;
 
 pub const WILDCARD: &str = "*";
 

@@ -11,9 +11,9 @@ use herald_common::ids;
 use herald_common::model::{ApiKeyRecord, TenantRecord};
 use herald_common::time_fmt::now_millis;
 
+use crate::Registry;
 use crate::error::{RegistryError, Result};
 use crate::validate::{self, Page, Violations};
-use crate::Registry;
 
 pub const API_KEY_PREFIX: &str = "hk_";
 /// Tenant metadata holds compatibility-profile subscriber records, so it may
@@ -47,11 +47,7 @@ impl Registry {
     /// Fails with NOT_FOUND unless the tenant exists.
     pub(crate) async fn require_tenant(&self, id: &str) -> Result<()> {
         validate::existing_tenant(id)?;
-        if self.store.tenant_exists(id).await? {
-            Ok(())
-        } else {
-            Err(RegistryError::not_found("tenant", id))
-        }
+        if self.store.tenant_exists(id).await? { Ok(()) } else { Err(RegistryError::not_found("tenant", id)) }
     }
 
     pub async fn update_tenant(

@@ -83,11 +83,7 @@ impl Violations {
     }
 
     pub fn finish(self) -> Result<()> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(RegistryError::Invalid(self.0))
-        }
+        if self.0.is_empty() { Ok(()) } else { Err(RegistryError::Invalid(self.0)) }
     }
 }
 

@@ -12,11 +12,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use herald_common::model::{FilterMap, StoredEvent};
-use herald_registry::publish::{matches, Route, RouteTable};
+use herald_registry::publish::{Route, RouteTable, matches};
 use herald_registry::validate;
 use proptest::prelude::*;
 use proptest::test_runner::Config;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 
 const CASES: u32 = 2_000;
 

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{Context, Result, anyhow, bail};
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use futures::StreamExt;
@@ -1075,11 +1075,7 @@ fn ratio(value: f64, limit: Option<f64>) -> String {
 }
 
 fn status(run: &Run) -> &'static str {
-    if run.complete() {
-        ""
-    } else {
-        " (INCOMPLETE)"
-    }
+    if run.complete() { "" } else { " (INCOMPLETE)" }
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -1388,11 +1384,11 @@ async fn scenarios(bench: &mut Bench, args: &Args, dir: &Path) -> Result<String>
     let _ = fanout;
 
     // 3. latency at a light load, single Publish calls.
-    if args.runs("latency") {
-        if let Some((_, fleet)) = unicast.as_ref() {
-            let row = latency(bench, fleet, args).await?;
-            rows.push(row);
-        }
+    if args.runs("latency")
+        && let Some((_, fleet)) = unicast.as_ref()
+    {
+        let row = latency(bench, fleet, args).await?;
+        rows.push(row);
     }
 
     // 6. cost growth.

@@ -100,10 +100,10 @@ pub fn wait_for_redis(url: &str, timeout: Duration) {
     let client = redis::Client::open(url).unwrap();
     let deadline = Instant::now() + timeout;
     loop {
-        if let Ok(mut conn) = client.get_connection() {
-            if redis::cmd("PING").query::<String>(&mut conn).is_ok() {
-                return;
-            }
+        if let Ok(mut conn) = client.get_connection()
+            && redis::cmd("PING").query::<String>(&mut conn).is_ok()
+        {
+            return;
         }
         assert!(Instant::now() < deadline, "redis at {url} did not start");
         std::thread::sleep(Duration::from_millis(20));

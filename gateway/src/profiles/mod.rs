@@ -26,8 +26,8 @@ use std::sync::Arc;
 use herald_common::config::HeraldConfig;
 use herald_common::url_policy::UrlPolicy;
 
-use crate::openapi::ApiRouter;
 use crate::AppState;
+use crate::openapi::ApiRouter;
 
 /// Every profile's routes.
 pub fn routes() -> ApiRouter<AppState> {

@@ -28,12 +28,12 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use super::shared::{self, finish, optional_text, required_text};
+use crate::AppState;
 use crate::auth::{Caller, Scope};
 use crate::error::{FieldProblem, GatewayError};
-use crate::extract::{resource_id, Path, TenantParam};
+use crate::extract::{Path, TenantParam, resource_id};
 use crate::json::Json;
 use crate::openapi::{ApiRouter, Problems};
-use crate::AppState;
 
 /// The top-level domains seed 000 supports for callback URIs.
 pub const CALLBACK_TLDS: &[&str] = &["com", "net", "org", "edu", "ca", "io", "site", "se", "sa"];
@@ -407,7 +407,7 @@ pub async fn create_subscription(
             return Err(GatewayError::invalid(
                 "messageType.id",
                 format!("unknown message type {event_type}; GET /api/v1/notifications/discovery lists them"),
-            ))
+            ));
         }
         Err(status) => return Err(status.into()),
     }

@@ -22,13 +22,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::shared;
+use crate::AppState;
 use crate::auth::Scope;
 use crate::error::GatewayError;
-use crate::extract::{resource_id, Path, TenantParam};
+use crate::extract::{Path, TenantParam, resource_id};
 use crate::json::Json;
 use crate::openapi::{ApiRouter, Problems};
 use crate::routes::rfc3339;
-use crate::AppState;
 
 const PROFILE: &str = "seed002";
 /// Canonical field names in problems, as the seed spells them.
@@ -253,13 +253,12 @@ async fn find(state: &AppState, tenant: &str, id: &str) -> Result<v1::Endpoint, 
     let missing = || GatewayError::not_found(format!("webhook {id}"));
     let id = resource_id("webhook", id).map_err(|_| missing())?;
     let reference = v1::EndpointRef { tenant: tenant.to_owned(), id: id.to_owned() };
-    let endpoint = state.upstream.registry().get_endpoint(reference).await.map_err(|status| {
-        if status.code() == tonic::Code::NotFound {
-            missing()
-        } else {
-            status.into()
-        }
-    })?;
+    let endpoint = state
+        .upstream
+        .registry()
+        .get_endpoint(reference)
+        .await
+        .map_err(|status| if status.code() == tonic::Code::NotFound { missing() } else { status.into() })?;
     let endpoint = endpoint.into_inner();
     if endpoint.spec.as_ref().is_some_and(|s| shared::is_tagged(&s.metadata, PROFILE)) {
         Ok(endpoint)

@@ -21,14 +21,14 @@ use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
 
 use super::shared;
+use crate::AppState;
 use crate::auth::Caller;
 use crate::error::GatewayError;
-use crate::extract::{resource_id, Path, Query, DEFAULT_LIMIT, MAX_LIMIT};
+use crate::extract::{DEFAULT_LIMIT, MAX_LIMIT, Path, Query, resource_id};
 use crate::json::Json;
 use crate::openapi::{ApiRouter, Problems};
 use crate::routes::endpoints::{AuthInput, AuthView};
 use crate::routes::rfc3339;
-use crate::AppState;
 
 const PROFILE: &str = "seed003";
 /// Endpoint metadata: the notification type's code and event type name.
@@ -175,11 +175,7 @@ async fn callback(state: &AppState, tenant: &str, code: i64) -> Result<v1::Endpo
         Ok(answer) => {
             let endpoint = answer.into_inner();
             let ours = endpoint.spec.as_ref().is_some_and(|s| shared::is_tagged(&s.metadata, PROFILE));
-            if ours {
-                Ok(endpoint)
-            } else {
-                Err(missing())
-            }
+            if ours { Ok(endpoint) } else { Err(missing()) }
         }
         Err(status) if status.code() == tonic::Code::NotFound => Err(missing()),
         Err(status) => Err(status.into()),

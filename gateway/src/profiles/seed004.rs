@@ -14,16 +14,16 @@
 use axum::extract::State;
 use herald_proto::v1;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use super::shared;
+use crate::AppState;
 use crate::auth::Caller;
 use crate::error::GatewayError;
 use crate::extract::resource_id;
 use crate::json::Json;
 use crate::openapi::{ApiRouter, Problems};
-use crate::AppState;
 
 const PROFILE: &str = "seed004";
 /// The seed's webhook events, in the seed's order.

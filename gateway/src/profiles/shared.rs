@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use herald_proto::v1;
 use serde_json::Value;
 
-use crate::error::{FieldProblem, GatewayError};
 use crate::AppState;
+use crate::error::{FieldProblem, GatewayError};
 
 /// The metadata key naming the profile a resource belongs to.
 pub const PROFILE: &str = "profile";
@@ -246,11 +246,7 @@ pub fn optional_text(errors: &mut Vec<FieldProblem>, field: &str, value: &str, m
 
 /// `Ok` when nothing was found wrong, else one `400` naming every field.
 pub fn finish(errors: Vec<FieldProblem>) -> Result<(), GatewayError> {
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(GatewayError::invalid_fields(errors))
-    }
+    if errors.is_empty() { Ok(()) } else { Err(GatewayError::invalid_fields(errors)) }
 }
 
 #[cfg(test)]

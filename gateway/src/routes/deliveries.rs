@@ -8,11 +8,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{rfc3339, rfc3339_opt};
+use crate::AppState;
 use crate::auth::Scope;
 use crate::error::GatewayError;
-use crate::extract::{next_cursor, resource_id, PageParams, Path, Query, TenantParam};
+use crate::extract::{PageParams, Path, Query, TenantParam, next_cursor, resource_id};
 use crate::openapi::{ApiRouter, Problems};
-use crate::AppState;
 
 pub fn routes() -> ApiRouter<AppState> {
     ApiRouter::new()

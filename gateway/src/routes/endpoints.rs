@@ -18,10 +18,10 @@ use utoipa::ToSchema;
 use super::{json_bytes, json_value, parse_time, rfc3339, rfc3339_opt};
 use crate::auth::Scope;
 use crate::error::GatewayError;
-use crate::extract::{next_cursor, resource_id, PageParams, Path, Query, TenantParam};
+use crate::extract::{PageParams, Path, Query, TenantParam, next_cursor, resource_id};
 use crate::json::Json;
 use crate::openapi::{ApiRouter, Problems};
-use crate::{created, AppState};
+use crate::{AppState, created};
 
 pub fn routes() -> ApiRouter<AppState> {
     ApiRouter::new()

@@ -11,10 +11,10 @@ use utoipa::ToSchema;
 use super::{json_bytes, json_value, rfc3339};
 use crate::auth::{Admin, Caller};
 use crate::error::GatewayError;
-use crate::extract::{next_cursor, resource_id, PageParams, Path, Query};
+use crate::extract::{PageParams, Path, Query, next_cursor, resource_id};
 use crate::json::Json;
 use crate::openapi::{ApiRouter, Problems};
-use crate::{created, AppState};
+use crate::{AppState, created};
 
 pub fn routes() -> ApiRouter<AppState> {
     ApiRouter::new()

@@ -8,11 +8,11 @@ use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
 use super::parse_time;
+use crate::AppState;
 use crate::auth::Admin;
 use crate::error::GatewayError;
 use crate::json::Json;
 use crate::openapi::{ApiRouter, Problems};
-use crate::AppState;
 
 pub fn routes() -> ApiRouter<AppState> {
     ApiRouter::new().route(__path_publish_event, publish_event)
@@ -75,11 +75,7 @@ pub async fn publish_event(
 
 /// The JSON text of a raw value; `null` is "absent" like an empty value.
 fn raw_bytes(raw: Box<RawValue>) -> Vec<u8> {
-    if raw.get() == "null" {
-        Vec::new()
-    } else {
-        String::from(Box::<str>::from(raw)).into_bytes()
-    }
+    if raw.get() == "null" { Vec::new() } else { String::from(Box::<str>::from(raw)).into_bytes() }
 }
 
 #[cfg(test)]

@@ -14,9 +14,9 @@ pub mod tenants;
 use herald_common::time_fmt;
 use prost_types::Timestamp;
 
+use crate::AppState;
 use crate::error::GatewayError;
 use crate::openapi::ApiRouter;
-use crate::AppState;
 
 /// Every documented route of the canonical API.
 pub fn api() -> ApiRouter<AppState> {

@@ -5,8 +5,8 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 
-use crate::openapi::ApiRouter;
 use crate::AppState;
+use crate::openapi::ApiRouter;
 
 pub fn routes() -> ApiRouter<AppState> {
     ApiRouter::new()

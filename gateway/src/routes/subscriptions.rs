@@ -13,10 +13,10 @@ use utoipa::{IntoParams, ToSchema};
 use super::{json_bytes, json_value, rfc3339};
 use crate::auth::Scope;
 use crate::error::GatewayError;
-use crate::extract::{next_cursor, resource_id, PageParams, Path, Query, TenantParam};
+use crate::extract::{PageParams, Path, Query, TenantParam, next_cursor, resource_id};
 use crate::json::Json;
 use crate::openapi::{ApiRouter, Problems};
-use crate::{created, AppState};
+use crate::{AppState, created};
 
 pub fn routes() -> ApiRouter<AppState> {
     ApiRouter::new()
@@ -116,7 +116,7 @@ pub async fn list_subscriptions(
     let endpoint_id = match filter.endpoint_id.filter(|e| !e.is_empty()) {
         // An id that cannot exist matches nothing.
         Some(id) if resource_id("endpoint", &id).is_err() => {
-            return Ok(axum::Json(SubscriptionList { data: Vec::new(), next_cursor: None }))
+            return Ok(axum::Json(SubscriptionList { data: Vec::new(), next_cursor: None }));
         }
         Some(id) => id,
         None => String::new(),

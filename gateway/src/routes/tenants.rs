@@ -10,10 +10,10 @@ use utoipa::ToSchema;
 use super::rfc3339;
 use crate::auth::Admin;
 use crate::error::GatewayError;
-use crate::extract::{next_cursor, resource_id, PageParams, Path, Query};
+use crate::extract::{PageParams, Path, Query, next_cursor, resource_id};
 use crate::json::Json;
 use crate::openapi::{ApiRouter, Problems};
-use crate::{created, AppState};
+use crate::{AppState, created};
 
 pub fn routes() -> ApiRouter<AppState> {
     ApiRouter::new()

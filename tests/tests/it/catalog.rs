@@ -1,13 +1,13 @@
 //! The shipped catalogue (`deploy/catalog/`) loads at start-up and again without change.
 
 use herald_common::keys::Keys;
+use herald_proto::v1::GetEventTypeRequest;
 use herald_proto::v1::get_event_type_request::Key;
 use herald_proto::v1::registry_client::RegistryClient;
-use herald_proto::v1::GetEventTypeRequest;
+use herald_registry::Registry;
 use herald_registry::catalog::CatalogReport;
 use herald_registry::store::Store;
-use herald_registry::Registry;
-use herald_tests::{workspace_root, Services, Stack};
+use herald_tests::{Services, Stack, workspace_root};
 
 #[tokio::test]
 async fn catalogue_loads_at_start_up_and_reloads_idempotently() {

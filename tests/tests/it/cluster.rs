@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use herald_proto::v1::registry_client::RegistryClient;
 use herald_proto::v1::{PublishBatchRequest, PublishRequest};
-use herald_tests::{json_answer, Receiver, Reply, Stack};
+use herald_tests::{Receiver, Reply, Stack, json_answer};
 use reqwest::Method;
 use serde_json::json;
 

@@ -27,8 +27,8 @@ use reqwest::StatusCode;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 use tonic::Code;
+use tonic::transport::Channel;
 
 const WAIT: Duration = Duration::from_secs(15);
 const TENANT: &str = "acme";

@@ -18,8 +18,8 @@ use herald_proto::v1::{
     PublishBatchRequest, PublishRequest, RecoverEndpointRequest, TestEndpointRequest,
 };
 use herald_tests::{Receiver, Reply, Services, Stack};
-use tonic::transport::Channel;
 use tonic::Code;
+use tonic::transport::Channel;
 
 const WAIT: Duration = Duration::from_secs(20);
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use herald_tests::{Receiver, Services, Stack};
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
 /// How long an answer may take while a dependency is down.

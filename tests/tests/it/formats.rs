@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald_common::crypto::{random_secret, SecretBox};
+use herald_common::crypto::{SecretBox, random_secret};
 use herald_common::model::{
     ClientAuth, EndpointRecord, EndpointStatus, Format, Ordering, SigningSecret, StoredAuth, StoredEvent,
 };
@@ -16,7 +16,7 @@ use herald_dispatch::attempt::{PreparedEndpoint, Verdict};
 use herald_dispatch::oauth::TokenCache;
 use herald_dispatch::render::LoadedEvent;
 use herald_tests::{Received, Receiver, Reply, TokenServer};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(10);
 

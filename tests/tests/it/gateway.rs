@@ -8,9 +8,9 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use herald_tests::{Receiver, Services, Stack, ADMIN_TOKEN};
+use herald_tests::{ADMIN_TOKEN, Receiver, Services, Stack};
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(15);
 

@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 
 use herald_proto::v1::registry_client::RegistryClient;
 use herald_proto::v1::{CreateTenantRequest, GetTenantRequest, PublishBatchRequest, PublishRequest};
-use herald_tests::{Receiver, Reply, Services, Stack, TokenServer, ADMIN_TOKEN};
+use herald_tests::{ADMIN_TOKEN, Receiver, Reply, Services, Stack, TokenServer};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio_stream::wrappers::TcpListenerStream;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -278,7 +278,7 @@ fn private_ca(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
     let server_key = rcgen::KeyPair::generate().unwrap();
     let server = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
         .unwrap()
-        .signed_by(&server_key, &ca, &ca_key)
+        .signed_by(&server_key, &rcgen::Issuer::from_params(&ca_params, &ca_key))
         .unwrap();
     let paths = (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"));
     std::fs::write(&paths.0, ca.pem()).unwrap();

@@ -12,9 +12,9 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use herald_tests::{Received, Receiver, Reply, Stack, TokenServer, ADMIN_TOKEN};
+use herald_tests::{ADMIN_TOKEN, Received, Receiver, Reply, Stack, TokenServer};
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(15);
 

@@ -10,16 +10,16 @@ use herald_common::model::Job;
 use herald_proto::v1::endpoint_auth::{Basic, Kind, OAuth2ClientCredentials};
 use herald_proto::v1::registry_client::RegistryClient;
 use herald_proto::v1::{
-    get_event_type_request, AuthenticateApiKeyRequest, CreateApiKeyRequest, CreateEndpointRequest,
-    CreateSubscriptionRequest, CreateTenantRequest, DeleteTenantRequest, DisableEndpointRequest, EndpointAuth,
-    EndpointFormat, EndpointRef, EndpointSpec, EndpointStatus, EventType, GetEventTypeRequest, GetTenantRequest,
-    ListEndpointsRequest, ListSubscriptionsRequest, ListTenantsRequest, PageRequest, PublishBatchRequest,
-    PublishRequest, RevokeApiKeyRequest, SubscriptionRef, UpdateEndpointRequest, UpdateTenantRequest,
+    AuthenticateApiKeyRequest, CreateApiKeyRequest, CreateEndpointRequest, CreateSubscriptionRequest,
+    CreateTenantRequest, DeleteTenantRequest, DisableEndpointRequest, EndpointAuth, EndpointFormat, EndpointRef,
+    EndpointSpec, EndpointStatus, EventType, GetEventTypeRequest, GetTenantRequest, ListEndpointsRequest,
+    ListSubscriptionsRequest, ListTenantsRequest, PageRequest, PublishBatchRequest, PublishRequest,
+    RevokeApiKeyRequest, SubscriptionRef, UpdateEndpointRequest, UpdateTenantRequest, get_event_type_request,
 };
 use herald_tests::{Services, Stack};
 use redis::AsyncCommands;
-use tonic::transport::Channel;
 use tonic::Code;
+use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
 type Client = RegistryClient<Channel>;
@@ -97,7 +97,7 @@ async fn jobs(stack: &Stack) -> Vec<Job> {
         let reply: redis::streams::StreamRangeReply = conn.xrange_all(stack.keys.partition_stream(p)).await.unwrap();
         for entry in reply.ids {
             let fields: Vec<(String, String)> =
-                entry.map.iter().map(|(k, v)| (k.clone(), redis::from_redis_value::<String>(v).unwrap())).collect();
+                entry.map.iter().map(|(k, v)| (k.clone(), redis::from_redis_value_ref::<String>(v).unwrap())).collect();
             let job = Job::from_fields(fields.iter().map(|(k, v)| (k.as_str(), v.as_str()))).unwrap();
             assert_eq!(herald_common::keys::partition_of(&job.endpoint_id, stack.config.partitions), p);
             all.push(job);
@@ -846,8 +846,8 @@ async fn endpoint_changes_are_announced() {
 
 #[tokio::test]
 async fn health_and_reflection_in_both_versions() {
-    use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
 
     let (stack, _client) = start().await;
     let channel = stack.registry_channel().await;
@@ -859,10 +859,10 @@ async fn health_and_reflection_in_both_versions() {
     assert_eq!(health.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
 
     {
+        use tonic_reflection::pb::v1::ServerReflectionRequest;
         use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
         use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
         use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-        use tonic_reflection::pb::v1::ServerReflectionRequest;
         let request = ServerReflectionRequest {
             host: String::new(),
             message_request: Some(MessageRequest::ListServices(String::new())),
@@ -879,10 +879,10 @@ async fn health_and_reflection_in_both_versions() {
         assert!(names.contains("grpc.health.v1.Health"), "{names:?}");
     }
     {
+        use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
         use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
         use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
         use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
-        use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
         let requests = [
             ServerReflectionRequest {
                 host: String::new(),

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use herald_proto::v1::dispatch_client::DispatchClient;
 use herald_proto::v1::registry_client::RegistryClient;
-use herald_tests::{Receiver, Services, Stack, TokenServer, ADMIN_TOKEN};
+use herald_tests::{ADMIN_TOKEN, Receiver, Services, Stack, TokenServer};
 use reqwest::{Method, StatusCode};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(15);
 const EVENT_TYPE: &str = "order.created";
