@@ -10,6 +10,7 @@
 //! gRPC servers ([`grpc_metrics`]).
 
 pub mod admin;
+pub mod backoff;
 pub mod config;
 pub mod crypto;
 pub mod error;

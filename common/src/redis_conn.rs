@@ -14,6 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::backoff::{Backoff, retry_until_stopped};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
@@ -132,7 +133,6 @@ pub async fn connect(target: &RedisTarget) -> Result<RedisConn> {
     Ok(RedisConn::Single(ConnectionManager::new_with_config(target.client()?, config).await?))
 }
 
-/// `PING`, for readiness checks.
 /// Whether a Redis error is worth retrying: the connection failed or the
 /// server is loading, failing over or resharding. Anything else is a bug or
 /// bad data and retrying would only repeat it.
@@ -153,6 +153,7 @@ pub fn is_no_script(err: &redis::RedisError) -> bool {
     err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
 }
 
+/// `PING`, for readiness checks.
 pub async fn ping(conn: &mut RedisConn) -> std::result::Result<(), String> {
     redis::cmd("PING").query_async::<String>(conn).await.map(|_| ()).map_err(|e| format!("redis: {e}"))
 }
@@ -165,20 +166,12 @@ pub async fn connect_until_ready(
 ) -> Result<Option<RedisConn>> {
     // A malformed URL or CA will not get better by waiting.
     target.validate()?;
-    let mut delay = Duration::from_millis(250);
-    loop {
-        let attempt = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(None),
-            attempt = connect(target) => attempt,
-        };
-        match attempt {
-            Ok(conn) => return Ok(Some(conn)),
-            Err(e) => tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "redis is not reachable yet"),
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(None),
-            _ = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(Duration::from_secs(5));
-    }
+    let backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
+    Ok(retry_until_stopped(
+        backoff,
+        shutdown,
+        || connect(target),
+        |e, delay| tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "redis is not reachable yet"),
+    )
+    .await)
 }

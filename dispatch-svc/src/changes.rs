@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use herald_common::backoff::{Backoff, retry_until_stopped};
 use herald_common::model::{CHANGE_ENDPOINT, EndpointRecord};
 use redis::Value as RedisValue;
 use tokio_util::sync::CancellationToken;
@@ -22,16 +23,10 @@ const BLOCK: Duration = Duration::from_millis(1000);
 const COUNT: usize = 100;
 
 pub async fn follow(shared: Arc<Shared>, actors: Arc<Actors>, stop: CancellationToken) {
-    let mut conn = loop {
-        match herald_common::redis_conn::connect(&shared.config.redis).await {
-            Ok(conn) => break conn,
-            Err(e) => tracing::warn!(error = %e, "changes follower cannot connect to redis"),
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-    };
+    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
+    let connect = || herald_common::redis_conn::connect(&shared.config.redis);
+    let on_failure = |e: &_, _| tracing::warn!(error = %e, "changes follower cannot connect to redis");
+    let Some(mut conn) = retry_until_stopped(backoff, &stop, connect, on_failure).await else { return };
     let stream = shared.keys.changes();
     // Start after the newest entry (not `$` on every read, which would skip
     // what arrives between two reads).
@@ -56,13 +51,13 @@ pub async fn follow(shared: Arc<Shared>, actors: Arc<Actors>, stop: Cancellation
             Ok(value) => value,
             Err(e) => {
                 tracing::warn!(error = %e, "reading endpoint changes failed");
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                if !backoff.wait(&stop).await {
+                    return;
                 }
                 continue;
             }
         };
+        backoff.reset();
         let entries = match &value {
             RedisValue::Array(streams) => match streams.first() {
                 Some(RedisValue::Array(stream)) => stream.get(1).map(parse_entries).unwrap_or_default(),

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use herald_common::backoff::{Backoff, retry};
 use herald_common::model::{Job, Millis};
 use herald_common::{telemetry, time_fmt};
 use sha2::{Digest, Sha256};
@@ -230,22 +231,13 @@ const DISABLE_TRIES: u32 = 8;
 /// already stopped delivering, but until the registry records it the
 /// endpoint still shows `active` and another dispatcher would deliver to it.
 async fn disable_endpoint(shared: Arc<Shared>, tenant: String, id: String, reason: &'static str) {
-    let mut delay = Duration::from_millis(250);
-    for tries_left in (0..DISABLE_TRIES).rev() {
-        match shared.registry.disable_endpoint(&tenant, &id, reason).await {
-            Ok(()) => {
-                tracing::warn!(endpoint = %id, reason, "endpoint disabled");
-                return;
-            }
-            Err(e) if tries_left == 0 => {
-                tracing::error!(endpoint = %id, reason, error = %e, "could not disable the endpoint; giving up");
-            }
-            Err(e) => {
-                tracing::warn!(endpoint = %id, reason, error = %e, "could not disable the endpoint yet");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(30));
-            }
-        }
+    let backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
+    let disable = || shared.registry.disable_endpoint(&tenant, &id, reason);
+    let on_failure =
+        |e: &_, _| tracing::warn!(endpoint = %id, reason, error = %e, "could not disable the endpoint yet");
+    match retry(backoff, DISABLE_TRIES, disable, on_failure).await {
+        Ok(()) => tracing::warn!(endpoint = %id, reason, "endpoint disabled"),
+        Err(e) => tracing::error!(endpoint = %id, reason, error = %e, "could not disable the endpoint; giving up"),
     }
 }
 
@@ -326,21 +318,16 @@ async fn handshake(shared: &Shared, target: &Target) -> Result<(), String> {
 /// Stores settlements, retrying while Redis is away; `false` when it gave up
 /// (the entries stay pending and will be claimed again).
 pub async fn settle(shared: &Shared, settlements: &[Settlement<'_>], health: Option<(&str, &HealthRecord)>) -> bool {
-    let mut delay = Duration::from_millis(100);
-    for n in 1..=SETTLE_TRIES {
-        match shared.records.settle(settlements, health).await {
-            Ok(()) => return true,
-            Err(e) if n == SETTLE_TRIES => {
-                tracing::error!(error = %e, jobs = settlements.len(), "outcome not stored; the jobs stay pending");
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "storing an outcome failed");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
+    let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let store = || shared.records.settle(settlements, health);
+    let on_failure = |e: &_, delay: Duration| tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "storing an outcome failed");
+    match retry(backoff, SETTLE_TRIES, store, on_failure).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(error = %e, jobs = settlements.len(), "outcome not stored; the jobs stay pending");
+            false
         }
     }
-    false
 }
 
 /// Fails jobs without sending them (payload expired, endpoint deleted or

@@ -46,6 +46,7 @@ use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use herald_common::backoff::{Backoff, retry_until_stopped};
 use herald_common::keys::{CONSUMER_GROUP, partition_of};
 use herald_common::model::{EndpointRecord, Job};
 use herald_common::redis_conn::RedisConn;
@@ -432,18 +433,10 @@ fn start_partition(shared: Arc<Shared>, actors: Arc<Actors>, p: u32) -> Owned {
 
 /// A connection of the reader's own, made again until it works or `stop`.
 async fn dedicated_connection(shared: &Shared, stop: &CancellationToken) -> Option<RedisConn> {
-    let mut delay = Duration::from_millis(100);
-    loop {
-        match herald_common::redis_conn::connect(&shared.config.redis).await {
-            Ok(conn) => return Some(conn),
-            Err(e) => tracing::warn!(error = %e, "reader cannot connect to redis"),
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return None,
-            _ = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(Duration::from_secs(2));
-    }
+    let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    let connect = || herald_common::redis_conn::connect(&shared.config.redis);
+    retry_until_stopped(backoff, stop, connect, |e, _| tracing::warn!(error = %e, "reader cannot connect to redis"))
+        .await
 }
 
 async fn ensure_group(conn: &mut RedisConn, stream: &str) -> Result<(), DispatchError> {
@@ -470,14 +463,14 @@ async fn read_partition(shared: Arc<Shared>, actors: Arc<Actors>, p: u32, live: 
     let mut group_ready = false;
     let mut next_claim = Instant::now();
     let settle_by = Instant::now() + min_idle + RECLAIM_EVERY * 2;
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     while !stop.is_cancelled() {
         if !group_ready {
             match ensure_group(&mut conn, &stream).await {
                 Ok(()) => group_ready = true,
                 Err(e) => {
                     tracing::warn!(partition = p, error = %e, "cannot create the consumer group");
-                    pause(&stop, &mut backoff).await;
+                    backoff.wait(&stop).await;
                     continue;
                 }
             }
@@ -516,7 +509,7 @@ async fn read_partition(shared: Arc<Shared>, actors: Arc<Actors>, p: u32, live: 
             .await;
         match read {
             Ok(value) => {
-                backoff = Duration::from_millis(100);
+                backoff.reset();
                 let entries = stream_entries(&value);
                 if !entries.is_empty() {
                     // Read before the lease was lost: still handled, the
@@ -530,7 +523,7 @@ async fn read_partition(shared: Arc<Shared>, actors: Arc<Actors>, p: u32, live: 
             }
             Err(e) => {
                 tracing::warn!(partition = p, error = %e, "reading the partition failed");
-                pause(&stop, &mut backoff).await;
+                backoff.wait(&stop).await;
             }
         }
     }
@@ -538,14 +531,6 @@ async fn read_partition(shared: Arc<Shared>, actors: Arc<Actors>, p: u32, live: 
 
 fn is_nogroup(e: &DispatchError) -> bool {
     matches!(e, DispatchError::Redis(r) if r.code() == Some("NOGROUP"))
-}
-
-async fn pause(stop: &CancellationToken, backoff: &mut Duration) {
-    tokio::select! {
-        _ = stop.cancelled() => {}
-        _ = tokio::time::sleep(*backoff) => {}
-    }
-    *backoff = (*backoff * 2).min(Duration::from_secs(5));
 }
 
 /// The entries of the one stream in an `XREADGROUP` answer.
