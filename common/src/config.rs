@@ -117,6 +117,8 @@ pub struct HeraldConfig {
     pub partitions: u32,
     pub delivery_timeout: Duration,
     pub retry_schedule: Vec<Duration>,
+    /// Longest wait a `Retry-After` answer may impose (`HERALD_RETRY_AFTER_MAX`, default 1h).
+    pub retry_after_max: Duration,
     pub max_event_bytes: usize,
     pub event_retention: Duration,
     pub idempotency_window: Duration,
@@ -255,6 +257,7 @@ impl HeraldConfig {
             partitions,
             delivery_timeout,
             retry_schedule,
+            retry_after_max: env.duration("HERALD_RETRY_AFTER_MAX", "1h")?,
             max_event_bytes,
             event_retention: env.duration("HERALD_EVENT_RETENTION", "72h")?,
             idempotency_window: env.duration("HERALD_IDEMPOTENCY_WINDOW", "24h")?,
@@ -292,6 +295,7 @@ mod tests {
         assert_eq!(cfg.partitions, 16);
         assert_eq!(cfg.delivery_timeout, Duration::from_millis(15_000));
         assert_eq!(cfg.retry_schedule.len(), 10);
+        assert_eq!(cfg.retry_after_max, Duration::from_secs(3600));
         assert_eq!(cfg.max_event_bytes, 262_144);
         assert_eq!(cfg.gateway_listen.port(), 8080);
         assert!(!cfg.url_policy.allow_private_networks);

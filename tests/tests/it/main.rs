@@ -9,6 +9,7 @@ mod dispatch;
 mod faults;
 mod formats;
 mod gateway;
+mod limits;
 mod observe;
 mod profiles;
 mod registry;

@@ -1,0 +1,128 @@
+//! Bounds that keep one receiver or one tenant from hurting everyone else:
+//! a receiver's `Retry-After` is capped by `HERALD_RETRY_AFTER_MAX`, a
+//! tenant's endpoints and subscriptions by the per-tenant quotas, an
+//! `envelope` batch by `HERALD_MAX_BATCH_BYTES`, and listing deliveries by
+//! another tenant's endpoint tells nothing about that tenant.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use herald_common::time_fmt::{parse_rfc3339, to_millis};
+use herald_tests::{Receiver, Reply, Stack};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(15);
+const EVENT_TYPE: &str = "order.created";
+
+async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    herald_tests::json_answer(request.send().await.unwrap()).await
+}
+
+/// A tenant with an API key and the event type.
+async fn tenant(stack: &Stack, id: &str) -> String {
+    let key = stack.tenant_with_key(id).await;
+    let (status, body) = stack.admin_post("/v1/event-types", json!({"name": EVENT_TYPE, "description": "d"})).await;
+    assert!(status == StatusCode::CREATED || status == StatusCode::CONFLICT, "{body}");
+    key
+}
+
+/// An endpoint subscribed to every event type; answers its id.
+async fn endpoint(stack: &Stack, key: &str, spec: Value) -> String {
+    let (status, body) = send(stack.tenant(key, Method::POST, "/v1/endpoints").json(&spec)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+    let sub = json!({"endpointId": id, "eventTypes": ["*"]});
+    let (status, body) = send(stack.tenant(key, Method::POST, "/v1/subscriptions").json(&sub)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    id
+}
+
+async fn publish(stack: &Stack, tenant: &str, data: Value) {
+    let (status, body) =
+        stack.admin_post("/v1/events", json!({"tenant": tenant, "type": EVENT_TYPE, "data": data})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+}
+
+/// The endpoint's deliveries page, as its tenant lists it.
+async fn deliveries(stack: &Stack, key: &str, endpoint_id: &str) -> Value {
+    let (status, body) =
+        send(stack.tenant(key, Method::GET, &format!("/v1/deliveries?endpointId={endpoint_id}"))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+/// Polls the endpoint's first delivery until `done` holds.
+async fn wait_delivery(stack: &Stack, key: &str, endpoint_id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let page = deliveries(stack, key, endpoint_id).await;
+        if let Some(d) = page["data"].get(0).filter(|d| done(d)) {
+            return d.clone();
+        }
+        assert!(Instant::now() < deadline, "delivery of {endpoint_id} never got there: {page}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn millis(rfc3339: &Value) -> i64 {
+    to_millis(parse_rfc3339(rfc3339.as_str().unwrap()).unwrap())
+}
+
+/// Every service still answers `/healthz`.
+async fn all_alive(stack: &Stack) {
+    for url in [&stack.registry_admin_url, &stack.dispatch_admin_url, &stack.gateway_url] {
+        let response = stack.http.get(format!("{url}/healthz")).send().await.unwrap();
+        assert!(response.status().is_success(), "{url}/healthz answered {}", response.status());
+    }
+}
+
+/// A receiver answering `429` or `503` with a delay of 2^64 - 1 seconds or a
+/// date in the year 9999, for a plain and a `fifo` endpoint: nothing panics,
+/// the next attempt is due exactly `HERALD_RETRY_AFTER_MAX` after the
+/// attempt, and deliveries to other endpoints go on.
+#[tokio::test]
+async fn a_huge_retry_after_is_capped_and_harms_nothing() {
+    let stack = Stack::start_with(|env| env.set("HERALD_RETRY_AFTER_MAX", "30s")).await;
+    let key = tenant(&stack, "acme").await;
+    let answers = [
+        Reply::status(429).header("retry-after", "18446744073709551615"),
+        Reply::status(503).header("retry-after", "Fri, 31 Dec 9999 23:59:59 GMT"),
+    ];
+    let mut cases = Vec::new();
+    for reply in answers {
+        for ordering in ["none", "fifo"] {
+            let receiver = Receiver::start().await;
+            receiver.respond_with_reply(reply.clone());
+            let id = endpoint(&stack, &key, json!({"url": receiver.url(), "ordering": ordering})).await;
+            cases.push((receiver, id, ordering, reply.status));
+        }
+    }
+    publish(&stack, "acme", json!({"n": 1})).await;
+    for (receiver, id, ordering, status) in &cases {
+        receiver.wait_for(1, WAIT).await;
+        let d = wait_delivery(&stack, &key, id, |d| d["status"] == "retrying" && d["nextAttemptAt"].is_string()).await;
+        let path = format!("/v1/deliveries/{}", d["id"].as_str().unwrap());
+        let (code, d) = send(stack.tenant(&key, Method::GET, &path)).await;
+        assert_eq!(code, StatusCode::OK, "{d}");
+        let attempted = millis(&d["attempts"][0]["at"]);
+        let wait = millis(&d["nextAttemptAt"]) - attempted;
+        assert!(
+            (29_000..=30_000).contains(&wait),
+            "{ordering} endpoint answered {status}: next attempt in {wait} ms: {d}"
+        );
+    }
+    all_alive(&stack).await;
+    let healthy = Receiver::start().await;
+    endpoint(&stack, &key, json!({"url": healthy.url()})).await;
+    publish(&stack, "acme", json!({"n": 2})).await;
+    healthy.wait_for(1, WAIT).await;
+    for (receiver, _, ordering, _) in &cases {
+        // The second event reaches a plain endpoint; a fifo one holds it behind the first.
+        let expected = if *ordering == "fifo" { 1 } else { 2 };
+        receiver.wait_for(expected, WAIT).await;
+    }
+    all_alive(&stack).await;
+    stack.stop().await;
+}
