@@ -120,6 +120,8 @@ pub struct HeraldConfig {
     /// Longest wait a `Retry-After` answer may impose (`HERALD_RETRY_AFTER_MAX`, default 1h).
     pub retry_after_max: Duration,
     pub max_event_bytes: usize,
+    /// Largest `envelope` batch body; a single bigger event still goes alone.
+    pub max_batch_bytes: usize,
     pub event_retention: Duration,
     pub idempotency_window: Duration,
     /// Default per-endpoint concurrency when `maxInFlight` is not set.
@@ -259,6 +261,7 @@ impl HeraldConfig {
             retry_schedule,
             retry_after_max: env.duration("HERALD_RETRY_AFTER_MAX", "1h")?,
             max_event_bytes,
+            max_batch_bytes: env.parse("HERALD_MAX_BATCH_BYTES", 1_048_576)?,
             event_retention: env.duration("HERALD_EVENT_RETENTION", "72h")?,
             idempotency_window: env.duration("HERALD_IDEMPOTENCY_WINDOW", "24h")?,
             default_max_in_flight: env.parse("HERALD_DEFAULT_MAX_IN_FLIGHT", 10)?,
@@ -297,6 +300,7 @@ mod tests {
         assert_eq!(cfg.retry_schedule.len(), 10);
         assert_eq!(cfg.retry_after_max, Duration::from_secs(3600));
         assert_eq!(cfg.max_event_bytes, 262_144);
+        assert_eq!(cfg.max_batch_bytes, 1_048_576);
         assert_eq!(cfg.gateway_listen.port(), 8080);
         assert!(!cfg.url_policy.allow_private_networks);
     }

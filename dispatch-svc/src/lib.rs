@@ -37,6 +37,7 @@ pub mod actor;
 pub mod attempt;
 pub mod changes;
 pub mod delivery;
+pub mod envelope;
 pub mod error;
 pub mod health;
 pub mod http_client;

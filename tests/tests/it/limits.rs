@@ -126,3 +126,69 @@ async fn a_huge_retry_after_is_capped_and_harms_nothing() {
     all_alive(&stack).await;
     stack.stop().await;
 }
+
+/// An `envelope` endpoint whose queue holds more than one body may carry
+/// under `HERALD_MAX_BATCH_BYTES`: every body stays within the bound except
+/// one holding a single event bigger than it, batches still form, and every
+/// event arrives once.
+#[tokio::test]
+async fn envelope_batches_stop_before_the_byte_bound() {
+    const MAX_BYTES: usize = 2048;
+    let stack = Stack::start_with(|env| env.set("HERALD_MAX_BATCH_BYTES", MAX_BYTES.to_string())).await;
+    let key = tenant(&stack, "acme").await;
+    let receiver = Receiver::start().await;
+    let spec = json!({"url": receiver.url(), "format": "envelope", "maxBatchSize": 50, "maxInFlight": 1});
+    let id = endpoint(&stack, &key, spec).await;
+
+    // The first request is held, so everything published next queues behind it.
+    receiver.hold();
+    publish(&stack, "acme", json!({"n": 0})).await;
+    receiver.wait_for(1, WAIT).await;
+    let blob = "x".repeat(400);
+    let mut expected = 1;
+    for n in 1..=12 {
+        publish(&stack, "acme", json!({"n": n, "blob": blob})).await;
+        expected += 1;
+        if n == 6 {
+            publish(&stack, "acme", json!({"n": 100, "blob": "y".repeat(3 * MAX_BYTES)})).await;
+            expected += 1;
+        }
+    }
+    let deadline = Instant::now() + WAIT;
+    while deliveries(&stack, &key, &id).await["data"].as_array().unwrap().len() < expected {
+        assert!(Instant::now() < deadline, "the deliveries were never read");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    receiver.release();
+
+    let deadline = Instant::now() + WAIT;
+    let bodies = loop {
+        let bodies: Vec<Value> = receiver.received().iter().map(|r| r.json()).collect();
+        let events: usize = bodies.iter().map(|b| b["messages"].as_array().unwrap().len()).sum();
+        if events >= expected {
+            break bodies;
+        }
+        assert!(Instant::now() < deadline, "{events} of {expected} events arrived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut seen = Vec::new();
+    for (request, body) in receiver.received().iter().zip(&bodies) {
+        let messages = body["messages"].as_array().unwrap();
+        assert!(
+            request.body.len() <= MAX_BYTES || messages.len() == 1,
+            "{} bytes with {} events",
+            request.body.len(),
+            messages.len()
+        );
+        if messages.iter().any(|m| m["data"]["n"] == 100) {
+            assert_eq!(messages.len(), 1, "the oversized event goes alone");
+        }
+        seen.extend(messages.iter().map(|m| m["data"]["n"].as_i64().unwrap()));
+    }
+    assert!(bodies.iter().any(|b| b["messages"].as_array().unwrap().len() > 1), "no batch formed: {bodies:?}");
+    seen.sort_unstable();
+    let mut want: Vec<i64> = (0..=12).chain([100]).collect();
+    want.sort_unstable();
+    assert_eq!(seen, want);
+    stack.stop().await;
+}
