@@ -138,6 +138,10 @@ pub struct HeraldConfig {
     pub circuit_cool_down: Duration,
     /// ...up to this (`HERALD_CIRCUIT_MAX_COOL_DOWN`, default 5m).
     pub circuit_max_cool_down: Duration,
+    /// Most endpoints one tenant may have (`HERALD_MAX_ENDPOINTS_PER_TENANT`, default 10000).
+    pub max_endpoints_per_tenant: u64,
+    /// Most subscriptions one tenant may have (`HERALD_MAX_SUBSCRIPTIONS_PER_TENANT`, default 50000).
+    pub max_subscriptions_per_tenant: u64,
     /// Per API key gateway requests per second (0 = unlimited).
     pub api_rate_limit: u32,
     /// Directory of event type catalogue files the registry loads at start-up.
@@ -270,6 +274,8 @@ impl HeraldConfig {
             circuit_failing_for: env.duration("HERALD_CIRCUIT_FAILING_FOR", "10s")?,
             circuit_cool_down: env.duration("HERALD_CIRCUIT_COOL_DOWN", "5s")?.max(Duration::from_millis(1)),
             circuit_max_cool_down: env.duration("HERALD_CIRCUIT_MAX_COOL_DOWN", "5m")?,
+            max_endpoints_per_tenant: env.parse("HERALD_MAX_ENDPOINTS_PER_TENANT", 10_000)?,
+            max_subscriptions_per_tenant: env.parse("HERALD_MAX_SUBSCRIPTIONS_PER_TENANT", 50_000)?,
             api_rate_limit: env.parse("HERALD_API_RATE_LIMIT", 0)?,
             catalog_dir: env.get("HERALD_CATALOG_DIR").map(std::path::PathBuf::from),
             dev,

@@ -311,13 +311,17 @@ impl Registry {
             updated_at: now,
         };
         self.apply_spec(&mut record, spec, SPEC_FIELDS).await?;
-        match self.store.create_endpoint(&record).await? {
+        let quota = self.config.max_endpoints_per_tenant;
+        match self.store.create_endpoint(&record, quota).await? {
             Created::Yes => {
                 tracing::info!(tenant = %tenant, endpoint = %record.id, "endpoint created");
                 Ok((record, secret))
             }
             Created::Exists => Err(RegistryError::AlreadyExists(format!("endpoint {}", record.id))),
             Created::NoParent => Err(RegistryError::not_found("tenant", tenant)),
+            Created::OverQuota => {
+                Err(RegistryError::quota(tenant, quota, "endpoints", "HERALD_MAX_ENDPOINTS_PER_TENANT"))
+            }
         }
     }
 

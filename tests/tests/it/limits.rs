@@ -192,3 +192,64 @@ async fn envelope_batches_stop_before_the_byte_bound() {
     assert_eq!(seen, want);
     stack.stop().await;
 }
+
+async fn create(stack: &Stack, key: &str, path: &str, body: Value) -> (StatusCode, Value, String) {
+    let response = stack.tenant(key, Method::POST, path).json(&body).send().await.unwrap();
+    let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
+    let (status, body) = herald_tests::json_answer(response).await;
+    (status, body, content_type.unwrap_or_default())
+}
+
+/// Past `HERALD_MAX_ENDPOINTS_PER_TENANT` or
+/// `HERALD_MAX_SUBSCRIPTIONS_PER_TENANT` a creation is `409` problem+json
+/// naming the limit; the count is per tenant, frees up on delete, and holds
+/// when creations race.
+#[tokio::test]
+async fn tenant_quotas_bound_endpoints_and_subscriptions() {
+    let stack = Stack::start_with(|env| {
+        env.set("HERALD_MAX_ENDPOINTS_PER_TENANT", "2");
+        env.set("HERALD_MAX_SUBSCRIPTIONS_PER_TENANT", "3");
+    })
+    .await;
+    let key = tenant(&stack, "acme").await;
+    let url = "http://127.0.0.1:9/hook";
+    let first = endpoint(&stack, &key, json!({"url": url})).await;
+    let (status, body, _) = create(&stack, &key, "/v1/endpoints", json!({"url": url})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let second = body["id"].as_str().unwrap().to_owned();
+    let (status, body, content_type) = create(&stack, &key, "/v1/endpoints", json!({"url": url})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(content_type, "application/problem+json");
+    assert!(body["detail"].as_str().unwrap().contains("HERALD_MAX_ENDPOINTS_PER_TENANT"), "{body}");
+
+    // Another tenant has its own count.
+    let other = tenant(&stack, "globex").await;
+    endpoint(&stack, &other, json!({"url": url})).await;
+
+    // One subscription exists (on `first`); two more fit, a fourth does not.
+    let sub = json!({"endpointId": second, "eventTypes": [EVENT_TYPE]});
+    for _ in 0..2 {
+        let (status, body, _) = create(&stack, &key, "/v1/subscriptions", sub.clone()).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let (status, body, content_type) = create(&stack, &key, "/v1/subscriptions", sub.clone()).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(content_type, "application/problem+json");
+    assert!(body["detail"].as_str().unwrap().contains("HERALD_MAX_SUBSCRIPTIONS_PER_TENANT"), "{body}");
+
+    // Deleting frees room (the endpoint's subscription goes with it).
+    let (status, _) = herald_tests::json_answer(
+        stack.tenant(&key, Method::DELETE, &format!("/v1/endpoints/{first}")).send().await.unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body, _) = create(&stack, &key, "/v1/subscriptions", sub).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    // Racing creations cannot pass the quota together: one slot is left.
+    let racers = (0..8).map(|_| create(&stack, &key, "/v1/endpoints", json!({"url": url})));
+    let statuses: Vec<StatusCode> = futures::future::join_all(racers).await.into_iter().map(|(s, _, _)| s).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::CREATED).count(), 1, "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s == StatusCode::CREATED || *s == StatusCode::CONFLICT), "{statuses:?}");
+    stack.stop().await;
+}
