@@ -253,3 +253,64 @@ async fn tenant_quotas_bound_endpoints_and_subscriptions() {
     assert!(statuses.iter().all(|s| *s == StatusCode::CREATED || *s == StatusCode::CONFLICT), "{statuses:?}");
     stack.stop().await;
 }
+
+/// More deliveries in one endpoint's index than one listing call scans
+/// (25 chunks of 200), all of tenant `acme`: another tenant listing by that
+/// endpoint gets an empty page and no cursor, while the endpoint exists and
+/// after it is deleted (its index stays until retention ends), and `acme`
+/// itself still pages through them.
+#[tokio::test]
+async fn listing_by_another_tenants_endpoint_reveals_nothing() {
+    let stack = Stack::start().await;
+    let acme = tenant(&stack, "acme").await;
+    let globex = tenant(&stack, "globex").await;
+    let receiver = Receiver::start().await;
+    let id = endpoint(&stack, &acme, json!({"url": receiver.url()})).await;
+    publish(&stack, "acme", json!({"n": 1})).await;
+    let real = wait_delivery(&stack, &acme, &id, |d| d["status"] == "delivered").await;
+
+    // A busy endpoint: copies of the real delivery record under 5,200 more ids.
+    let mut conn = stack.redis().await;
+    let real_id = real["id"].as_str().unwrap();
+    let hash: Vec<(String, String)> =
+        redis::cmd("HGETALL").arg(stack.keys.delivery(real_id)).query_async(&mut conn).await.unwrap();
+    let mut pipe = redis::pipe();
+    let copies: Vec<String> = (0..5_200).map(|n| format!("{}{n:05}", &real_id[..real_id.len() - 5])).collect();
+    for copy in &copies {
+        pipe.cmd("HSET").arg(stack.keys.delivery(copy)).arg(&hash).ignore();
+    }
+    pipe.cmd("ZADD")
+        .arg(stack.keys.endpoint_deliveries(&id))
+        .arg(copies.iter().flat_map(|c| ["0", c.as_str()]).collect::<Vec<_>>())
+        .ignore();
+    let () = pipe.query_async(&mut conn).await.unwrap();
+
+    let foreign = |status: &str| format!("/v1/deliveries?endpointId={id}&status={status}");
+    for (when, path) in [("live", format!("/v1/deliveries?endpointId={id}")), ("live, filtered", foreign("failed"))] {
+        let (status, body) = send(stack.tenant(&globex, Method::GET, &path)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["data"], json!([]), "{when}: {body}");
+        assert!(body.get("nextCursor").is_none_or(Value::is_null), "{when}: a cursor from acme's endpoint: {body}");
+    }
+
+    let (status, page) =
+        send(stack.tenant(&acme, Method::GET, &format!("/v1/deliveries?endpointId={id}&limit=10"))).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["data"].as_array().unwrap().len(), 10, "{page}");
+    assert!(page["nextCursor"].is_string(), "acme pages through its own: {page}");
+
+    let (status, _) = herald_tests::json_answer(
+        stack.tenant(&acme, Method::DELETE, &format!("/v1/endpoints/{id}")).send().await.unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    for (when, path) in
+        [("deleted", format!("/v1/deliveries?endpointId={id}")), ("deleted, filtered", foreign("failed"))]
+    {
+        let (status, body) = send(stack.tenant(&globex, Method::GET, &path)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["data"], json!([]), "{when}: {body}");
+        assert!(body.get("nextCursor").is_none_or(Value::is_null), "{when}: a cursor from acme's endpoint: {body}");
+    }
+    stack.stop().await;
+}
