@@ -112,6 +112,8 @@ pub struct HeraldConfig {
     pub dispatch_url: String,
     pub admin_token: Option<String>,
     pub grpc_token: Option<String>,
+    /// `HERALD_GRPC_PUBLISH_TOKENS`: tokens that may only publish.
+    pub grpc_publish_tokens: Vec<String>,
     pub secrets: SecretBox,
     pub url_policy: UrlPolicy,
     pub partitions: u32,
@@ -238,6 +240,16 @@ impl HeraldConfig {
             ),
             None => None,
         };
+        let grpc_token = env.get("HERALD_GRPC_TOKEN").map(|t| t.trim().to_owned());
+        let grpc_publish_tokens = env.list("HERALD_GRPC_PUBLISH_TOKENS");
+        if !grpc_publish_tokens.is_empty() && grpc_token.is_none() {
+            return Err(CommonError::Config(
+                "HERALD_GRPC_PUBLISH_TOKENS needs HERALD_GRPC_TOKEN: without it Herald's own services could not call each other".into(),
+            ));
+        }
+        if grpc_token.as_ref().is_some_and(|full| grpc_publish_tokens.contains(full)) {
+            return Err(CommonError::Config("a HERALD_GRPC_PUBLISH_TOKENS entry equals HERALD_GRPC_TOKEN".into()));
+        }
         let prefix = env.string("HERALD_REDIS_PREFIX", "herald");
         if !crate::ids::is_valid_external_id(&prefix, 64) {
             return Err(CommonError::Config("HERALD_REDIS_PREFIX may hold only letters, digits, - _ . ~".into()));
@@ -257,7 +269,8 @@ impl HeraldConfig {
             registry_url: env.string("HERALD_REGISTRY_URL", "http://127.0.0.1:50051"),
             dispatch_url: env.string("HERALD_DISPATCH_URL", "http://127.0.0.1:50052"),
             admin_token: env.get("HERALD_ADMIN_TOKEN").map(str::to_owned),
-            grpc_token: env.get("HERALD_GRPC_TOKEN").map(str::to_owned),
+            grpc_token,
+            grpc_publish_tokens,
             secrets,
             url_policy,
             partitions,
@@ -323,6 +336,16 @@ mod tests {
         let cfg = HeraldConfig::from_env(&env, true).unwrap();
         assert!(!cfg.redis.is_cluster(), "an empty value means unset");
         assert_eq!(cfg.keys().endpoint("ep_1"), "herald:ep:ep_1");
+    }
+
+    #[test]
+    fn publish_tokens_need_the_full_token() {
+        let env = Env::from_pairs([("HERALD_GRPC_PUBLISH_TOKENS", "p1,p2")]);
+        assert!(HeraldConfig::from_env(&env, true).unwrap_err().to_string().contains("HERALD_GRPC_TOKEN"));
+        let env = Env::from_pairs([("HERALD_GRPC_PUBLISH_TOKENS", "p1, full"), ("HERALD_GRPC_TOKEN", "full")]);
+        assert!(HeraldConfig::from_env(&env, true).is_err());
+        let env = Env::from_pairs([("HERALD_GRPC_PUBLISH_TOKENS", "p1, p2,"), ("HERALD_GRPC_TOKEN", "full")]);
+        assert_eq!(HeraldConfig::from_env(&env, true).unwrap().grpc_publish_tokens, ["p1", "p2"]);
     }
 
     #[test]

@@ -13,5 +13,6 @@ mod limits;
 mod observe;
 mod profiles;
 mod registry;
+mod rights;
 mod security;
 mod smoke;
