@@ -95,6 +95,17 @@ pub fn parse_duration(raw: &str) -> Option<Duration> {
     Some(Duration::from_millis(ms))
 }
 
+/// Refuses the placeholders of `deploy/k8s/base/secret`, so a Secret applied
+/// unedited stops the process instead of guarding it with a published token.
+fn not_a_placeholder<'a>(key: &str, value: Option<&'a str>) -> Result<Option<&'a str>> {
+    match value {
+        Some(v) if v.trim().starts_with("REPLACE-ME") => {
+            Err(CommonError::Config(format!("{key} is still the placeholder from deploy/k8s; set a real value")))
+        }
+        other => Ok(other),
+    }
+}
+
 /// Everything the three services read from the environment. Each service
 /// uses the part it needs; validation happens here, once.
 #[derive(Clone, Debug)]
@@ -240,8 +251,12 @@ impl HeraldConfig {
             ),
             None => None,
         };
-        let grpc_token = env.get("HERALD_GRPC_TOKEN").map(|t| t.trim().to_owned());
+        let grpc_token = not_a_placeholder("HERALD_GRPC_TOKEN", env.get("HERALD_GRPC_TOKEN").map(str::trim))?;
+        let grpc_token = grpc_token.map(str::to_owned);
         let grpc_publish_tokens = env.list("HERALD_GRPC_PUBLISH_TOKENS");
+        for token in &grpc_publish_tokens {
+            not_a_placeholder("HERALD_GRPC_PUBLISH_TOKENS", Some(token))?;
+        }
         if !grpc_publish_tokens.is_empty() && grpc_token.is_none() {
             return Err(CommonError::Config(
                 "HERALD_GRPC_PUBLISH_TOKENS needs HERALD_GRPC_TOKEN: without it Herald's own services could not call each other".into(),
@@ -268,7 +283,7 @@ impl HeraldConfig {
             gateway_listen: env.socket_addr("HERALD_GATEWAY_LISTEN", "0.0.0.0:8080")?,
             registry_url: env.string("HERALD_REGISTRY_URL", "http://127.0.0.1:50051"),
             dispatch_url: env.string("HERALD_DISPATCH_URL", "http://127.0.0.1:50052"),
-            admin_token: env.get("HERALD_ADMIN_TOKEN").map(str::to_owned),
+            admin_token: not_a_placeholder("HERALD_ADMIN_TOKEN", env.get("HERALD_ADMIN_TOKEN"))?.map(str::to_owned),
             grpc_token,
             grpc_publish_tokens,
             secrets,
@@ -346,6 +361,12 @@ mod tests {
         assert!(HeraldConfig::from_env(&env, true).is_err());
         let env = Env::from_pairs([("HERALD_GRPC_PUBLISH_TOKENS", "p1, p2,"), ("HERALD_GRPC_TOKEN", "full")]);
         assert_eq!(HeraldConfig::from_env(&env, true).unwrap().grpc_publish_tokens, ["p1", "p2"]);
+        for key in ["HERALD_GRPC_TOKEN", "HERALD_ADMIN_TOKEN"] {
+            let env = Env::from_pairs([(key, "REPLACE-ME-with-openssl-rand-hex-32")]);
+            assert!(HeraldConfig::from_env(&env, true).unwrap_err().to_string().contains(key));
+        }
+        let env = Env::from_pairs([("HERALD_GRPC_PUBLISH_TOKENS", "REPLACE-ME-x"), ("HERALD_GRPC_TOKEN", "full")]);
+        assert!(HeraldConfig::from_env(&env, true).is_err());
     }
 
     #[test]
