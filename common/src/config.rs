@@ -95,6 +95,17 @@ pub fn parse_duration(raw: &str) -> Option<Duration> {
     Some(Duration::from_millis(ms))
 }
 
+/// Refuses the placeholders of `deploy/k8s/base/secret`, so a Secret applied
+/// unedited stops the process instead of guarding it with a published token.
+fn not_a_placeholder<'a>(key: &str, value: Option<&'a str>) -> Result<Option<&'a str>> {
+    match value {
+        Some(v) if v.trim().starts_with("REPLACE-ME") => {
+            Err(CommonError::Config(format!("{key} is still the placeholder from deploy/k8s; set a real value")))
+        }
+        other => Ok(other),
+    }
+}
+
 /// Everything the three services read from the environment. Each service
 /// uses the part it needs; validation happens here, once.
 #[derive(Clone, Debug)]
@@ -112,12 +123,18 @@ pub struct HeraldConfig {
     pub dispatch_url: String,
     pub admin_token: Option<String>,
     pub grpc_token: Option<String>,
+    /// `HERALD_GRPC_PUBLISH_TOKENS`: tokens that may only publish.
+    pub grpc_publish_tokens: Vec<String>,
     pub secrets: SecretBox,
     pub url_policy: UrlPolicy,
     pub partitions: u32,
     pub delivery_timeout: Duration,
     pub retry_schedule: Vec<Duration>,
+    /// Longest wait a `Retry-After` answer may impose (`HERALD_RETRY_AFTER_MAX`, default 1h).
+    pub retry_after_max: Duration,
     pub max_event_bytes: usize,
+    /// Largest `envelope` batch body; a single bigger event still goes alone.
+    pub max_batch_bytes: usize,
     pub event_retention: Duration,
     pub idempotency_window: Duration,
     /// Default per-endpoint concurrency when `maxInFlight` is not set.
@@ -134,6 +151,10 @@ pub struct HeraldConfig {
     pub circuit_cool_down: Duration,
     /// ...up to this (`HERALD_CIRCUIT_MAX_COOL_DOWN`, default 5m).
     pub circuit_max_cool_down: Duration,
+    /// Most endpoints one tenant may have (`HERALD_MAX_ENDPOINTS_PER_TENANT`, default 10000).
+    pub max_endpoints_per_tenant: u64,
+    /// Most subscriptions one tenant may have (`HERALD_MAX_SUBSCRIPTIONS_PER_TENANT`, default 50000).
+    pub max_subscriptions_per_tenant: u64,
     /// Per API key gateway requests per second (0 = unlimited).
     pub api_rate_limit: u32,
     /// Directory of event type catalogue files the registry loads at start-up.
@@ -230,6 +251,20 @@ impl HeraldConfig {
             ),
             None => None,
         };
+        let grpc_token = not_a_placeholder("HERALD_GRPC_TOKEN", env.get("HERALD_GRPC_TOKEN").map(str::trim))?;
+        let grpc_token = grpc_token.map(str::to_owned);
+        let grpc_publish_tokens = env.list("HERALD_GRPC_PUBLISH_TOKENS");
+        for token in &grpc_publish_tokens {
+            not_a_placeholder("HERALD_GRPC_PUBLISH_TOKENS", Some(token))?;
+        }
+        if !grpc_publish_tokens.is_empty() && grpc_token.is_none() {
+            return Err(CommonError::Config(
+                "HERALD_GRPC_PUBLISH_TOKENS needs HERALD_GRPC_TOKEN: without it Herald's own services could not call each other".into(),
+            ));
+        }
+        if grpc_token.as_ref().is_some_and(|full| grpc_publish_tokens.contains(full)) {
+            return Err(CommonError::Config("a HERALD_GRPC_PUBLISH_TOKENS entry equals HERALD_GRPC_TOKEN".into()));
+        }
         let prefix = env.string("HERALD_REDIS_PREFIX", "herald");
         if !crate::ids::is_valid_external_id(&prefix, 64) {
             return Err(CommonError::Config("HERALD_REDIS_PREFIX may hold only letters, digits, - _ . ~".into()));
@@ -248,14 +283,17 @@ impl HeraldConfig {
             gateway_listen: env.socket_addr("HERALD_GATEWAY_LISTEN", "0.0.0.0:8080")?,
             registry_url: env.string("HERALD_REGISTRY_URL", "http://127.0.0.1:50051"),
             dispatch_url: env.string("HERALD_DISPATCH_URL", "http://127.0.0.1:50052"),
-            admin_token: env.get("HERALD_ADMIN_TOKEN").map(str::to_owned),
-            grpc_token: env.get("HERALD_GRPC_TOKEN").map(str::to_owned),
+            admin_token: not_a_placeholder("HERALD_ADMIN_TOKEN", env.get("HERALD_ADMIN_TOKEN"))?.map(str::to_owned),
+            grpc_token,
+            grpc_publish_tokens,
             secrets,
             url_policy,
             partitions,
             delivery_timeout,
             retry_schedule,
+            retry_after_max: env.duration("HERALD_RETRY_AFTER_MAX", "1h")?,
             max_event_bytes,
+            max_batch_bytes: env.parse("HERALD_MAX_BATCH_BYTES", 1_048_576)?,
             event_retention: env.duration("HERALD_EVENT_RETENTION", "72h")?,
             idempotency_window: env.duration("HERALD_IDEMPOTENCY_WINDOW", "24h")?,
             default_max_in_flight: env.parse("HERALD_DEFAULT_MAX_IN_FLIGHT", 10)?,
@@ -264,6 +302,8 @@ impl HeraldConfig {
             circuit_failing_for: env.duration("HERALD_CIRCUIT_FAILING_FOR", "10s")?,
             circuit_cool_down: env.duration("HERALD_CIRCUIT_COOL_DOWN", "5s")?.max(Duration::from_millis(1)),
             circuit_max_cool_down: env.duration("HERALD_CIRCUIT_MAX_COOL_DOWN", "5m")?,
+            max_endpoints_per_tenant: env.parse("HERALD_MAX_ENDPOINTS_PER_TENANT", 10_000)?,
+            max_subscriptions_per_tenant: env.parse("HERALD_MAX_SUBSCRIPTIONS_PER_TENANT", 50_000)?,
             api_rate_limit: env.parse("HERALD_API_RATE_LIMIT", 0)?,
             catalog_dir: env.get("HERALD_CATALOG_DIR").map(std::path::PathBuf::from),
             dev,
@@ -292,7 +332,9 @@ mod tests {
         assert_eq!(cfg.partitions, 16);
         assert_eq!(cfg.delivery_timeout, Duration::from_millis(15_000));
         assert_eq!(cfg.retry_schedule.len(), 10);
+        assert_eq!(cfg.retry_after_max, Duration::from_secs(3600));
         assert_eq!(cfg.max_event_bytes, 262_144);
+        assert_eq!(cfg.max_batch_bytes, 1_048_576);
         assert_eq!(cfg.gateway_listen.port(), 8080);
         assert!(!cfg.url_policy.allow_private_networks);
     }
@@ -309,6 +351,22 @@ mod tests {
         let cfg = HeraldConfig::from_env(&env, true).unwrap();
         assert!(!cfg.redis.is_cluster(), "an empty value means unset");
         assert_eq!(cfg.keys().endpoint("ep_1"), "herald:ep:ep_1");
+    }
+
+    #[test]
+    fn publish_tokens_need_the_full_token() {
+        let env = Env::from_pairs([("HERALD_GRPC_PUBLISH_TOKENS", "p1,p2")]);
+        assert!(HeraldConfig::from_env(&env, true).unwrap_err().to_string().contains("HERALD_GRPC_TOKEN"));
+        let env = Env::from_pairs([("HERALD_GRPC_PUBLISH_TOKENS", "p1, full"), ("HERALD_GRPC_TOKEN", "full")]);
+        assert!(HeraldConfig::from_env(&env, true).is_err());
+        let env = Env::from_pairs([("HERALD_GRPC_PUBLISH_TOKENS", "p1, p2,"), ("HERALD_GRPC_TOKEN", "full")]);
+        assert_eq!(HeraldConfig::from_env(&env, true).unwrap().grpc_publish_tokens, ["p1", "p2"]);
+        for key in ["HERALD_GRPC_TOKEN", "HERALD_ADMIN_TOKEN"] {
+            let env = Env::from_pairs([(key, "REPLACE-ME-with-openssl-rand-hex-32")]);
+            assert!(HeraldConfig::from_env(&env, true).unwrap_err().to_string().contains(key));
+        }
+        let env = Env::from_pairs([("HERALD_GRPC_PUBLISH_TOKENS", "REPLACE-ME-x"), ("HERALD_GRPC_TOKEN", "full")]);
+        assert!(HeraldConfig::from_env(&env, true).is_err());
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! This crate is deliberately small and has no service logic: the stored data
 //! model that the registry writes and the dispatcher reads ([`model`]), the
 //! one place Redis key names are spelled ([`keys`]), configuration from the
-//! environment ([`config`]), sealing of stored secrets ([`crypto`]), the
+//! environment ([`config`]), sealing of stored secrets ([`crypto`]) and
+//! which of an endpoint's values are sealed for what ([`endpoint_secrets`]), the
 //! endpoint URL policy and SSRF address classifier ([`url_policy`]), logging
 //! and tracing ([`telemetry`]), the `/healthz` `/readyz` `/metrics`
 //! surface every process serves ([`admin`]), and the request metrics of the
@@ -13,6 +14,7 @@ pub mod admin;
 pub mod backoff;
 pub mod config;
 pub mod crypto;
+pub mod endpoint_secrets;
 pub mod error;
 pub mod grpc_metrics;
 pub mod ids;

@@ -140,8 +140,10 @@ pub struct EndpointRecord {
     pub format: Format,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<Value>,
+    /// Values sealed (see [`crate::endpoint_secrets`]); records written
+    /// before that hold plaintext here until their next write.
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub headers: BTreeMap<String, Sealed>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit_per_second: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

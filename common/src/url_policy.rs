@@ -54,30 +54,68 @@ fn classify_v4(ip: Ipv4Addr) -> AddressClass {
         _ if ip.is_broadcast() => AddressClass::Broadcast,
         _ if ip.is_multicast() => AddressClass::Multicast,
         _ if ip.is_documentation() => AddressClass::Documentation,
-        // 192.0.0.0/24 protocol assignments, 198.18.0.0/15 benchmarking, 240.0.0.0/4 reserved.
-        _ if (a == 192 && b == 0 && c == 0) || (a == 198 && (b & 0xfe) == 18) || a >= 240 => AddressClass::Reserved,
+        // 192.0.0.0/24 protocol assignments (whole: its anycast /32s are no webhook receivers),
+        // 192.88.99.0/24 the terminated 6to4 relay anycast, 198.18.0.0/15 benchmarking,
+        // 240.0.0.0/4 reserved.
+        _ if (a == 192 && b == 0 && c == 0)
+            || (a == 192 && b == 88 && c == 99)
+            || (a == 198 && (b & 0xfe) == 18)
+            || a >= 240 =>
+        {
+            AddressClass::Reserved
+        }
         _ => AddressClass::Public,
     }
 }
 
 fn classify_v6(ip: Ipv6Addr) -> AddressClass {
+    if ip.is_unspecified() {
+        return AddressClass::Unspecified;
+    }
+    if ip.is_loopback() {
+        return AddressClass::Loopback;
+    }
     if let Some(v4) = embedded_v4(ip) {
         return classify_v4(v4);
     }
-    let first = ip.segments()[0];
-    match () {
-        _ if ip.is_unspecified() => AddressClass::Unspecified,
-        _ if ip.is_loopback() => AddressClass::Loopback,
-        _ if ip.is_multicast() => AddressClass::Multicast,
-        _ if (first & 0xffc0) == 0xfe80 => AddressClass::LinkLocal,
-        // fc00::/7 unique local, fec0::/10 deprecated site-local.
-        _ if (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfec0 => AddressClass::Private,
-        _ if first == 0x2001 && ip.segments()[1] == 0x0db8 => AddressClass::Documentation,
-        // 64:ff9b::/96 NAT64 and 100::/64 discard are not destinations for webhooks.
-        _ if first == 0x0064 || first == 0x0100 => AddressClass::Reserved,
-        _ => AddressClass::Public,
-    }
+    let bits = u128::from(ip);
+    V6_BLOCKS
+        .iter()
+        .find(|(base, len, _)| bits & v6_mask(*len) == *base)
+        .map_or(AddressClass::Public, |(_, _, class)| *class)
 }
+
+fn v6_mask(len: u8) -> u128 {
+    u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0)
+}
+
+/// IPv6 blocks refused whatever follows their prefix. Where the IANA
+/// special-purpose registry marks a block not globally reachable, the whole
+/// block is refused, including more specific entries it marks reachable
+/// (anycast services, AMT, AS112, ORCHIDv2, drone tags): none of them is a
+/// webhook receiver, and an identifier prefix is not a locator.
+const V6_BLOCKS: &[(u128, u8, AddressClass)] = &[
+    // ::ffff:0:a.b.c.d, IPv4-translated (RFC 6145): reached through a translator.
+    (0xffff << 48, 96, AddressClass::Reserved),
+    // 64:ff9b::/96 NAT64 and 64:ff9b:1::/48 local-use NAT64 reach IPv4 through a translator.
+    (0x0064 << 112, 16, AddressClass::Reserved),
+    // 100::/64 discard-only and 100:0:0:1::/64 dummy prefix.
+    (0x0100 << 112, 16, AddressClass::Reserved),
+    // 2001::/23 IETF protocol assignments: Teredo 2001::/32 (it tunnels to an
+    // IPv4 address), benchmarking 2001:2::/48, ORCHID 2001:10::/28 and
+    // ORCHIDv2 2001:20::/28 among them.
+    (0x2001 << 112, 23, AddressClass::Reserved),
+    (0x2001_0db8 << 96, 32, AddressClass::Documentation),
+    (0x3fff << 112, 20, AddressClass::Documentation),
+    // Segment Routing (SRv6) SIDs.
+    (0x5f00 << 112, 16, AddressClass::Reserved),
+    // Unique local.
+    (0xfc00 << 112, 7, AddressClass::Private),
+    (0xfe80 << 112, 10, AddressClass::LinkLocal),
+    // Deprecated site-local.
+    (0xfec0 << 112, 10, AddressClass::Private),
+    (0xff00 << 112, 8, AddressClass::Multicast),
+];
 
 /// IPv4 carried inside IPv6: mapped `::ffff:a.b.c.d`, compatible `::a.b.c.d`,
 /// and 6to4 `2002:aabb:ccdd::`.
@@ -232,6 +270,67 @@ mod tests {
         }
         for ip in ["8.8.8.8", "1.1.1.1", "100.128.0.1", "2606:4700::1111", "::ffff:8.8.8.8"] {
             assert!(classify(ip.parse().unwrap()).is_public(), "{ip}");
+        }
+    }
+
+    /// The IANA special-purpose blocks added last, at both edges of each.
+    #[test]
+    fn classifies_the_remaining_special_purpose_blocks() {
+        let refused = [
+            ("192.88.99.0", AddressClass::Reserved),
+            ("192.88.99.255", AddressClass::Reserved),
+            ("198.18.0.0", AddressClass::Reserved),
+            ("198.19.255.255", AddressClass::Reserved),
+            ("192.0.0.9", AddressClass::Reserved),
+            ("192.0.0.171", AddressClass::Reserved),
+            ("240.0.0.1", AddressClass::Reserved),
+            ("::ffff:0:8.8.8.8", AddressClass::Reserved),
+            ("::ffff:0:0:0", AddressClass::Reserved),
+            ("::ffff:0:ffff:ffff", AddressClass::Reserved),
+            ("2001::1", AddressClass::Reserved),
+            ("2001:0:4136:e378:8000:63bf:3fff:fdd2", AddressClass::Reserved),
+            ("2001:1ff:ffff::", AddressClass::Reserved),
+            ("2001:2::1", AddressClass::Reserved),
+            ("2001:10::1", AddressClass::Reserved),
+            ("2001:20::1", AddressClass::Reserved),
+            ("2001:2f:ffff::1", AddressClass::Reserved),
+            ("64:ff9b:1::1", AddressClass::Reserved),
+            ("64:ff9b::808:808", AddressClass::Reserved),
+            ("100::1", AddressClass::Reserved),
+            ("100:0:0:1::1", AddressClass::Reserved),
+            ("2001:db8::1", AddressClass::Documentation),
+            ("3fff::1", AddressClass::Documentation),
+            ("3fff:fff:ffff::", AddressClass::Documentation),
+            ("5f00::1", AddressClass::Reserved),
+            ("fc00::1", AddressClass::Private),
+            ("fdff:ffff::1", AddressClass::Private),
+            ("fe80::1", AddressClass::LinkLocal),
+            ("febf:ffff::1", AddressClass::LinkLocal),
+            ("2002:c058:6301::", AddressClass::Reserved),
+        ];
+        for (ip, class) in refused {
+            assert_eq!(classify(ip.parse().unwrap()), class, "{ip}");
+        }
+        let public = [
+            "192.88.98.255",
+            "192.88.100.0",
+            "198.17.255.255",
+            "198.20.0.0",
+            "192.31.196.1",
+            "192.52.193.1",
+            "192.175.48.1",
+            "2001:200::1",
+            "2001:db7:ffff::1",
+            "2001:db9::1",
+            "3fff:1000::1",
+            "3ffe:ffff::1",
+            "5eff::1",
+            "5f01::1",
+            "2620:4f:8000::1",
+            "2a00:1450:4001::1",
+        ];
+        for ip in public {
+            assert!(classify(ip.parse().unwrap()).is_public(), "{ip}: {:?}", classify(ip.parse().unwrap()));
         }
     }
 

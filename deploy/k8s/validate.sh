@@ -112,6 +112,48 @@ def matches(selector, labels):
     return True
 
 
+def secret_values(secret):
+    """A Secret's values, from stringData and (decoded) data."""
+    import base64
+    values = dict(secret.get("stringData") or {})
+    for key, value in (secret.get("data") or {}).items():
+        values.setdefault(key, base64.b64decode(value).decode())
+    return {k: str(v or "").strip() for k, v in values.items()}
+
+
+def secret_rules(secrets, herald_env):
+    """Placeholders never ship; gRPC is authenticated; producers hold a publish token only."""
+    errors = []
+    for name, secret in secrets.items():
+        for key, value in secret_values(secret).items():
+            if value.startswith("REPLACE-ME"):
+                errors.append(f"Secret/{name}: {key} is still a placeholder; set it (deploy/README.md, Secrets)")
+    for key in ("HERALD_GRPC_TOKEN", "HERALD_GRPC_PUBLISH_TOKENS"):
+        if herald_env.get(key):
+            errors.append(f"ConfigMap herald-config: {key} is a secret; it belongs in herald-secrets")
+    herald = secrets.get("herald-secrets")
+    full, publish = "", []
+    if herald is not None:
+        values = secret_values(herald)
+        full = values.get("HERALD_GRPC_TOKEN", "")
+        publish = [t.strip() for t in values.get("HERALD_GRPC_PUBLISH_TOKENS", "").split(",") if t.strip()]
+        if not full:
+            errors.append("Secret/herald-secrets: HERALD_GRPC_TOKEN is empty, so gRPC would take any caller")
+        if not publish:
+            errors.append("Secret/herald-secrets: HERALD_GRPC_PUBLISH_TOKENS is empty, so producers would need "
+                          "the full token")
+        if full and full in publish:
+            errors.append("Secret/herald-secrets: HERALD_GRPC_PUBLISH_TOKENS holds HERALD_GRPC_TOKEN")
+    producer = secrets.get("herald-producer-token")
+    if producer is not None and herald is not None:
+        token = secret_values(producer).get("HERALD_PUBLISH_TOKEN", "")
+        if token and token == full:
+            errors.append("Secret/herald-producer-token: holds the full HERALD_GRPC_TOKEN, not a publish token")
+        elif token not in publish:
+            errors.append("Secret/herald-producer-token: HERALD_PUBLISH_TOKEN is not one of HERALD_GRPC_PUBLISH_TOKENS")
+    return errors
+
+
 def herald_rules(objs):
     """Deployment rules no schema expresses. Returns (errors, notes)."""
     errors, notes = [], []
@@ -188,6 +230,8 @@ def herald_rules(objs):
         if hpa is not None and hpa["spec"]["maxReplicas"] >= partitions:
             errors.append(f"HorizontalPodAutoscaler/herald-dispatch: maxReplicas {hpa['spec']['maxReplicas']} "
                           f"is not below HERALD_PARTITIONS={partitions}")
+
+    errors.extend(secret_rules(secrets, herald_env))
 
     for kind in ("Service", "PodDisruptionBudget", "NetworkPolicy"):
         for o in by_kind.get(kind, {}).values():

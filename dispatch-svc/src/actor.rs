@@ -74,6 +74,7 @@ use tokio::time::Instant;
 use crate::Shared;
 use crate::attempt::PreparedEndpoint;
 use crate::delivery::{self, Taken, Target, Work};
+use crate::envelope;
 use crate::error::DispatchError;
 use crate::health::{Admission, Breaker, Health};
 use crate::oauth::TokenCache;
@@ -505,6 +506,12 @@ impl EndpointActor {
             if n == 0 {
                 return;
             }
+            let n = if n > 1 {
+                let queued = self.queue.iter().map(|w| w.event.as_ref());
+                envelope::batch_len(queued, n, self.shared.config.max_batch_bytes)
+            } else {
+                n
+            };
             if let Some(rate) = self.rate_per_second {
                 while self.recent.front().is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1)) {
                     self.recent.pop_front();

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
+use herald_common::endpoint_secrets as sealing;
 use herald_common::model::{EndpointRecord, Millis, StoredAuth, StoredEvent};
 use herald_common::url_policy::{UrlPolicy, UrlRejection};
 use herald_common::{crypto::SecretBox, ids, time_fmt};
@@ -177,6 +178,7 @@ impl PreparedEndpoint {
     pub fn prepare(record: &EndpointRecord, secrets: &SecretBox, policy: &UrlPolicy) -> Result<Self, DispatchError> {
         let (url, url_refused) = judge_url(policy, &record.url)?;
         let plan = RenderPlan::new(record)?;
+        let bound = |slot| sealing::binding(&record.id, slot);
 
         let now = time_fmt::now_millis();
         let mut keys = Vec::with_capacity(record.signing_secrets.len());
@@ -184,21 +186,23 @@ impl PreparedEndpoint {
             if secret.expires_at.is_some_and(|at| at <= now) {
                 continue;
             }
-            let key = SigningKey::from_secret(&secrets.open(&secret.secret)?)?;
+            let key = SigningKey::from_secret(&secrets.open(&secret.secret, bound(sealing::SIGNING_SECRET))?)?;
             keys.push(ActiveKey { key, expires_at: secret.expires_at });
         }
 
         let mut headers = HeaderMap::with_capacity(record.headers.len() + 2);
         headers.insert(USER_AGENT, HeaderValue::from_static(herald_common::USER_AGENT));
-        for (name, value) in &record.headers {
+        for (name, value) in &sealing::open_headers(secrets, record)? {
             let header_name = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| DispatchError::Header { name: name.clone(), reason: "not a valid header name".into() })?;
             if RESERVED_HEADERS.contains(&header_name.as_str()) {
                 tracing::warn!(endpoint = %record.id, header = %header_name, "endpoint header is reserved, not sent");
                 continue;
             }
-            let header_value = HeaderValue::from_str(value)
+            let mut header_value = HeaderValue::from_str(value)
                 .map_err(|_| DispatchError::Header { name: name.clone(), reason: "not a valid header value".into() })?;
+            // Header values often carry API keys: never printed by the HTTP stack.
+            header_value.set_sensitive(true);
             headers.insert(header_name, header_value);
         }
 
@@ -207,11 +211,14 @@ impl PreparedEndpoint {
         match &record.auth {
             StoredAuth::None => {}
             StoredAuth::Basic { username, password } => {
-                let pair = format!("{username}:{}", secrets.open(password)?);
+                let pair = format!("{username}:{}", secrets.open(password, bound(sealing::PASSWORD))?);
                 headers.insert(AUTHORIZATION, sensitive(format!("Basic {}", B64.encode(pair)), "basic credentials")?);
             }
             StoredAuth::Bearer { token } => {
-                headers.insert(AUTHORIZATION, sensitive(format!("Bearer {}", secrets.open(token)?), "bearer token")?);
+                headers.insert(
+                    AUTHORIZATION,
+                    sensitive(format!("Bearer {}", secrets.open(token, bound(sealing::TOKEN))?), "bearer token")?,
+                );
             }
             StoredAuth::Oauth2ClientCredentials {
                 token_url,
@@ -226,7 +233,7 @@ impl PreparedEndpoint {
                 oauth = Some(OAuthConfig {
                     token_url,
                     client_id: client_id.clone(),
-                    client_secret: secrets.open(client_secret)?,
+                    client_secret: secrets.open(client_secret, bound(sealing::CLIENT_SECRET))?,
                     scope: scope.clone(),
                     audience: audience.clone(),
                     client_auth: *client_auth,
@@ -546,6 +553,12 @@ mod tests {
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:30:00 GMT", now), Some(Duration::from_secs(120)));
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("-5", now), None);
+        // Huge values parse without overflow; the retry schedule bounds them (HERALD_RETRY_AFTER_MAX).
+        assert_eq!(parse_retry_after("18446744073709551615", now), Some(Duration::from_secs(u64::MAX)));
+        assert!(
+            parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now).is_some_and(|d| d > Duration::from_secs(1 << 37))
+        );
+        assert_eq!(parse_retry_after("18446744073709551616", now), None);
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("", now), None);
     }
@@ -590,8 +603,11 @@ mod tests {
             auth,
             format: Format::Json,
             template: None,
-            headers: [("X-Custom".to_owned(), "yes".to_owned()), ("Content-Type".to_owned(), "text/plain".to_owned())]
-                .into(),
+            headers: sealing::seal_headers(
+                secrets,
+                "ep_1",
+                [("X-Custom".to_owned(), "yes".to_owned()), ("Content-Type".to_owned(), "text/plain".to_owned())],
+            ),
             rate_limit_per_second: None,
             max_in_flight: None,
             ordering: Ordering::None,
@@ -600,7 +616,10 @@ mod tests {
             handshake: false,
             status: EndpointStatus::Active,
             disabled_reason: None,
-            signing_secrets: vec![SigningSecret { secret: secrets.seal(SECRET), expires_at: None }],
+            signing_secrets: vec![SigningSecret {
+                secret: secrets.seal(SECRET, sealing::binding("ep_1", sealing::SIGNING_SECRET)),
+                expires_at: None,
+            }],
             created_at: 0,
             updated_at: 0,
         }
@@ -664,7 +683,10 @@ mod tests {
     async fn delivers_with_every_header() {
         let secrets = SecretBox::ephemeral();
         let (hook, url) = start_hook().await;
-        let auth = StoredAuth::Basic { username: "user".into(), password: secrets.seal("pa:ss") };
+        let auth = StoredAuth::Basic {
+            username: "user".into(),
+            password: secrets.seal("pa:ss", sealing::binding("ep_1", sealing::PASSWORD)),
+        };
         let ep = PreparedEndpoint::prepare(&record(&url, auth, &secrets), &secrets, &open_policy()).unwrap();
         let out = ep
             .attempt(
@@ -699,9 +721,14 @@ mod tests {
         let (hook, url) = start_hook().await;
         let mut rec = record(&url, StoredAuth::None, &secrets);
         let far = time_fmt::now_millis() + 3_600_000;
-        rec.signing_secrets
-            .push(SigningSecret { secret: secrets.seal("whsec_b2xkLXNlY3JldA=="), expires_at: Some(far) });
-        rec.signing_secrets.push(SigningSecret { secret: secrets.seal("whsec_Z29uZQ=="), expires_at: Some(1) });
+        rec.signing_secrets.push(SigningSecret {
+            secret: secrets.seal("whsec_b2xkLXNlY3JldA==", sealing::binding("ep_1", sealing::SIGNING_SECRET)),
+            expires_at: Some(far),
+        });
+        rec.signing_secrets.push(SigningSecret {
+            secret: secrets.seal("whsec_Z29uZQ==", sealing::binding("ep_1", sealing::SIGNING_SECRET)),
+            expires_at: Some(1),
+        });
         let ep = PreparedEndpoint::prepare(&rec, &secrets, &open_policy()).unwrap();
         ep.attempt(&client(), &TokenCache::new(), &[event()], "msg_2", None).await;
         let seen = hook.seen.lock().unwrap();
@@ -766,7 +793,7 @@ mod tests {
         let auth = StoredAuth::Oauth2ClientCredentials {
             token_url: format!("{token_base}/token"),
             client_id: "id".into(),
-            client_secret: secrets.seal("secret"),
+            client_secret: secrets.seal("secret", sealing::binding("ep_1", sealing::CLIENT_SECRET)),
             scope: None,
             audience: None,
             client_auth: ClientAuth::Basic,
@@ -832,11 +859,15 @@ mod tests {
     #[test]
     fn secrets_stay_out_of_debug_output() {
         let secrets = SecretBox::ephemeral();
-        let mut rec =
-            record("https://example.com/hook", StoredAuth::Bearer { token: secrets.seal("t0ps3cret") }, &secrets);
-        rec.headers.insert("X-Api-Key".into(), "k3y-value".into());
+        let mut rec = record(
+            "https://example.com/hook",
+            StoredAuth::Bearer { token: secrets.seal("t0ps3cret", sealing::binding("ep_1", sealing::TOKEN)) },
+            &secrets,
+        );
+        rec.headers.insert("X-Api-Key".into(), secrets.seal("k3y-value", sealing::binding("ep_1", sealing::HEADER)));
         let ep = PreparedEndpoint::prepare(&rec, &secrets, &UrlPolicy::default()).unwrap();
         assert_eq!(ep.headers[AUTHORIZATION], "Bearer t0ps3cret");
+        assert!(ep.headers["x-api-key"].is_sensitive(), "header values stay out of the HTTP stack's logs");
         let debug = format!("{ep:?}");
         assert!(!debug.contains("t0ps3cret") && !debug.contains("k3y-value"), "{debug}");
         assert!(!debug.contains(SECRET.trim_start_matches("whsec_")), "{debug}");
@@ -849,7 +880,7 @@ mod tests {
         let ep = PreparedEndpoint::prepare(&rec, &secrets, &UrlPolicy::default()).unwrap();
         assert!(!ep.headers.contains_key(CONTENT_TYPE));
         assert_eq!(ep.headers["x-custom"], "yes");
-        rec.headers.insert("bad header".into(), "x".into());
+        rec.headers.insert("bad header".into(), Sealed("x".into()));
         assert!(matches!(
             PreparedEndpoint::prepare(&rec, &secrets, &UrlPolicy::default()),
             Err(DispatchError::Header { .. })

@@ -146,6 +146,7 @@ async fn deliver_in_span(shared: Arc<Shared>, target: Arc<Target>, mut batch: Ve
     let event_types: Vec<&str> = batch.iter().map(|w| w.event.event.event_type.as_str()).collect();
     let mut settlements = Vec::with_capacity(batch.len());
     let mut hold_for: Option<Duration> = None;
+    let cfg = &shared.config;
     for (work, event_type) in batch.iter().zip(&event_types) {
         let job = &work.taken.job;
         let attempt = AttemptRecord {
@@ -157,7 +158,7 @@ async fn deliver_in_span(shared: Arc<Shared>, target: Arc<Target>, mut batch: Ve
             response_body: outcome.response_body.clone(),
         };
         let (status, retry, held) =
-            match next_step(&shared.config.retry_schedule, job.attempt, outcome.verdict, random_unit()) {
+            match next_step(&cfg.retry_schedule, cfg.retry_after_max, job.attempt, outcome.verdict, random_unit()) {
                 Next::Delivered => (DeliveryStatus::Delivered, None, None),
                 Next::RetryIn(delay) if target.fifo => {
                     hold_for = Some(hold_for.map_or(delay, |d| d.max(delay)));
@@ -220,7 +221,10 @@ async fn deliver_in_span(shared: Arc<Shared>, target: Arc<Target>, mut batch: Ve
     }
     // Held jobs of an endpoint just disabled go back too: the actor fails
     // them with the rest of its queue.
-    Report { disabled: reason.is_some(), held, retry_at: hold_for.map(|d| now + d) }
+    // Delays are bounded, but a clock overflow must not take the task down
+    // whatever the schedule says: a year is as good as forever here.
+    let retry_at = hold_for.map(|d| now.checked_add(d).unwrap_or_else(|| now + Duration::from_secs(365 * 86_400)));
+    Report { disabled: reason.is_some(), held, retry_at }
 }
 
 /// How often disabling an endpoint in the registry is tried.

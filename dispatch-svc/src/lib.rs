@@ -26,17 +26,17 @@ use herald_common::admin::{self, Serving};
 use herald_common::config::HeraldConfig;
 use herald_common::ids;
 use herald_common::keys::Keys;
-use herald_proto::server::TokenCheck;
+use herald_proto::server::GrpcAuth;
 use herald_proto::v1::dispatch_server::{DispatchServer, SERVICE_NAME};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 
 pub mod actor;
 pub mod attempt;
 pub mod changes;
 pub mod delivery;
+pub mod envelope;
 pub mod error;
 pub mod health;
 pub mod http_client;
@@ -131,10 +131,8 @@ async fn dispatch(
         .register_encoded_file_descriptor_set(herald_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-    let dispatch_service = InterceptedService::new(
-        DispatchServer::new(DispatchService::new(shared.clone(), actors.clone())),
-        TokenCheck::new(shared.config.grpc_token.as_deref()),
-    );
+    let dispatch_service = GrpcAuth::new(shared.config.grpc_token.as_deref(), &shared.config.grpc_publish_tokens)
+        .guard(DispatchServer::new(DispatchService::new(shared.clone(), actors.clone())));
 
     let grpc_addr = grpc.local_addr()?;
     let grpc_server = Server::builder()

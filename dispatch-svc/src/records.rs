@@ -440,6 +440,11 @@ impl Records {
             (None, Some(endpoint_id)) => self.keys.endpoint_deliveries(endpoint_id),
             (None, None) => self.keys.tenant_deliveries(&filter.tenant),
         };
+        // Endpoint ids are global and can be reused after a delete, so an
+        // endpoint's index may hold another tenant's deliveries: a cursor
+        // answered from it must be one of the caller's own.
+        let shared_index = filter.event_id.is_none() && filter.endpoint_id.is_some();
+        let mut own_resume: Option<String> = None;
         let mut page: Vec<DeliveryRecord> = Vec::with_capacity(limit);
         let mut after = cursor.map(str::to_owned);
         let mut conn = self.conn.clone();
@@ -460,6 +465,9 @@ impl Records {
             for id in &ids {
                 after = Some(id.clone());
                 let Some(record) = by_id.remove(id) else { continue };
+                if record.tenant == filter.tenant {
+                    own_resume = Some(id.clone());
+                }
                 let keep = record.tenant == filter.tenant
                     && filter.endpoint_id.as_ref().is_none_or(|e| *e == record.endpoint_id)
                     && filter.event_id.as_ref().is_none_or(|e| *e == record.event_id)
@@ -476,6 +484,11 @@ impl Records {
             if exhausted {
                 return Ok((page, None));
             }
+        }
+        if shared_index {
+            // No own record since the cursor: nothing of the caller's to
+            // resume from, and no other tenant's id to hand out.
+            return Ok((page, own_resume.filter(|resume| Some(resume.as_str()) != cursor)));
         }
         Ok((page, after))
     }

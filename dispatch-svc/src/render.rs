@@ -18,7 +18,7 @@
 //! endpoint (the compiled template, the CloudEvents `source`), so rendering a
 //! delivery does no parsing.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use herald_common::model::{EndpointRecord, Format, StoredEvent};
@@ -27,6 +27,7 @@ use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 use serde_json::Value;
 
+use crate::envelope;
 use crate::error::DispatchError;
 
 pub const CONTENT_TYPE_JSON: &str = "application/json";
@@ -39,18 +40,26 @@ pub struct LoadedEvent {
     /// Exactly the stored JSON: the `json` format body.
     pub raw: Bytes,
     pub event: StoredEvent,
+    /// Length of its `envelope` message, worked out once however many
+    /// envelope endpoints the event goes to.
+    envelope_len: OnceLock<usize>,
 }
 
 impl LoadedEvent {
     pub fn parse(raw: Bytes) -> Result<Self, DispatchError> {
         let event = serde_json::from_slice(&raw)?;
-        Ok(LoadedEvent { raw, event })
+        Ok(LoadedEvent { raw, event, envelope_len: OnceLock::new() })
     }
 
     /// For events that were never stored, such as test sends.
     pub fn from_event(event: StoredEvent) -> Result<Self, DispatchError> {
         let raw = Bytes::from(serde_json::to_vec(&event)?);
-        Ok(LoadedEvent { raw, event })
+        Ok(LoadedEvent { raw, event, envelope_len: OnceLock::new() })
+    }
+
+    /// Bytes this event takes as one message of an `envelope` body.
+    pub fn envelope_message_len(&self) -> usize {
+        *self.envelope_len.get_or_init(|| envelope::message_len(&self.event))
     }
 }
 
@@ -120,8 +129,8 @@ impl RenderPlan {
             if events.is_empty() {
                 return Err(DispatchError::Render("nothing to send".into()));
             }
-            let size = events.iter().map(|e| e.raw.len() + 96).sum::<usize>() + 16;
-            return Ok(json(to_bytes(size, &Envelope { messages: Messages(events) })?));
+            let size = events.iter().map(|e| e.envelope_message_len() + 1).sum::<usize>() + envelope::FRAME;
+            return Ok(json(to_bytes(size, &envelope::Envelope::new(events))?));
         }
         let [loaded] = events else {
             return Err(DispatchError::Render(format!(
@@ -192,44 +201,6 @@ struct CloudEvent<'a> {
     time: &'a str,
     datacontenttype: &'static str,
     data: &'a Value,
-}
-
-#[derive(Serialize)]
-struct Envelope<'a> {
-    messages: Messages<'a>,
-}
-
-struct Messages<'a>(&'a [Arc<LoadedEvent>]);
-
-impl Serialize for Messages<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.iter().map(|loaded| {
-            let e = &loaded.event;
-            Message {
-                id: &e.id,
-                creation_date: &e.timestamp,
-                message_type: MessageType { id: &e.event_type },
-                resource: e.resource.as_ref(),
-                data: &e.data,
-            }
-        }))
-    }
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Message<'a> {
-    id: &'a str,
-    creation_date: &'a str,
-    message_type: MessageType<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    resource: Option<&'a Value>,
-    data: &'a Value,
-}
-
-#[derive(Serialize)]
-struct MessageType<'a> {
-    id: &'a str,
 }
 
 /// A compiled template: literal subtrees stay as they were written, string

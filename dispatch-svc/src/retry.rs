@@ -17,7 +17,9 @@
 //! A schedule of N delays allows N + 1 attempts: attempt `n` failing with a
 //! retryable verdict waits `schedule[n - 1]` (with ±20 % jitter so a burst of
 //! failures does not come back as a burst); after attempt N + 1 the delivery
-//! is failed. `Retry-After` is honoured as a lower bound.
+//! is failed. `Retry-After` is honoured as a lower bound, itself bounded by
+//! `HERALD_RETRY_AFTER_MAX`: a receiver must not park its deliveries for
+//! years (or overflow a clock) by answering a huge delay or a far date.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -46,8 +48,9 @@ pub enum Next {
 }
 
 /// Decides what follows attempt `attempt` (1-based) ending in `verdict`.
-/// `unit` is a uniform sample in `[0, 1)` that drives the jitter.
-pub fn next_step(schedule: &[Duration], attempt: u32, verdict: Verdict, unit: f64) -> Next {
+/// `unit` is a uniform sample in `[0, 1)` that drives the jitter; a
+/// `Retry-After` wait counts up to `retry_after_max`.
+pub fn next_step(schedule: &[Duration], retry_after_max: Duration, attempt: u32, verdict: Verdict, unit: f64) -> Next {
     let scheduled = || {
         let index = usize::try_from(attempt).ok()?.checked_sub(1)?;
         schedule.get(index).map(|base| jittered(*base, unit))
@@ -58,6 +61,7 @@ pub fn next_step(schedule: &[Duration], attempt: u32, verdict: Verdict, unit: f6
         Verdict::Permanent => Next::Failed { disable: false },
         Verdict::Retry => scheduled().map_or(Next::Failed { disable: false }, Next::RetryIn),
         Verdict::RetryAfter(wait) => {
+            let wait = wait.min(retry_after_max);
             scheduled().map_or(Next::Failed { disable: false }, |delay| Next::RetryIn(delay.max(wait)))
         }
     }
@@ -121,6 +125,7 @@ return {#due, head[2] or ''}
 mod tests {
     use super::*;
 
+    const HOUR: Duration = Duration::from_secs(3600);
     const SCHEDULE: [Duration; 3] =
         [Duration::from_millis(200), Duration::from_millis(400), Duration::from_millis(800)];
 
@@ -139,7 +144,7 @@ mod tests {
 
     #[test]
     fn a_schedule_of_n_delays_allows_n_plus_one_attempts() {
-        let at = |attempt| next_step(&SCHEDULE, attempt, Verdict::Retry, 0.5);
+        let at = |attempt| next_step(&SCHEDULE, HOUR, attempt, Verdict::Retry, 0.5);
         assert_eq!(at(1), Next::RetryIn(Duration::from_millis(200)));
         assert_eq!(at(2), Next::RetryIn(Duration::from_millis(400)));
         assert_eq!(at(3), Next::RetryIn(Duration::from_millis(800)));
@@ -147,20 +152,36 @@ mod tests {
         // A manual retry of an exhausted delivery is one more attempt.
         assert_eq!(at(9), Next::Failed { disable: false });
         assert_eq!(at(0), Next::Failed { disable: false });
-        assert_eq!(next_step(&[], 1, Verdict::Retry, 0.5), Next::Failed { disable: false });
+        assert_eq!(next_step(&[], HOUR, 1, Verdict::Retry, 0.5), Next::Failed { disable: false });
     }
 
     #[test]
     fn verdicts_map_to_steps() {
-        assert_eq!(next_step(&SCHEDULE, 1, Verdict::Delivered, 0.5), Next::Delivered);
-        assert_eq!(next_step(&SCHEDULE, 1, Verdict::Gone, 0.5), Next::Failed { disable: true });
-        assert_eq!(next_step(&SCHEDULE, 1, Verdict::Permanent, 0.5), Next::Failed { disable: false });
+        assert_eq!(next_step(&SCHEDULE, HOUR, 1, Verdict::Delivered, 0.5), Next::Delivered);
+        assert_eq!(next_step(&SCHEDULE, HOUR, 1, Verdict::Gone, 0.5), Next::Failed { disable: true });
+        assert_eq!(next_step(&SCHEDULE, HOUR, 1, Verdict::Permanent, 0.5), Next::Failed { disable: false });
         let wait = Duration::from_secs(3);
-        assert_eq!(next_step(&SCHEDULE, 1, Verdict::RetryAfter(wait), 0.5), Next::RetryIn(wait));
+        assert_eq!(next_step(&SCHEDULE, HOUR, 1, Verdict::RetryAfter(wait), 0.5), Next::RetryIn(wait));
         // Retry-After shorter than the schedule: the schedule wins.
         let short = Duration::from_millis(10);
-        assert_eq!(next_step(&SCHEDULE, 2, Verdict::RetryAfter(short), 0.5), Next::RetryIn(Duration::from_millis(400)));
-        assert_eq!(next_step(&SCHEDULE, 4, Verdict::RetryAfter(wait), 0.5), Next::Failed { disable: false });
+        assert_eq!(
+            next_step(&SCHEDULE, HOUR, 2, Verdict::RetryAfter(short), 0.5),
+            Next::RetryIn(Duration::from_millis(400))
+        );
+        assert_eq!(next_step(&SCHEDULE, HOUR, 4, Verdict::RetryAfter(wait), 0.5), Next::Failed { disable: false });
+    }
+
+    #[test]
+    fn retry_after_is_bounded() {
+        let huge = Verdict::RetryAfter(Duration::from_secs(u64::MAX));
+        assert_eq!(next_step(&SCHEDULE, HOUR, 1, huge, 0.5), Next::RetryIn(HOUR));
+        let cap = Duration::from_secs(30);
+        assert_eq!(next_step(&SCHEDULE, cap, 1, huge, 0.5), Next::RetryIn(cap));
+        // Below the bound the wait counts in full; the schedule still wins when longer.
+        let wait = Duration::from_secs(20);
+        assert_eq!(next_step(&SCHEDULE, cap, 1, Verdict::RetryAfter(wait), 0.5), Next::RetryIn(wait));
+        let long = [Duration::from_secs(90)];
+        assert_eq!(next_step(&long, cap, 1, huge, 0.5), Next::RetryIn(Duration::from_secs(90)));
     }
 
     #[test]

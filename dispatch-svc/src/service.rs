@@ -55,6 +55,13 @@ impl DispatchService {
         Ok(record)
     }
 
+    /// Whether `id` is an endpoint of another tenant.
+    async fn foreign_endpoint(&self, tenant: &str, id: &str) -> Result<bool, DispatchError> {
+        let Some(raw) = self.shared.records.endpoint_raw(id).await? else { return Ok(false) };
+        let record: EndpointRecord = serde_json::from_slice(&raw)?;
+        Ok(record.tenant != tenant)
+    }
+
     async fn delivery(&self, tenant: &str, id: &str) -> Result<DeliveryRecord, DispatchError> {
         self.shared.records.get(tenant, id).await?.ok_or_else(|| DispatchError::NotFound(format!("delivery {id}")))
     }
@@ -173,6 +180,12 @@ impl Dispatch for DispatchService {
             status: status_from_wire(status)?,
         };
         let (limit, cursor) = page(page_request.as_ref())?;
+        if let Some(endpoint_id) = &filter.endpoint_id
+            && self.foreign_endpoint(tenant, endpoint_id).await?
+        {
+            // Nothing about another tenant's endpoint, not even a cursor.
+            return ok(ListDeliveriesResponse { deliveries: Vec::new(), page: Some(PageInfo::default()) });
+        }
         let (deliveries, next) = self.shared.records.list(&filter, cursor.as_deref(), limit).await?;
         ok(ListDeliveriesResponse {
             deliveries: deliveries.iter().map(delivery_to_wire).collect(),

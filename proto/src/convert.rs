@@ -4,6 +4,8 @@
 //! only secret that ever crosses the wire is a signing secret, in the
 //! dedicated `EndpointSecret` and `CreateEndpointResponse` messages.
 
+use std::collections::BTreeMap;
+
 use herald_common::model::{
     ClientAuth, EndpointRecord, EndpointStatus, EventTypeRecord, Format, Millis, Ordering, StoredAuth,
     SubscriptionRecord, TenantRecord,
@@ -124,51 +126,51 @@ impl From<&EventTypeRecord> for v1::EventType {
     }
 }
 
-impl From<&EndpointRecord> for v1::Endpoint {
-    fn from(e: &EndpointRecord) -> Self {
-        let EndpointRecord {
-            id,
-            tenant,
-            url,
-            description,
-            auth,
-            format,
-            template,
-            headers,
-            rate_limit_per_second,
-            max_in_flight,
-            ordering,
-            metadata,
-            max_batch_size,
-            handshake,
-            status,
-            disabled_reason,
-            signing_secrets: _,
-            created_at,
-            updated_at,
-        } = e;
-        v1::Endpoint {
-            id: id.clone(),
-            tenant: tenant.clone(),
-            spec: Some(v1::EndpointSpec {
-                url: url.clone(),
-                description: description.clone(),
-                auth: redacted_auth(auth),
-                format: format_to_wire(*format) as i32,
-                template: template.as_ref().map(|t| t.to_string().into_bytes()).unwrap_or_default(),
-                headers: headers.clone().into_iter().collect(),
-                rate_limit_per_second: *rate_limit_per_second,
-                max_in_flight: *max_in_flight,
-                ordering: ordering_to_wire(*ordering) as i32,
-                metadata: metadata.clone().into_iter().collect(),
-                max_batch_size: *max_batch_size,
-                handshake: *handshake,
-            }),
-            status: status_to_wire(*status) as i32,
-            disabled_reason: disabled_reason.clone().unwrap_or_default(),
-            created_at: timestamp(*created_at),
-            updated_at: timestamp(*updated_at),
-        }
+/// The wire form of an endpoint. Its header values are sealed in the
+/// record, so the caller opens them (`open_headers`) and passes them in.
+pub fn endpoint_to_wire(e: &EndpointRecord, open_headers: BTreeMap<String, String>) -> v1::Endpoint {
+    let EndpointRecord {
+        id,
+        tenant,
+        url,
+        description,
+        auth,
+        format,
+        template,
+        headers: _,
+        rate_limit_per_second,
+        max_in_flight,
+        ordering,
+        metadata,
+        max_batch_size,
+        handshake,
+        status,
+        disabled_reason,
+        signing_secrets: _,
+        created_at,
+        updated_at,
+    } = e;
+    v1::Endpoint {
+        id: id.clone(),
+        tenant: tenant.clone(),
+        spec: Some(v1::EndpointSpec {
+            url: url.clone(),
+            description: description.clone(),
+            auth: redacted_auth(auth),
+            format: format_to_wire(*format) as i32,
+            template: template.as_ref().map(|t| t.to_string().into_bytes()).unwrap_or_default(),
+            headers: open_headers.into_iter().collect(),
+            rate_limit_per_second: *rate_limit_per_second,
+            max_in_flight: *max_in_flight,
+            ordering: ordering_to_wire(*ordering) as i32,
+            metadata: metadata.clone().into_iter().collect(),
+            max_batch_size: *max_batch_size,
+            handshake: *handshake,
+        }),
+        status: status_to_wire(*status) as i32,
+        disabled_reason: disabled_reason.clone().unwrap_or_default(),
+        created_at: timestamp(*created_at),
+        updated_at: timestamp(*updated_at),
     }
 }
 

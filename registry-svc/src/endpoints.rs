@@ -12,7 +12,8 @@
 
 use std::collections::BTreeMap;
 
-use herald_common::crypto::random_secret;
+use herald_common::crypto::{Binding, random_secret};
+use herald_common::endpoint_secrets as sealing;
 use herald_common::ids;
 use herald_common::model::{ClientAuth, EndpointRecord, EndpointStatus, Millis, Sealed, SigningSecret, StoredAuth};
 use herald_common::time_fmt::now_millis;
@@ -84,9 +85,9 @@ fn prune_secrets(secrets: &mut Vec<SigningSecret>, now: Millis) {
     secrets.truncate(MAX_SIGNING_SECRETS);
 }
 
-fn new_signing_secret(registry: &Registry) -> (String, SigningSecret) {
+fn new_signing_secret(registry: &Registry, id: &str) -> (String, SigningSecret) {
     let secret = random_secret(SIGNING_SECRET_PREFIX);
-    let sealed = registry.config.secrets.seal(&secret);
+    let sealed = registry.config.secrets.seal(&secret, sealing::binding(id, sealing::SIGNING_SECRET));
     (secret, SigningSecret { secret: sealed, expires_at: None })
 }
 
@@ -100,7 +101,9 @@ impl Registry {
         }
     }
 
-    fn seal_secret(&self, v: &mut Violations, field: &str, plain: &str, keep: Option<&Sealed>) -> Option<Sealed> {
+    fn seal_secret(&self, v: &mut Violations, at: Binding<'_>, plain: &str, keep: Option<&Sealed>) -> Option<Sealed> {
+        // The slot is the field's name in the API.
+        let field = at.slot;
         if plain.is_empty() {
             if keep.is_none() {
                 v.add(field, "is required");
@@ -110,14 +113,20 @@ impl Registry {
             v.add(field, format!("must be at most {MAX_SECRET_LEN} characters"));
             None
         } else {
-            Some(self.config.secrets.seal(plain))
+            Some(self.config.secrets.seal(plain, at))
         }
     }
 
     /// Turns wire auth into stored auth, sealing secrets. An empty secret in
     /// an update of the same auth type keeps the stored one, because answers
     /// never show secrets and a client echoing an answer back sends them empty.
-    async fn stored_auth(&self, v: &mut Violations, wire: Option<EndpointAuth>, existing: &StoredAuth) -> StoredAuth {
+    async fn stored_auth(
+        &self,
+        v: &mut Violations,
+        id: &str,
+        wire: Option<EndpointAuth>,
+        existing: &StoredAuth,
+    ) -> StoredAuth {
         let Some(kind) = wire.and_then(|a| a.kind) else { return StoredAuth::None };
         match kind {
             Kind::Basic(basic) => {
@@ -128,7 +137,7 @@ impl Registry {
                 v.check(!basic.username.is_empty(), "auth.username", "is required");
                 validate::text(v, "auth.username", &basic.username, validate::MAX_NAME);
                 v.check(!basic.username.contains(':'), "auth.username", "may not contain ':'");
-                let password = self.seal_secret(v, "auth.password", &basic.password, keep);
+                let password = self.seal_secret(v, sealing::binding(id, sealing::PASSWORD), &basic.password, keep);
                 StoredAuth::Basic { username: basic.username, password: password.unwrap_or(Sealed(String::new())) }
             }
             Kind::Bearer(bearer) => {
@@ -136,7 +145,7 @@ impl Registry {
                     StoredAuth::Bearer { token } => Some(token),
                     _ => None,
                 };
-                let token = self.seal_secret(v, "auth.token", &bearer.token, keep);
+                let token = self.seal_secret(v, sealing::binding(id, sealing::TOKEN), &bearer.token, keep);
                 StoredAuth::Bearer { token: token.unwrap_or(Sealed(String::new())) }
             }
             Kind::Oauth2ClientCredentials(oauth) => {
@@ -149,7 +158,8 @@ impl Registry {
                 validate::text(v, "auth.clientId", &oauth.client_id, validate::MAX_NAME);
                 validate::text(v, "auth.scope", &oauth.scope, validate::MAX_DESCRIPTION);
                 validate::text(v, "auth.audience", &oauth.audience, validate::MAX_DESCRIPTION);
-                let client_secret = self.seal_secret(v, "auth.clientSecret", &oauth.client_secret, keep);
+                let client_secret =
+                    self.seal_secret(v, sealing::binding(id, sealing::CLIENT_SECRET), &oauth.client_secret, keep);
                 let client_auth = match oauth.client_auth.as_str() {
                     "" | "basic" => ClientAuth::Basic,
                     "post" => ClientAuth::Post,
@@ -198,7 +208,7 @@ impl Registry {
             record.description = description;
         }
         if named("auth") {
-            record.auth = self.stored_auth(&mut v, auth, &record.auth).await;
+            record.auth = self.stored_auth(&mut v, &record.id, auth, &record.auth).await;
         }
         if named("format") {
             match v1::EndpointFormat::try_from(format) {
@@ -211,7 +221,7 @@ impl Registry {
         }
         if named("headers") {
             validate::headers(&mut v, &headers);
-            record.headers = headers.into_iter().collect();
+            record.headers = sealing::seal_headers(&self.config.secrets, &record.id, headers);
         }
         if named("rate_limit_per_second") {
             v.check(rate_limit_per_second != Some(0), "rateLimitPerSecond", "must be at least 1");
@@ -278,7 +288,7 @@ impl Registry {
         };
         let spec = spec.ok_or_else(|| RegistryError::invalid("url", "is required"))?;
         let now = now_millis();
-        let (secret, signing) = new_signing_secret(self);
+        let (secret, signing) = new_signing_secret(self, &id);
         let mut record = EndpointRecord {
             id,
             tenant: tenant.to_owned(),
@@ -301,14 +311,24 @@ impl Registry {
             updated_at: now,
         };
         self.apply_spec(&mut record, spec, SPEC_FIELDS).await?;
-        match self.store.create_endpoint(&record).await? {
+        let quota = self.config.max_endpoints_per_tenant;
+        match self.store.create_endpoint(&record, quota).await? {
             Created::Yes => {
                 tracing::info!(tenant = %tenant, endpoint = %record.id, "endpoint created");
                 Ok((record, secret))
             }
             Created::Exists => Err(RegistryError::AlreadyExists(format!("endpoint {}", record.id))),
             Created::NoParent => Err(RegistryError::not_found("tenant", tenant)),
+            Created::OverQuota => {
+                Err(RegistryError::quota(tenant, quota, "endpoints", "HERALD_MAX_ENDPOINTS_PER_TENANT"))
+            }
         }
+    }
+
+    /// The wire form of an endpoint, its header values opened.
+    pub fn endpoint_answer(&self, record: &EndpointRecord) -> Result<v1::Endpoint> {
+        let headers = sealing::open_headers(&self.config.secrets, record)?;
+        Ok(herald_proto::convert::endpoint_to_wire(record, headers))
     }
 
     pub async fn endpoint(&self, tenant: &str, id: &str) -> Result<EndpointRecord> {
@@ -344,6 +364,7 @@ impl Registry {
             let now = now_millis();
             record.updated_at = now.max(record.updated_at);
             prune_secrets(&mut record.signing_secrets, now);
+            sealing::reseal(&self.config.secrets, &mut record);
             if self.store.swap_endpoint(&record, &raw).await? {
                 tracing::info!(tenant = %tenant, endpoint = %id, fields = ?named.iter().map(|f| camel(f)).collect::<Vec<_>>(), "endpoint updated");
                 return Ok(record);
@@ -366,6 +387,7 @@ impl Registry {
             let out = change(&mut record, now);
             record.updated_at = now.max(record.updated_at);
             prune_secrets(&mut record.signing_secrets, now);
+            sealing::reseal(&self.config.secrets, &mut record);
             if self.store.swap_endpoint(&record, &raw).await? {
                 return Ok((record, out));
             }
@@ -413,14 +435,14 @@ impl Registry {
         let current = record.signing_secrets.first().ok_or_else(|| {
             RegistryError::Common(herald_common::CommonError::Config(format!("endpoint {id} has no signing secret")))
         })?;
-        Ok(self.config.secrets.open(&current.secret)?)
+        Ok(self.config.secrets.open(&current.secret, sealing::binding(id, sealing::SIGNING_SECRET))?)
     }
 
     /// A new signing secret goes first; the previous one keeps signing for 24 hours.
     pub async fn rotate_endpoint_secret(&self, tenant: &str, id: &str) -> Result<String> {
         let (_, secret) = self
             .modify_endpoint(tenant, id, |record, now| {
-                let (secret, fresh) = new_signing_secret(self);
+                let (secret, fresh) = new_signing_secret(self, &record.id);
                 for old in &mut record.signing_secrets {
                     let until = now + ROTATION_OVERLAP_MS;
                     old.expires_at = Some(old.expires_at.map_or(until, |at| at.min(until)));

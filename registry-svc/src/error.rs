@@ -37,6 +37,9 @@ pub enum RegistryError {
     AlreadyExists(String),
     #[error("{0}")]
     Unauthenticated(&'static str),
+    /// A tenant has as many of something as its quota allows.
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// A write lost a race with another writer too many times in a row.
     #[error("{0} was changed concurrently, try again")]
     Conflict(String),
@@ -76,6 +79,11 @@ impl RegistryError {
         RegistryError::Invalid(vec![FieldError::new(field, message)])
     }
 
+    /// `what` are e.g. `endpoints`; `variable` names the limit for the operator.
+    pub fn quota(tenant: &str, limit: u64, what: &str, variable: &str) -> Self {
+        RegistryError::QuotaExceeded(format!("tenant {tenant} has reached its limit of {limit} {what} ({variable})"))
+    }
+
     pub fn not_found(what: &str, id: &str) -> Self {
         RegistryError::NotFound(format!("{what} {id}"))
     }
@@ -113,6 +121,7 @@ impl From<RegistryError> for tonic::Status {
             RegistryError::AlreadyExists(_) => tonic::Status::already_exists(message),
             RegistryError::Unauthenticated(_) => tonic::Status::unauthenticated(message),
             RegistryError::Conflict(_) => tonic::Status::aborted(message),
+            RegistryError::QuotaExceeded(_) => tonic::Status::failed_precondition(message),
             RegistryError::Redis(ref e) | RegistryError::Common(CommonError::Redis(ref e)) => {
                 let code = redis_code(e);
                 tracing::warn!(error = %message, "registry request failed on redis");
@@ -161,6 +170,10 @@ mod tests {
         assert_eq!(tonic::Status::from(RegistryError::not_found("endpoint", "ep_1")).code(), Code::NotFound);
         assert_eq!(tonic::Status::from(RegistryError::AlreadyExists("tenant a".into())).code(), Code::AlreadyExists);
         assert_eq!(tonic::Status::from(RegistryError::Unauthenticated("no")).code(), Code::Unauthenticated);
+        let quota =
+            tonic::Status::from(RegistryError::quota("acme", 2, "endpoints", "HERALD_MAX_ENDPOINTS_PER_TENANT"));
+        assert_eq!(quota.code(), Code::FailedPrecondition);
+        assert!(quota.message().contains("HERALD_MAX_ENDPOINTS_PER_TENANT"), "{}", quota.message());
         let io = redis::RedisError::from(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused"));
         assert_eq!(tonic::Status::from(RegistryError::Redis(io)).code(), Code::Unavailable);
     }

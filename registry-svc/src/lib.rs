@@ -15,11 +15,10 @@ use std::sync::Arc;
 
 use herald_common::admin::{self, Serving};
 use herald_common::config::HeraldConfig;
-use herald_proto::server::TokenCheck;
+use herald_proto::server::GrpcAuth;
 use herald_proto::v1::registry_server::{RegistryServer, SERVICE_NAME};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 
 pub mod catalog;
@@ -120,11 +119,10 @@ async fn serve_grpc(
         .register_encoded_file_descriptor_set(herald_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-    let registry_service = InterceptedService::new(
+    let registry_service = GrpcAuth::new(config.grpc_token.as_deref(), &config.grpc_publish_tokens).guard(
         RegistryServer::new(RegistryService::new(registry))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        TokenCheck::new(config.grpc_token.as_deref()),
     );
 
     let grpc_addr = grpc.local_addr()?;

@@ -37,6 +37,17 @@ impl RegistryService {
     pub fn new(registry: Arc<Registry>) -> Self {
         RegistryService { registry }
     }
+
+    async fn endpoint_status(
+        &self,
+        tenant: String,
+        id: String,
+        status: EndpointStatus,
+        reason: Option<String>,
+    ) -> Answer<v1::Endpoint> {
+        let record = self.registry.set_endpoint_status(&tenant, &id, status, reason).await?;
+        ok(self.registry.endpoint_answer(&record)?)
+    }
 }
 
 fn page_info(next: Option<String>) -> Option<PageInfo> {
@@ -163,24 +174,25 @@ impl RegistryRpc for RegistryService {
     async fn create_endpoint(&self, request: Request<CreateEndpointRequest>) -> Answer<CreateEndpointResponse> {
         let CreateEndpointRequest { tenant, spec, id } = request.into_inner();
         let (record, signing_secret) = self.registry.create_endpoint(&tenant, id, spec).await?;
-        ok(CreateEndpointResponse { endpoint: Some((&record).into()), signing_secret })
+        ok(CreateEndpointResponse { endpoint: Some(self.registry.endpoint_answer(&record)?), signing_secret })
     }
 
     async fn get_endpoint(&self, request: Request<EndpointRef>) -> Answer<v1::Endpoint> {
         let EndpointRef { tenant, id } = request.into_inner();
-        ok((&self.registry.endpoint(&tenant, &id).await?).into())
+        ok(self.registry.endpoint_answer(&self.registry.endpoint(&tenant, &id).await?)?)
     }
 
     async fn list_endpoints(&self, request: Request<ListEndpointsRequest>) -> Answer<ListEndpointsResponse> {
         let ListEndpointsRequest { tenant, page } = request.into_inner();
         let page = validate::page(page.as_ref())?;
         let (endpoints, next) = self.registry.list_endpoints(&tenant, &page).await?;
-        ok(ListEndpointsResponse { endpoints: endpoints.iter().map(Into::into).collect(), page: page_info(next) })
+        let endpoints = endpoints.iter().map(|e| self.registry.endpoint_answer(e)).collect::<Result<_, _>>()?;
+        ok(ListEndpointsResponse { endpoints, page: page_info(next) })
     }
 
     async fn update_endpoint(&self, request: Request<UpdateEndpointRequest>) -> Answer<v1::Endpoint> {
         let UpdateEndpointRequest { tenant, id, spec, fields } = request.into_inner();
-        ok((&self.registry.update_endpoint(&tenant, &id, spec, fields).await?).into())
+        ok(self.registry.endpoint_answer(&self.registry.update_endpoint(&tenant, &id, spec, fields).await?)?)
     }
 
     async fn delete_endpoint(&self, request: Request<EndpointRef>) -> Answer<DeleteResponse> {
@@ -191,17 +203,17 @@ impl RegistryRpc for RegistryService {
 
     async fn activate_endpoint(&self, request: Request<EndpointRef>) -> Answer<v1::Endpoint> {
         let EndpointRef { tenant, id } = request.into_inner();
-        ok((&self.registry.set_endpoint_status(&tenant, &id, EndpointStatus::Active, None).await?).into())
+        self.endpoint_status(tenant, id, EndpointStatus::Active, None).await
     }
 
     async fn deactivate_endpoint(&self, request: Request<EndpointRef>) -> Answer<v1::Endpoint> {
         let EndpointRef { tenant, id } = request.into_inner();
-        ok((&self.registry.set_endpoint_status(&tenant, &id, EndpointStatus::Deactivated, None).await?).into())
+        self.endpoint_status(tenant, id, EndpointStatus::Deactivated, None).await
     }
 
     async fn disable_endpoint(&self, request: Request<DisableEndpointRequest>) -> Answer<v1::Endpoint> {
         let DisableEndpointRequest { tenant, id, reason } = request.into_inner();
-        ok((&self.registry.set_endpoint_status(&tenant, &id, EndpointStatus::Disabled, Some(reason)).await?).into())
+        self.endpoint_status(tenant, id, EndpointStatus::Disabled, Some(reason)).await
     }
 
     async fn get_endpoint_secret(&self, request: Request<EndpointRef>) -> Answer<EndpointSecret> {

@@ -105,14 +105,18 @@ fn change_entry_lua(op: &str) -> String {
     )
 }
 
-/// Creates an endpoint while its tenant exists and announces it.
+/// Creates an endpoint while its tenant exists and has fewer than its quota,
+/// and announces it. The count is taken in the same step, so creations
+/// racing each other cannot pass the quota together.
 /// KEYS: endpoint, tenant endpoints, changes, routing generation, tenant.
-/// ARGV: json, id, tenant. Answers 1 created, 0 id taken, 2 no tenant.
+/// ARGV: json, id, tenant, quota. Answers 1 created, 0 id taken, 2 no
+/// tenant, 3 quota reached.
 static CREATE_ENDPOINT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r"
 if redis.call('EXISTS', KEYS[5]) == 0 then return 2 end
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then return 3 end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[2], 0, ARGV[2])
 {}
@@ -137,14 +141,16 @@ return 1
     ))
 });
 
-/// Creates a subscription while its endpoint exists and indexes it.
+/// Creates a subscription while its endpoint exists and its tenant has fewer
+/// than its quota, and indexes it.
 /// KEYS: subscription, tenant subscriptions, endpoint subscriptions, endpoint,
 /// routing generation, then one route index per event type.
-/// ARGV: json, id. Answers 1 created, 0 no endpoint.
+/// ARGV: json, id, quota. Answers 1 created, 0 no endpoint, 2 quota reached.
 static CREATE_SUBSCRIPTION: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if redis.call('EXISTS', KEYS[4]) == 0 then return 0 end
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then return 2 end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[2], 0, ARGV[2])
 redis.call('ZADD', KEYS[3], 0, ARGV[2])
@@ -186,6 +192,8 @@ pub enum Created {
     Yes,
     Exists,
     NoParent,
+    /// The tenant has as many as its quota allows.
+    OverQuota,
 }
 
 pub enum EventTypeWrite {
@@ -530,7 +538,7 @@ impl Store {
 
     // ------------------------------------------------------------ endpoints
 
-    pub async fn create_endpoint(&self, endpoint: &EndpointRecord) -> Result<Created> {
+    pub async fn create_endpoint(&self, endpoint: &EndpointRecord, quota: u64) -> Result<Created> {
         let mut conn = self.conn.clone();
         let answer: i64 = CREATE_ENDPOINT
             .key(self.keys.endpoint(&endpoint.id))
@@ -541,11 +549,13 @@ impl Store {
             .arg(serde_json::to_string(endpoint)?)
             .arg(&endpoint.id)
             .arg(&endpoint.tenant)
+            .arg(quota)
             .invoke_async(&mut conn)
             .await?;
         Ok(match answer {
             1 => Created::Yes,
             0 => Created::Exists,
+            3 => Created::OverQuota,
             _ => Created::NoParent,
         })
     }
@@ -607,7 +617,8 @@ impl Store {
 
     // ------------------------------------------------------------ subscriptions
 
-    pub async fn create_subscription(&self, sub: &SubscriptionRecord) -> Result<bool> {
+    /// [`Created::NoParent`] when the endpoint is gone.
+    pub async fn create_subscription(&self, sub: &SubscriptionRecord, quota: u64) -> Result<Created> {
         let keys = &self.keys;
         let mut invocation = CREATE_SUBSCRIPTION.prepare_invoke();
         invocation
@@ -619,10 +630,14 @@ impl Store {
         for event_type in &sub.event_types {
             invocation.key(keys.subscription_index(&sub.tenant, event_type));
         }
-        invocation.arg(serde_json::to_string(sub)?).arg(&sub.id);
+        invocation.arg(serde_json::to_string(sub)?).arg(&sub.id).arg(quota);
         let mut conn = self.conn.clone();
         let answer: i64 = invocation.invoke_async(&mut conn).await?;
-        Ok(answer == 1)
+        Ok(match answer {
+            1 => Created::Yes,
+            2 => Created::OverQuota,
+            _ => Created::NoParent,
+        })
     }
 
     pub async fn subscription(&self, id: &str) -> Result<Option<SubscriptionRecord>> {

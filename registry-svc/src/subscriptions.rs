@@ -12,6 +12,7 @@ use herald_common::time_fmt::now_millis;
 
 use crate::Registry;
 use crate::error::{RegistryError, Result};
+use crate::store::Created;
 use crate::validate::{self, Page, Violations};
 
 pub const WILDCARD: &str = "*";
@@ -69,9 +70,21 @@ impl Registry {
             metadata: metadata.into_iter().collect::<BTreeMap<_, _>>(),
             created_at: now_millis(),
         };
-        if !self.store.create_subscription(&record).await? {
+        let quota = self.config.max_subscriptions_per_tenant;
+        match self.store.create_subscription(&record, quota).await? {
+            Created::Yes => {}
+            Created::OverQuota => {
+                return Err(RegistryError::quota(
+                    tenant,
+                    quota,
+                    "subscriptions",
+                    "HERALD_MAX_SUBSCRIPTIONS_PER_TENANT",
+                ));
+            }
             // The endpoint was deleted between the check and the write.
-            return Err(RegistryError::invalid("endpointId", format!("endpoint {} not found", record.endpoint_id)));
+            Created::NoParent | Created::Exists => {
+                return Err(RegistryError::invalid("endpointId", format!("endpoint {} not found", record.endpoint_id)));
+            }
         }
         tracing::info!(tenant = %tenant, subscription = %record.id, endpoint = %record.endpoint_id, "subscription created");
         Ok(record)

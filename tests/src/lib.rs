@@ -529,6 +529,9 @@ struct ReceiverState {
     arrived: Notify,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
+    /// While set, answers wait (after the request is recorded) until released.
+    held: std::sync::atomic::AtomicBool,
+    released: Notify,
 }
 
 /// A real HTTP server on 127.0.0.1:0 that records every request.
@@ -570,6 +573,13 @@ async fn receive(
         at: Instant::now(),
     });
     state.arrived.notify_waiters();
+    loop {
+        let released = state.released.notified();
+        if !state.held.load(Ordering::SeqCst) {
+            break;
+        }
+        released.await;
+    }
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
     }
@@ -611,6 +621,16 @@ impl Receiver {
 
     pub fn respond_with_reply(&self, reply: Reply) {
         *self.state.default_reply.lock().unwrap() = Some(reply);
+    }
+
+    /// Requests from now on are recorded but not answered until [`Self::release`].
+    pub fn hold(&self) {
+        self.state.held.store(true, Ordering::SeqCst);
+    }
+
+    pub fn release(&self) {
+        self.state.held.store(false, Ordering::SeqCst);
+        self.state.released.notify_waiters();
     }
 
     /// Answer the next requests with these replies, in order.

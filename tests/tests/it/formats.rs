@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald_common::crypto::{SecretBox, random_secret};
+use herald_common::endpoint_secrets as sealing;
 use herald_common::model::{
     ClientAuth, EndpointRecord, EndpointStatus, Format, Ordering, SigningSecret, StoredAuth, StoredEvent,
 };
@@ -29,15 +30,15 @@ fn client() -> reqwest::Client {
 }
 
 fn endpoint(url: &str, format: Format, secrets: &SecretBox, signing: &[(&str, Option<i64>)]) -> EndpointRecord {
+    let id = ids::new_id(ids::ENDPOINT);
     EndpointRecord {
-        id: ids::new_id(ids::ENDPOINT),
         tenant: "acme".into(),
         url: url.into(),
         description: String::new(),
         auth: StoredAuth::None,
         format,
         template: None,
-        headers: [("X-Partner".to_owned(), "p-42".to_owned())].into(),
+        headers: sealing::seal_headers(secrets, &id, [("X-Partner".to_owned(), "p-42".to_owned())]),
         rate_limit_per_second: None,
         max_in_flight: None,
         ordering: Ordering::None,
@@ -48,10 +49,14 @@ fn endpoint(url: &str, format: Format, secrets: &SecretBox, signing: &[(&str, Op
         disabled_reason: None,
         signing_secrets: signing
             .iter()
-            .map(|(secret, expires_at)| SigningSecret { secret: secrets.seal(secret), expires_at: *expires_at })
+            .map(|(secret, expires_at)| SigningSecret {
+                secret: secrets.seal(secret, sealing::binding(&id, sealing::SIGNING_SECRET)),
+                expires_at: *expires_at,
+            })
             .collect(),
         created_at: 0,
         updated_at: 0,
+        id,
     }
 }
 
@@ -231,7 +236,7 @@ async fn oauth_cloudevents_subscriber_gets_a_fresh_token_after_401() {
     record.auth = StoredAuth::Oauth2ClientCredentials {
         token_url: tokens_server.url(),
         client_id: "herald".into(),
-        client_secret: secrets.seal("client-secret"),
+        client_secret: secrets.seal("client-secret", sealing::binding(&record.id, sealing::CLIENT_SECRET)),
         scope: Some("notifications".into()),
         audience: None,
         client_auth: ClientAuth::Post,

@@ -6,6 +6,7 @@
 
 use std::collections::HashSet;
 
+use herald_common::endpoint_secrets as sealing;
 use herald_common::model::Job;
 use herald_proto::v1::endpoint_auth::{Basic, Kind, OAuth2ClientCredentials};
 use herald_proto::v1::registry_client::RegistryClient;
@@ -740,7 +741,10 @@ async fn secrets_are_sealed_at_rest() {
     let record: herald_common::model::EndpointRecord = serde_json::from_str(&raw_oauth).unwrap();
     match &record.auth {
         herald_common::model::StoredAuth::Oauth2ClientCredentials { client_secret, client_auth, .. } => {
-            assert_eq!(stack.config.secrets.open(client_secret).unwrap(), "cl1ent-secret-value");
+            assert_eq!(
+                stack.config.secrets.open(client_secret, sealing::binding(&record.id, sealing::CLIENT_SECRET)).unwrap(),
+                "cl1ent-secret-value"
+            );
             assert_eq!(*client_auth, herald_common::model::ClientAuth::Post);
         }
         other => panic!("unexpected {other:?}"),
@@ -758,9 +762,10 @@ async fn secrets_are_sealed_at_rest() {
     let raw: String = conn.get(stack.keys.endpoint(&ep.id)).await.unwrap();
     let record: herald_common::model::EndpointRecord = serde_json::from_str(&raw).unwrap();
     assert_eq!(record.signing_secrets.len(), 2);
-    assert_eq!(stack.config.secrets.open(&record.signing_secrets[0].secret).unwrap(), rotated);
+    let signing_binding = sealing::binding(&record.id, sealing::SIGNING_SECRET);
+    assert_eq!(stack.config.secrets.open(&record.signing_secrets[0].secret, signing_binding).unwrap(), rotated);
     assert_eq!(record.signing_secrets[0].expires_at, None);
-    assert_eq!(stack.config.secrets.open(&record.signing_secrets[1].secret).unwrap(), signing);
+    assert_eq!(stack.config.secrets.open(&record.signing_secrets[1].secret, signing_binding).unwrap(), signing);
     let expires = record.signing_secrets[1].expires_at.unwrap();
     let day = 24 * 3_600_000;
     let now = herald_common::time_fmt::now_millis();
@@ -785,7 +790,10 @@ async fn secrets_are_sealed_at_rest() {
     let record: herald_common::model::EndpointRecord = serde_json::from_str(&raw).unwrap();
     match &record.auth {
         herald_common::model::StoredAuth::Basic { password, .. } => {
-            assert_eq!(stack.config.secrets.open(password).unwrap(), "pa55-word-basic");
+            assert_eq!(
+                stack.config.secrets.open(password, sealing::binding(&record.id, sealing::PASSWORD)).unwrap(),
+                "pa55-word-basic"
+            );
         }
         other => panic!("unexpected {other:?}"),
     }

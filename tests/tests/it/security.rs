@@ -488,6 +488,7 @@ async fn exercise_secrets(stack: &Stack) -> Secrets {
     let client_secret = format!("oauth-cs-{unique}");
     let failing_secret = format!("oauth-cs-fail-{unique}");
     let payload_marker = format!("payload-marker-{unique}");
+    let header_value = format!("header-api-key-{unique}");
     let receiver = Receiver::start().await;
     let tokens = TokenServer::start().await;
     let refusing_tokens = TokenServer::start().await;
@@ -509,10 +510,12 @@ async fn exercise_secrets(stack: &Stack) -> Secrets {
         ("oauth client secret", client_secret.clone()),
         ("oauth client secret (failing)", failing_secret.clone()),
         ("api key", key.clone()),
+        ("custom header value", header_value.clone()),
     ];
     let mut ids = Vec::new();
     for auth in auths {
-        let a = create_endpoint(stack, &key, json!({"url": receiver.url(), "auth": auth})).await;
+        let headers = json!({"X-Api-Key": header_value});
+        let a = create_endpoint(stack, &key, json!({"url": receiver.url(), "auth": auth, "headers": headers})).await;
         assert_eq!(a.status, 201, "{}", a.raw);
         for needle in [&password, &token, &client_secret, &failing_secret] {
             assert!(!a.raw.contains(needle.as_str()), "the 201 answer carries an auth secret: {}", a.raw);
@@ -536,6 +539,7 @@ async fn exercise_secrets(stack: &Stack) -> Secrets {
     assert!(authorizations.contains(&format!("Basic {basic}")), "{authorizations:?}");
     assert!(authorizations.contains(&format!("Bearer {token}")), "{authorizations:?}");
     assert!(authorizations.iter().any(|a| a.starts_with("Bearer tok-")), "{authorizations:?}");
+    assert!(got.iter().all(|r| r.header("x-api-key") == Some(header_value.as_str())), "{got:?}");
     // The refusing token endpoint was asked (and the delivery failed), so its secret was used too.
     let deadline = Instant::now() + WAIT;
     while refusing_tokens.requests() == 0 {
@@ -552,6 +556,8 @@ async fn exercise_secrets(stack: &Stack) -> Secrets {
         for (what, value) in &values[..4] {
             assert!(!a.raw.contains(value.as_str()), "{path} answers the {what}: {}", a.raw);
         }
+        // Header values are sealed in Redis but answered as the API always did.
+        assert!(a.raw.contains(&header_value), "{path} does not answer the header value: {}", a.raw);
     }
     Secrets { values, payload_marker }
 }
@@ -743,6 +749,7 @@ async fn exercise_secrets_over(stack: &ProcessStack) -> Secrets {
     let client_secret = format!("oauth-cs-{unique}");
     let failing_secret = format!("oauth-cs-fail-{unique}");
     let payload_marker = format!("payload-marker-{unique}");
+    let header_value = format!("header-api-key-{unique}");
     let receiver = Receiver::start().await;
     let rejecting = Receiver::start().await;
     rejecting.respond_with(401);
@@ -769,9 +776,11 @@ async fn exercise_secrets_over(stack: &ProcessStack) -> Secrets {
         ("oauth client secret", client_secret),
         ("oauth client secret (failing)", failing_secret),
         ("api key", key.clone()),
+        ("custom header value", header_value.clone()),
     ];
     for (url, auth) in endpoints {
-        let a = answer(tenant_req(Method::POST, "/v1/endpoints").json(&json!({"url": url, "auth": auth}))).await;
+        let body = json!({"url": url, "auth": auth, "headers": {"X-Api-Key": header_value}});
+        let a = answer(tenant_req(Method::POST, "/v1/endpoints").json(&body)).await;
         assert_eq!(a.status, 201, "{}", a.raw);
         let id = a.body["id"].as_str().unwrap().to_owned();
         let s = answer(tenant_req(Method::GET, &format!("/v1/endpoints/{id}/secret"))).await;
