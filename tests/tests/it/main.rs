@@ -3,12 +3,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod catalog;
+mod cli;
 mod cluster;
 mod control;
 mod dispatch;
 mod faults;
 mod formats;
 mod gateway;
+mod observability;
 mod observe;
 mod profiles;
 mod registry;
