@@ -33,8 +33,9 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct Global {
-    /// The gateway's base URL [default: http://localhost:8080].
-    #[arg(long, env = "HERALD_URL", global = true)]
+    /// The gateway's base URL [default: http://localhost:8080]. Given before
+    /// the command, since `--url` after `endpoints create` is the endpoint's.
+    #[arg(long, env = "HERALD_URL")]
     pub url: Option<String>,
     /// The admin token or a tenant API key (hk_…).
     #[arg(long, env = "HERALD_TOKEN", global = true, hide_env_values = true)]
@@ -99,6 +100,9 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct LoginArgs {
+    /// The gateway's base URL to save (overrides HERALD_URL and `herald --url`).
+    #[arg(long)]
+    pub url: Option<String>,
     /// Save without first checking that the gateway accepts the token.
     #[arg(long)]
     pub no_check: bool,
@@ -179,6 +183,23 @@ mod tests {
     #[test]
     fn the_grammar_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn url_after_a_command_is_that_command_s() {
+        let cli = Cli::try_parse_from(["herald", "--url", "http://gw", "endpoints", "create", "--url", "https://x/h"]);
+        let cli = cli.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cli.global.url.as_deref(), Some("http://gw"));
+        match cli.command {
+            Command::Endpoints(crate::commands::endpoints::EndpointCommand::Create(fields)) => {
+                assert_eq!(fields.url.as_deref(), Some("https://x/h"))
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::try_parse_from(["herald", "login", "--url", "http://gw", "--token", "t"]);
+        let cli = cli.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cli.global.token.as_deref(), Some("t"));
+        assert!(matches!(cli.command, Command::Login(LoginArgs { url: Some(_), .. })));
     }
 
     #[test]

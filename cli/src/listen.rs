@@ -29,7 +29,8 @@ struct Listener {
 
 pub async fn run(args: ListenArgs) -> Result<(), CliError> {
     let ListenArgs { port, host, secret, status } = args;
-    let secret = secret.as_deref().map(Secret::parse).transpose()?;
+    let secret =
+        secret.as_deref().map(Secret::parse).transpose().map_err(|e| CliError::usage(format!("--secret: {e}")))?;
     let status = StatusCode::from_u16(status).map_err(|e| CliError::usage(format!("--status {status}: {e}")))?;
     let listener = tokio::net::TcpListener::bind((host.as_str(), port))
         .await

@@ -9,7 +9,10 @@ use crate::client::Client;
 use crate::config::{self, Profile, Settings};
 use crate::error::CliError;
 
-pub async fn run(global: &Global, settings: Settings, args: LoginArgs) -> Result<(), CliError> {
+pub async fn run(global: &Global, mut settings: Settings, args: LoginArgs) -> Result<(), CliError> {
+    if let Some(url) = args.url {
+        settings.url = url;
+    }
     let token = settings.token.clone().ok_or_else(|| CliError::usage("login needs --token (or HERALD_TOKEN)"))?;
     if !args.no_check {
         let client = Client::new(settings.clone())?;

@@ -90,7 +90,8 @@ impl Herald {
         all.extend(["--output", "json"]);
         let ran = self.run(&all).await;
         assert_eq!(ran.code, 0, "herald {args:?} failed: {}{}", ran.stdout, ran.stderr);
-        serde_json::from_str(&ran.stdout).unwrap_or_else(|e| panic!("herald {args:?} printed no JSON ({e}): {}", ran.stdout))
+        serde_json::from_str(&ran.stdout)
+            .unwrap_or_else(|e| panic!("herald {args:?} printed no JSON ({e}): {}", ran.stdout))
     }
 }
 
@@ -269,7 +270,9 @@ async fn recover_follows_the_re_sent_deliveries_until_none_is_pending() {
     // One attempt and three retries each (the test schedule is 200ms, 400ms, 800ms).
     let mut failed = Vec::new();
     for _ in 0..150 {
-        failed = integrator.json(&["deliveries", "list", "--endpoint", &endpoint_id, "--status", "failed"]).await
+        failed = integrator
+            .json(&["deliveries", "list", "--endpoint", &endpoint_id, "--status", "failed"])
+            .await
             .as_array()
             .cloned()
             .unwrap_or_default();

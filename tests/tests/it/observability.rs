@@ -92,7 +92,8 @@ async fn every_series_the_dashboard_and_alerts_use_is_exported() {
     // The first attempt and its three retries (200ms, 400ms, 800ms in tests).
     failing.wait_for(4, WAIT).await;
 
-    let urls = [&stack.registry_admin_url, &stack.dispatch_admin_url, &stack.gateway_url].map(|u| format!("{u}/metrics"));
+    let urls =
+        [&stack.registry_admin_url, &stack.dispatch_admin_url, &stack.gateway_url].map(|u| format!("{u}/metrics"));
     // Partition gauges are sampled every few seconds by their owner.
     let deadline = tokio::time::Instant::now() + WAIT;
     let missing = loop {
