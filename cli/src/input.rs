@@ -73,7 +73,8 @@ pub fn time_arg(flag: &str, raw: &str, now: OffsetDateTime) -> Result<String, Cl
     let at = match OffsetDateTime::parse(raw.trim(), &Rfc3339) {
         Ok(at) => at,
         Err(_) => match duration(raw) {
-            Some(ago) => now - ago,
+            // Whole seconds: nobody means "1h" to the nanosecond.
+            Some(ago) => (now - ago).replace_nanosecond(0).unwrap_or(now - ago),
             None => {
                 return Err(CliError::usage(format!(
                     "{flag} {raw:?} is neither an RFC 3339 time nor a duration like 30m, 1h or 2d"

@@ -37,7 +37,7 @@ pub async fn run(args: ListenArgs) -> Result<(), CliError> {
         .map_err(CliError::io(format!("listening on {host}:{port}")))?;
     let addr = listener.local_addr().map_err(CliError::io("reading the bound address"))?;
     let checking = if secret.is_some() { "checking signatures" } else { "not checking signatures (no --secret)" };
-    println!("listening on http://{addr}, answering {}, {checking}; Ctrl-C stops", status.as_u16());
+    crate::output::line(format!("listening on http://{addr}, answering {}, {checking}; Ctrl-C stops", status.as_u16()));
     let state = Arc::new(Listener { secret, status, received: AtomicU64::new(0), stdout: Mutex::new(()) });
     let app = axum::Router::new().fallback(receive).with_state(state);
     axum::serve(listener, app)

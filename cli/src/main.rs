@@ -40,12 +40,17 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Listen(args) => return listen::run(args).await,
         Command::Verify(args) => return commands::verify::run(args),
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "herald", &mut std::io::stdout());
+            // Rendered whole first: the generator panics on a closed pipe.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "herald", &mut script);
+            output::bytes(&script);
             return Ok(());
         }
         Command::Man => {
-            let man = clap_mangen::Man::new(Cli::command());
-            return man.render(&mut std::io::stdout()).map_err(CliError::io("writing the man page"));
+            let mut page = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut page).map_err(CliError::io("rendering the man page"))?;
+            output::bytes(&page);
+            return Ok(());
         }
         _ => {}
     }

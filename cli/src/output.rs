@@ -2,6 +2,8 @@
 //! object, or an array for lists); tables pick a few columns per resource
 //! for people.
 
+use std::io::{ErrorKind, Write};
+
 use comfy_table::presets::NOTHING;
 use comfy_table::{ContentArrangement, Table};
 use serde_json::Value;
@@ -30,8 +32,26 @@ fn table() -> Table {
     table
 }
 
+/// Writes a line to standard output. A reader that went away (`| head`)
+/// ends the command quietly, as it does for other Unix tools.
+pub fn line(text: impl std::fmt::Display) {
+    bytes(format!("{text}\n").as_bytes());
+}
+
+/// Writes to standard output, as [`line`] does.
+pub fn bytes(data: &[u8]) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(data).and_then(|()| out.flush()) {
+        if e.kind() == ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to standard output: {e}");
+        std::process::exit(1);
+    }
+}
+
 pub fn json(value: &Value) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string()));
+    line(serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string()));
 }
 
 /// A list: a table of `columns`, or the JSON array of the items.
@@ -48,7 +68,7 @@ pub fn list(output: Output, items: &[Value], columns: &[Column]) {
             for item in items {
                 t.add_row(columns.iter().map(|(_, path)| cell(item, path)));
             }
-            println!("{t}");
+            line(t);
         }
     }
 }
@@ -61,7 +81,7 @@ pub fn one(output: Output, item: &Value) {
             for (name, _) in fields {
                 t.add_row([name.clone(), cell(item, name)]);
             }
-            println!("{t}");
+            line(t);
         }
         _ => json(item),
     }
@@ -70,7 +90,7 @@ pub fn one(output: Output, item: &Value) {
 /// A confirmation for people; JSON output prints nothing (the API answered no body).
 pub fn done(output: Output, message: &str) {
     if output == Output::Table {
-        println!("{message}");
+        line(message);
     }
 }
 

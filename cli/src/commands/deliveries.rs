@@ -71,7 +71,7 @@ pub async fn run(ctx: &Ctx, command: DeliveryCommand) -> Result<(), CliError> {
             let attempts = delivery.as_object_mut().and_then(|d| d.remove("attempts"));
             output::one(ctx.output, &delivery);
             if let Some(Value::Array(attempts)) = attempts {
-                println!();
+                output::line("");
                 output::list(ctx.output, &attempts, ATTEMPT_COLUMNS);
             }
         }

@@ -43,9 +43,9 @@ async fn publish(ctx: &Ctx, args: PublishArgs) -> Result<(), CliError> {
             let id = answer.get("id").and_then(Value::as_str).unwrap_or("?");
             let deliveries = answer.get("deliveries").and_then(Value::as_u64).unwrap_or(0);
             if answer.get("duplicate").and_then(Value::as_bool).unwrap_or(false) {
-                println!("{id} was published before: nothing new delivered");
+                crate::output::line(format!("{id} was published before: nothing new delivered"));
             } else {
-                println!("published {id}: {deliveries} deliveries");
+                crate::output::line(format!("published {id}: {deliveries} deliveries"));
             }
         }
     }

@@ -22,6 +22,6 @@ pub async fn run(global: &Global, mut settings: Settings, args: LoginArgs) -> Re
     let path = config::profile_path(global)?;
     let profile = Profile { url: Some(settings.url.clone()), token: Some(token), tenant: settings.tenant.clone() };
     config::save_profile(&path, &global.profile, profile)?;
-    println!("saved profile {:?} for {} in {}", global.profile, settings.url, path.display());
+    crate::output::line(format!("saved profile {:?} for {} in {}", global.profile, settings.url, path.display()));
     Ok(())
 }

@@ -89,7 +89,7 @@ pub async fn replay(ctx: &Ctx, args: ReplayArgs) -> Result<(), CliError> {
 fn report(ctx: &Ctx, answer: &Value, message: &str) {
     match ctx.output {
         Output::Json => crate::output::json(answer),
-        Output::Table => println!("{message}"),
+        Output::Table => crate::output::line(message),
     }
 }
 

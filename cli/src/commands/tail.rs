@@ -128,7 +128,7 @@ pub async fn run(ctx: &Ctx, args: TailArgs) -> Result<(), CliError> {
                         input::parse_time(&cell(item, "updatedAt")).is_some_and(|updated| updated >= since)
                     });
                     if changed && settled && (!first || recent) {
-                        println!("{}", line(ctx.output, item));
+                        crate::output::line(line(ctx.output, item));
                         printed += 1;
                         if count.is_some_and(|count| printed >= count) {
                             return Ok(());

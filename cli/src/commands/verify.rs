@@ -13,6 +13,6 @@ pub fn run(args: VerifyArgs) -> Result<(), CliError> {
     let mut body = Vec::new();
     std::io::stdin().read_to_end(&mut body).map_err(CliError::io("reading the body from standard input"))?;
     secret.verify(&id, &timestamp, &signatures, &body, signature::now())?;
-    println!("signature valid");
+    crate::output::line("signature valid");
     Ok(())
 }
