@@ -32,9 +32,16 @@ pub const READY: &str = "herald_ready";
 pub const REDIS_UP: &str = "herald_redis_up";
 /// A scrape waits at most this long for the readiness check.
 const SCRAPE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// A Redis check gives up before the scrape does, so an unreachable Redis
+/// is recorded as such rather than left at its last value.
+const REDIS_CHECK_TIMEOUT: Duration = Duration::from_millis(1500);
 
-/// Passes a Redis check's result through, recording it as `herald_redis_up`.
-pub fn record_redis(result: Result<(), String>) -> Result<(), String> {
+/// Runs a Redis check (bounded in time) and records its result as `herald_redis_up`.
+pub async fn check_redis(ping: impl Future<Output = Result<(), String>>) -> Result<(), String> {
+    let result = match tokio::time::timeout(REDIS_CHECK_TIMEOUT, ping).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("redis: no answer within {} ms", REDIS_CHECK_TIMEOUT.as_millis())),
+    };
     metrics::gauge!(REDIS_UP).set(if result.is_ok() { 1.0 } else { 0.0 });
     result
 }

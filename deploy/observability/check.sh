@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Checks Herald's alert rules: promtool validates alerts.yml and runs the
-# unit test of every alert (tests.yml), and prometheusrule.yaml must carry
-# exactly the groups of alerts.yml. Installs Debian's prometheus package
+# Checks Herald's alert rules and dashboard: promtool validates alerts.yml
+# and runs the unit test of every alert (tests.yml), prometheusrule.yaml
+# must carry exactly the groups of alerts.yml, and every query of the
+# Grafana dashboard must parse. Installs Debian's prometheus package
 # (for promtool) when promtool is missing.
 set -euo pipefail
 . "$(dirname "$0")/../lib.sh"
@@ -20,4 +21,20 @@ if ! diff -u "$tmp/groups.yml" "$tmp/spec.yml"; then
   exit 1
 fi
 promtool check rules "$tmp/spec.yml"
-echo "alert rules: checked, unit-tested, and the PrometheusRule matches"
+
+# Every dashboard query must parse: each becomes a recording rule, with
+# Grafana's variables replaced by what they stand for.
+ensure_packages python3 python3
+python3 - grafana-dashboard.json "$tmp/dashboard-rules.yml" <<'PY'
+import json, sys
+dashboard = json.load(open(sys.argv[1]))
+exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+with open(sys.argv[2], "w") as out:
+    out.write("groups:\n- name: dashboard\n  rules:\n")
+    for i, expr in enumerate(exprs):
+        expr = expr.replace("$__rate_interval", "5m").replace("$namespace", ".*")
+        out.write(f"  - record: dashboard_query_{i}\n    expr: {json.dumps(expr)}\n")
+print(f"{len(exprs)} dashboard queries")
+PY
+promtool check rules "$tmp/dashboard-rules.yml"
+echo "alert rules checked and unit-tested, the PrometheusRule matches, the dashboard's queries parse"

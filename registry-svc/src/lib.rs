@@ -140,7 +140,7 @@ async fn serve_grpc(
         .serve_with_incoming_shutdown(herald_proto::server::incoming(grpc), stop.cancelled_owned());
     readiness.install(Arc::new(move || {
         let store = store.clone();
-        Box::pin(async move { admin::record_redis(store.ping().await) })
+        Box::pin(async move { admin::check_redis(store.ping()).await })
     }));
     tracing::info!(grpc = %grpc_addr, admin = %admin_addr, "herald-registry serving");
     grpc_server.await?;
