@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs Herald on this machine: installs redis-server if missing, builds the
-# release binaries, starts Redis (data in .herald/redis, AOF on) and the
+# release binaries (the three services and the herald CLI), starts Redis (data in .herald/redis, AOF on) and the
 # registry, dispatcher and gateway, and waits until all answer /readyz.
 # Ctrl-C (or SIGTERM) stops everything. Logs: .herald/logs/.
 set -euo pipefail
@@ -61,6 +61,7 @@ Herald is ready.
   REST gateway   $gateway   (OpenAPI: $gateway/openapi.json)
   gRPC registry  127.0.0.1:50051    gRPC dispatch 127.0.0.1:50052
   admin token    export HERALD_ADMIN_TOKEN=$HERALD_ADMIN_TOKEN
+  command line   $herald_root/target/release/herald  (HERALD_URL=$gateway HERALD_TOKEN=\$HERALD_ADMIN_TOKEN)
   logs           $state/logs/
 Ctrl-C stops everything.
 MSG

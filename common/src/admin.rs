@@ -2,12 +2,16 @@
 //!
 //! Liveness only says the process answers. Readiness runs the service's own
 //! check (Redis reachable, upstream gRPC services reachable). Metrics are the
-//! Prometheus text rendering of the process-wide `metrics` recorder.
+//! Prometheus text rendering of the process-wide `metrics` recorder; each
+//! scrape runs the readiness check first and reports it as `herald_ready`,
+//! so an alert sees a process that is up but not ready without anyone
+//! having to probe `/readyz`.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -21,6 +25,26 @@ use tokio_util::sync::CancellationToken;
 pub type ReadinessCheck = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
 
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// 1 when the process's readiness check passed at the last scrape, else 0.
+pub const READY: &str = "herald_ready";
+/// 1 when Redis answered the process's last check, else 0 (registry, dispatch).
+pub const REDIS_UP: &str = "herald_redis_up";
+/// A scrape waits at most this long for the readiness check.
+const SCRAPE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// A Redis check gives up before the scrape does, so an unreachable Redis
+/// is recorded as such rather than left at its last value.
+const REDIS_CHECK_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// Runs a Redis check (bounded in time) and records its result as `herald_redis_up`.
+pub async fn check_redis(ping: impl Future<Output = Result<(), String>>) -> Result<(), String> {
+    let result = match tokio::time::timeout(REDIS_CHECK_TIMEOUT, ping).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("redis: no answer within {} ms", REDIS_CHECK_TIMEOUT.as_millis())),
+    };
+    metrics::gauge!(REDIS_UP).set(if result.is_ok() { 1.0 } else { 0.0 });
+    result
+}
 
 /// The process-wide Prometheus recorder, installed on first use. `None` when
 /// another recorder was installed first (only possible in tests).
@@ -41,6 +65,7 @@ struct AdminState {
 /// The three admin routes, to serve alone or merge into a service router.
 pub fn router(readiness: ReadinessCheck) -> Router {
     prometheus();
+    metrics::describe_gauge!(READY, "1 when the readiness check passed at this scrape, else 0");
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -55,7 +80,9 @@ async fn readyz(State(state): State<AdminState>) -> Response {
     }
 }
 
-async fn metrics_text() -> Response {
+async fn metrics_text(State(state): State<AdminState>) -> Response {
+    let ready = matches!(tokio::time::timeout(SCRAPE_CHECK_TIMEOUT, (state.readiness)()).await, Ok(Ok(())));
+    metrics::gauge!(READY).set(if ready { 1.0 } else { 0.0 });
     let body = prometheus().map(PrometheusHandle::render).unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

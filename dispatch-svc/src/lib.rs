@@ -148,7 +148,7 @@ async fn dispatch(
         let shared = ready.clone();
         Box::pin(async move {
             let mut conn = shared.records.conn();
-            herald_common::redis_conn::ping(&mut conn).await?;
+            herald_common::admin::check_redis(herald_common::redis_conn::ping(&mut conn)).await?;
             shared.registry.check().await
         })
     }));

@@ -15,6 +15,7 @@ use crate::records::text;
 
 pub const STREAM_PENDING: &str = "herald_stream_pending";
 pub const STREAM_LAG: &str = "herald_stream_lag";
+pub const RETRY_SET: &str = "herald_retry_set_size";
 pub const CIRCUIT_STATE: &str = "herald_circuit_state";
 pub const TOKEN_REQUESTS: &str = "herald_token_requests_total";
 
@@ -34,6 +35,8 @@ pub fn describe() {
     );
     metrics::describe_gauge!(STREAM_PENDING, "entries read from a partition stream and not yet acknowledged");
     metrics::describe_gauge!(STREAM_LAG, "entries of a partition stream not yet read by the consumer group");
+    metrics::describe_gauge!(RETRY_SET, "deliveries of a partition waiting in its retry set for their next attempt");
+    metrics::describe_gauge!(herald_common::admin::REDIS_UP, "1 when Redis answered this process's last check, else 0");
     metrics::describe_gauge!("herald_partitions_owned", "partitions this dispatcher leases");
     metrics::describe_gauge!("herald_live_actors", "endpoint actors alive in this dispatcher");
     metrics::describe_gauge!(CIRCUIT_STATE, "endpoints with a live actor, by circuit breaker state");
@@ -47,27 +50,32 @@ pub fn describe() {
     metrics::counter!("herald_deliveries_put_off_total").increment(0);
     metrics::counter!("herald_retries_scheduled_total").increment(0);
     metrics::gauge!("herald_live_actors").increment(0.0);
+    metrics::gauge!(herald_common::admin::REDIS_UP).set(0.0);
     for state in [Circuit::Closed, Circuit::Open, Circuit::HalfOpen] {
         metrics::gauge!(CIRCUIT_STATE, "state" => state.as_str()).increment(0.0);
     }
 }
 
 /// Samples a partition stream's consumer group: entries delivered to a
-/// consumer and not yet acknowledged (`herald_stream_pending`) and entries
-/// not yet read by the group at all (`herald_stream_lag`), in one round trip.
-pub async fn sample_stream(conn: &mut RedisConn, stream: &str, partition: u32) {
-    let answer: Result<(RedisValue, RedisValue), _> = redis::pipe()
+/// consumer and not yet acknowledged (`herald_stream_pending`), entries
+/// not yet read by the group at all (`herald_stream_lag`), and the
+/// partition's retry set (`herald_retry_set_size`), in one round trip.
+pub async fn sample_stream(conn: &mut RedisConn, stream: &str, retry_set: &str, partition: u32) {
+    let answer: Result<(RedisValue, RedisValue, i64), _> = redis::pipe()
         .cmd("XPENDING")
         .arg(stream)
         .arg(CONSUMER_GROUP)
         .cmd("XINFO")
         .arg("GROUPS")
         .arg(stream)
+        .cmd("ZCARD")
+        .arg(retry_set)
         .query_async(conn)
         .await;
     // A failed sample keeps the last values: the reader logs Redis trouble itself.
-    let Ok((pending, groups)) = answer else { return };
+    let Ok((pending, groups, retrying)) = answer else { return };
     let label = partition.to_string();
+    metrics::gauge!(RETRY_SET, "partition" => label.clone()).set(retrying as f64);
     if let Some(n) = pending_count(&pending) {
         metrics::gauge!(STREAM_PENDING, "partition" => label.clone()).set(n as f64);
     }
@@ -131,7 +139,8 @@ impl Drop for PartitionGauges {
     fn drop(&mut self) {
         let label = self.partition.to_string();
         metrics::gauge!(STREAM_PENDING, "partition" => label.clone()).set(0.0);
-        metrics::gauge!(STREAM_LAG, "partition" => label).set(0.0);
+        metrics::gauge!(STREAM_LAG, "partition" => label.clone()).set(0.0);
+        metrics::gauge!(RETRY_SET, "partition" => label).set(0.0);
     }
 }
 

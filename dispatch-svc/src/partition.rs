@@ -594,7 +594,7 @@ async fn claim(
     if total > 0 {
         tracing::info!(partition = p, claimed = total, "claimed pending entries");
     }
-    crate::observe::sample_stream(conn, &stream, p).await;
+    crate::observe::sample_stream(conn, &stream, &shared.keys.retry_set(p), p).await;
     if !live.is_settled() {
         let pending: RedisValue = redis::cmd("XPENDING").arg(&stream).arg(CONSUMER_GROUP).query_async(conn).await?;
         if pending_consumers(&pending).iter().all(|c| *c == shared.id) {

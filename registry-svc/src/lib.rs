@@ -73,6 +73,8 @@ fn describe_metrics() {
     for name in ["herald_events_published_total", "herald_events_duplicate_total", "herald_jobs_enqueued_total"] {
         metrics::counter!(name).increment(0);
     }
+    metrics::describe_gauge!(admin::REDIS_UP, "1 when Redis answered this process's last check, else 0");
+    metrics::gauge!(admin::REDIS_UP).set(0.0);
 }
 
 /// Serves the registry on `grpc` and the admin routes on `admin` until
@@ -136,7 +138,7 @@ async fn serve_grpc(
         .serve_with_incoming_shutdown(herald_proto::server::incoming(grpc), stop.cancelled_owned());
     readiness.install(Arc::new(move || {
         let store = store.clone();
-        Box::pin(async move { store.ping().await })
+        Box::pin(async move { admin::check_redis(store.ping()).await })
     }));
     tracing::info!(grpc = %grpc_addr, admin = %admin_addr, "herald-registry serving");
     grpc_server.await?;

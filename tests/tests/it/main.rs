@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod catalog;
+mod cli;
 mod cluster;
 mod control;
 mod dispatch;
@@ -10,6 +11,7 @@ mod faults;
 mod formats;
 mod gateway;
 mod limits;
+mod observability;
 mod observe;
 mod profiles;
 mod registry;

@@ -1,0 +1,82 @@
+//! `herald subscriptions`: which event types (and, by filter, which events)
+//! go to which endpoint.
+
+use clap::Subcommand;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use super::Ctx;
+use crate::args::ListArgs;
+use crate::error::CliError;
+use crate::input;
+use crate::output::{self, Column};
+
+#[derive(Debug, Subcommand)]
+pub enum SubscriptionCommand {
+    /// List subscriptions, optionally of one endpoint.
+    List {
+        #[arg(long, value_name = "ENDPOINT_ID")]
+        endpoint: Option<String>,
+        #[command(flatten)]
+        list: ListArgs,
+    },
+    /// Show one subscription.
+    Get { id: String },
+    /// Subscribe an endpoint to event types.
+    Create {
+        #[arg(long, value_name = "ENDPOINT_ID")]
+        endpoint: String,
+        /// An event type name, or * for all (repeatable).
+        #[arg(long = "type", value_name = "TYPE", required = true)]
+        types: Vec<String>,
+        /// Dotted event paths to values that must all be equal, as JSON (@file, -),
+        /// e.g. {"resource.orgShortName":"tfoinc"}.
+        #[arg(long)]
+        filter: Option<String>,
+        /// A label, as key=value (repeatable).
+        #[arg(long = "metadata", value_name = "KEY=VALUE")]
+        metadata: Vec<String>,
+    },
+    /// Delete a subscription.
+    Delete { id: String },
+}
+
+const COLUMNS: &[Column] = &[
+    ("ID", "id"),
+    ("ENDPOINT", "endpointId"),
+    ("EVENT TYPES", "eventTypes"),
+    ("FILTER", "filter"),
+    ("CREATED", "createdAt"),
+];
+
+pub async fn run(ctx: &Ctx, command: SubscriptionCommand) -> Result<(), CliError> {
+    let client = &ctx.client;
+    match command {
+        SubscriptionCommand::List { endpoint, list } => {
+            let call =
+                client.call(Method::GET, ["v1", "subscriptions"]).scoped().query_opt("endpointId", endpoint.as_deref());
+            let items = client.list(call, list.limit).await?;
+            output::list(ctx.output, &items, COLUMNS);
+        }
+        SubscriptionCommand::Get { id } => {
+            let answer = client.call(Method::GET, ["v1", "subscriptions", &id]).scoped().send().await?;
+            output::one(ctx.output, &answer.unwrap_or_default());
+        }
+        SubscriptionCommand::Create { endpoint, types, filter, metadata } => {
+            let mut body = json!({"endpointId": endpoint, "eventTypes": types});
+            if let Some(filter) = filter {
+                body["filter"] = input::json_arg("--filter", &filter)?;
+            }
+            if !metadata.is_empty() {
+                body["metadata"] = input::pairs("--metadata", &metadata)?;
+            }
+            let answer = client.call(Method::POST, ["v1", "subscriptions"]).scoped().json(&body).send().await?;
+            output::one(ctx.output, &answer.unwrap_or(Value::Null));
+        }
+        SubscriptionCommand::Delete { id } => {
+            client.call(Method::DELETE, ["v1", "subscriptions", &id]).scoped().send().await?;
+            output::done(ctx.output, &format!("deleted subscription {id}"));
+        }
+    }
+    Ok(())
+}
