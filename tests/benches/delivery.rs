@@ -16,6 +16,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "delivery/redis_cost.rs"]
+mod redis_cost;
+
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -34,6 +37,7 @@ use herald_proto::v1::{
     CreateEndpointRequest, CreateSubscriptionRequest, CreateTenantRequest, EndpointSpec, EventType,
     PublishBatchRequest, PublishRequest,
 };
+use redis_cost::RedisCost;
 use tonic::transport::Channel;
 
 const ADMIN_TOKEN: &str = "bench-admin-token";
@@ -795,6 +799,8 @@ struct Bench {
     sink: Arc<Sink>,
     pids: Pids,
     dispatch_admin_url: String,
+    /// Reads Redis's own counters around each scenario.
+    redis: redis::aio::MultiplexedConnection,
     next_fleet: u16,
     next_seq: u64,
     lost: Vec<String>,
@@ -863,6 +869,9 @@ impl Bench {
         let requests: Vec<PublishRequest> =
             seqs.clone().map(|s| self.event(fleet, (s - seqs.start) as usize % fleet.n.max(1), s)).collect();
         let batches: Vec<Vec<PublishRequest>> = requests.chunks(self.args.batch).map(<[_]>::to_vec).collect();
+        let http = self.admin.http.clone();
+        let settled_before = redis_cost::settled_attempts(&http, &self.dispatch_admin_url).await;
+        let redis_before = redis_cost::read(&mut self.redis).await?;
         let cpu = self.pids.sample(Instant::now());
         let started = Instant::now();
         let registry = self.registry.clone();
@@ -894,6 +903,9 @@ impl Bench {
         }
         let arrivals = self.wait(fleet.id, seqs.clone(), raw_before, expected, label).await;
         let cpu = self.pids.since(cpu);
+        redis_cost::wait_settled(&http, &self.dispatch_admin_url, settled_before, expected, Duration::from_secs(30))
+            .await;
+        let redis_after = redis_cost::read(&mut self.redis).await?;
         let unique: HashSet<(u32, u64)> = arrivals.iter().map(|a| (a.endpoint, a.seq)).collect();
         let last = arrivals.iter().map(|a| a.at_ns).max().map(|ns| self.sink.instant(ns)).unwrap_or(started);
         let elapsed = last.saturating_duration_since(started).as_secs_f64().max(1e-9);
@@ -906,6 +918,7 @@ impl Bench {
             secs: elapsed,
             publish_secs: published.as_secs_f64(),
             cpu,
+            redis: RedisCost::between(&redis_before, &redis_after, unique.len() as u64),
         };
         self.check(label, &run);
         Ok(run)
@@ -975,6 +988,7 @@ struct Run {
     secs: f64,
     publish_secs: f64,
     cpu: Cpu,
+    redis: RedisCost,
 }
 
 impl Run {
@@ -1108,6 +1122,14 @@ fn cpu_line(label: &str, run: &Run) -> String {
     )
 }
 
+fn redis_line(label: &str, run: &Run, payload_bytes: usize) -> String {
+    format!(
+        "| {label} | {} | {:.0} B (events of ~{payload_bytes} B of data) |",
+        run.redis.breakdown(),
+        run.redis.bytes_per_delivery()
+    )
+}
+
 /// The dispatcher's metrics whose name mentions actors, summed per name,
 /// and the live-actor gauge among them when there is one.
 async fn actor_metrics(http: &reqwest::Client, url: &str) -> (String, Option<f64>) {
@@ -1177,6 +1199,7 @@ async fn run(args: Args) -> Result<()> {
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).pool_max_idle_per_host(256).build()?;
     let channel = tonic::transport::Endpoint::from_shared(services.registry_url.clone())?.connect().await?;
     let registry = RegistryClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20);
+    let redis_conn = redis::Client::open(redis_url.as_str())?.get_multiplexed_async_connection().await?;
     let mut bench = Bench {
         args: args.clone(),
         admin: Admin {
@@ -1189,6 +1212,7 @@ async fn run(args: Args) -> Result<()> {
         sink: sink.clone(),
         pids,
         dispatch_admin_url: services.dispatch_admin_url.clone(),
+        redis: redis_conn,
         next_fleet: 0,
         next_seq: 1,
         lost: Vec::new(),
@@ -1281,6 +1305,7 @@ impl Drop for Perf {
 async fn scenarios(bench: &mut Bench, args: &Args, dir: &Path) -> Result<String> {
     let mut rows: Vec<Row> = Vec::new();
     let mut cpu_rows: Vec<String> = Vec::new();
+    let mut redis_rows: Vec<String> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
     let routing = args.routing;
     let routing_flag = if routing == Routing::Types { " --routing types" } else { "" };
@@ -1306,6 +1331,7 @@ async fn scenarios(bench: &mut Bench, args: &Args, dir: &Path) -> Result<String>
                 bench.publish_and_wait(&fleet, args.unicast_events, args.unicast_events as u64, "unicast").await?;
             drop(perf);
             cpu_rows.push(cpu_line("unicast", &run));
+            redis_rows.push(redis_line("unicast", &run, args.payload_bytes));
             notes.push(format!(
                 "unicast: registry accepted the {} events in {:.2}s ({} events/s)",
                 args.unicast_events,
@@ -1364,6 +1390,7 @@ async fn scenarios(bench: &mut Bench, args: &Args, dir: &Path) -> Result<String>
         let expected = (args.fanout_events * fleet.n) as u64;
         let run = bench.publish_and_wait(&fleet, args.fanout_events, expected, "fan-out").await?;
         cpu_rows.push(cpu_line("fan-out", &run));
+        redis_rows.push(redis_line("fan-out", &run, args.payload_bytes));
         let vs_unicast = unicast
             .as_ref()
             .filter(|_| args.runs("unicast"))
@@ -1399,6 +1426,7 @@ async fn scenarios(bench: &mut Bench, args: &Args, dir: &Path) -> Result<String>
             let label = format!("growth n={n}");
             let run = bench.publish_and_wait(&fleet, args.growth_events, args.growth_events as u64, &label).await?;
             cpu_rows.push(cpu_line(&label, &run));
+            redis_rows.push(redis_line(&label, &run, args.payload_bytes));
             if n == 100 || base.is_none() {
                 base = Some(run.rate());
             }
@@ -1445,6 +1473,14 @@ async fn scenarios(bench: &mut Bench, args: &Args, dir: &Path) -> Result<String>
 The last column is every other process on the machine: more than a few percent there skews the figures.\n\n");
     out.push_str("| scenario | wall s | dispatch | registry | redis | gateway | bench (publisher + receiver) | rest of the machine |\n|---|---|---|---|---|---|---|---|\n");
     for line in cpu_rows {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out.push_str("\nWhat Redis spent on each scenario (`INFO commandstats` and `used_memory`, read before the first publish \
+and after the dispatcher counted every settlement), per delivery: commands by name, and memory still held for the \
+retention (delivery records, indexes, stored events).\n\n");
+    out.push_str("| scenario | Redis commands per delivery | Redis memory per retained delivery |\n|---|---|---|\n");
+    for line in redis_rows {
         out.push_str(&line);
         out.push('\n');
     }
@@ -1510,6 +1546,7 @@ async fn latency(bench: &mut Bench, fleet: &Fleet, args: &Args) -> Result<Row> {
         secs: cpu.wall,
         publish_secs: cpu.wall,
         cpu,
+        redis: RedisCost::default(),
     };
     bench.check("latency", &run);
     Ok(Row {
