@@ -314,6 +314,7 @@ pub async fn echo(
         resource: Vec::new(),
         data: String::from(Box::<str>::from(input.raw_body)).into_bytes(),
         time: None,
+        ..Default::default()
     };
     let answer = state
         .upstream

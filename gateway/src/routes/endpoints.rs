@@ -15,6 +15,7 @@ use herald_proto::v1::endpoint_auth::Kind;
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
+use super::retry_policy::RetryPolicy;
 use super::{json_bytes, json_value, parse_time, rfc3339, rfc3339_opt};
 use crate::auth::Scope;
 use crate::error::GatewayError;
@@ -269,6 +270,7 @@ pub struct EndpointInput {
     pub max_batch_size: Option<u32>,
     /// CloudEvents abuse-protection handshake before the first delivery.
     pub handshake: Option<bool>,
+    pub retry: Option<RetryPolicy>,
 }
 
 impl EndpointInput {
@@ -286,6 +288,7 @@ impl EndpointInput {
             metadata,
             max_batch_size,
             handshake,
+            retry,
         } = self;
         v1::EndpointSpec {
             url,
@@ -300,6 +303,7 @@ impl EndpointInput {
             metadata: metadata.unwrap_or_default(),
             max_batch_size,
             handshake: handshake.unwrap_or(false),
+            retry: retry.map(RetryPolicy::into_wire),
         }
     }
 }
@@ -349,6 +353,10 @@ pub struct EndpointPatch {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<bool>)]
     pub handshake: Option<Option<bool>>,
+    /// `null` removes the endpoint's policy (the installation's schedule applies again).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<RetryPolicy>)]
+    pub retry: Option<Option<RetryPolicy>>,
 }
 
 impl EndpointPatch {
@@ -367,6 +375,7 @@ impl EndpointPatch {
             metadata,
             max_batch_size,
             handshake,
+            retry,
         } = self;
         let mut spec = v1::EndpointSpec::default();
         let mut fields = Vec::new();
@@ -387,6 +396,7 @@ impl EndpointPatch {
         mark("metadata", metadata.is_some());
         mark("max_batch_size", max_batch_size.is_some());
         mark("handshake", handshake.is_some());
+        mark("retry", retry.is_some());
         if let Some(url) = url {
             spec.url = url.ok_or_else(|| GatewayError::invalid("url", "cannot be null"))?;
         }
@@ -401,6 +411,7 @@ impl EndpointPatch {
         spec.metadata = metadata.flatten().unwrap_or_default();
         spec.max_batch_size = max_batch_size.flatten();
         spec.handshake = handshake.flatten().unwrap_or(false);
+        spec.retry = retry.flatten().map(RetryPolicy::into_wire);
         Ok((spec, fields))
     }
 }
@@ -426,6 +437,8 @@ pub struct Endpoint {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_batch_size: Option<u32>,
     pub handshake: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
     pub status: EndpointStatus,
     /// Why Herald disabled the endpoint, e.g. `gone` or `failing`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -450,6 +463,7 @@ impl From<v1::Endpoint> for Endpoint {
             metadata,
             max_batch_size,
             handshake,
+            retry,
         } = spec.unwrap_or_default();
         Endpoint {
             id,
@@ -465,6 +479,7 @@ impl From<v1::Endpoint> for Endpoint {
             metadata: metadata.into_iter().collect(),
             max_batch_size,
             handshake,
+            retry: retry.map(RetryPolicy::from_wire),
             status: EndpointStatus::from_wire(status),
             disabled_reason: Some(disabled_reason).filter(|r| !r.is_empty()),
             created_at: rfc3339(created_at.as_ref()),

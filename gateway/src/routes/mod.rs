@@ -8,6 +8,7 @@ pub mod endpoints;
 pub mod event_types;
 pub mod events;
 pub mod operations;
+pub mod retry_policy;
 pub mod subscriptions;
 pub mod tenants;
 
