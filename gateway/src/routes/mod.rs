@@ -4,6 +4,7 @@
 //! `INVALID_ARGUMENT` with field violations.
 
 pub mod deliveries;
+pub mod endpoint_auth;
 pub mod endpoints;
 pub mod event_types;
 pub mod events;
