@@ -159,6 +159,8 @@ pub struct HeraldConfig {
     pub api_rate_limit: u32,
     /// Directory of event type catalogue files the registry loads at start-up.
     pub catalog_dir: Option<std::path::PathBuf>,
+    /// `WebHook-Request-Origin` of CloudEvents deliveries ([`crate::origin`]).
+    pub webhook_origin: String,
     pub dev: bool,
 }
 
@@ -306,6 +308,7 @@ impl HeraldConfig {
             max_subscriptions_per_tenant: env.parse("HERALD_MAX_SUBSCRIPTIONS_PER_TENANT", 50_000)?,
             api_rate_limit: env.parse("HERALD_API_RATE_LIMIT", 0)?,
             catalog_dir: env.get("HERALD_CATALOG_DIR").map(std::path::PathBuf::from),
+            webhook_origin: crate::origin::from_env(env)?,
             dev,
         })
     }

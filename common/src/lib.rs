@@ -7,8 +7,8 @@
 //! which of an endpoint's values are sealed for what ([`endpoint_secrets`]), the
 //! endpoint URL policy and SSRF address classifier ([`url_policy`]), logging
 //! and tracing ([`telemetry`]), the `/healthz` `/readyz` `/metrics`
-//! surface every process serves ([`admin`]), and the request metrics of the
-//! gRPC servers ([`grpc_metrics`]).
+//! surface every process serves ([`admin`]), the request metrics of the
+//! gRPC servers ([`grpc_metrics`]), and the origin webhooks announce ([`origin`]).
 
 pub mod admin;
 pub mod backoff;
@@ -20,6 +20,7 @@ pub mod grpc_metrics;
 pub mod ids;
 pub mod keys;
 pub mod model;
+pub mod origin;
 pub mod redis_conn;
 pub mod shutdown;
 pub mod startup;

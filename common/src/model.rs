@@ -156,6 +156,8 @@ pub struct EndpointRecord {
     pub max_batch_size: Option<u32>,
     #[serde(default)]
     pub handshake: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
     #[serde(default)]
     pub status: EndpointStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -166,7 +168,21 @@ pub struct EndpointRecord {
     pub updated_at: Millis,
 }
 
-/// Dotted event paths (`resource.orgShortName`) to the values they must equal.
+/// How one endpoint's failed deliveries are retried, in place of the
+/// installation's schedule. Durations are kept as given (`"5s"`), validated
+/// by the registry.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryPolicy {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedule: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+}
+
+/// Dotted event paths (`resource.orgShortName`) to the conditions they must
+/// meet (a plain value, or an object of operators), or `$or`/`$and` of such
+/// maps; see the registry's filter module.
 pub type FilterMap = Map<String, Value>;
 
 pub fn filter_to_bytes(filter: &FilterMap) -> Vec<u8> {

@@ -80,7 +80,7 @@ use crate::health::{Admission, Breaker, Health};
 use crate::oauth::TokenCache;
 use crate::partition::PUT_OFF_DELAY;
 use crate::records::HealthRecord;
-use crate::retry::due_at;
+use crate::retry::{Schedule, due_at};
 
 /// Messages waiting in an actor's mailbox.
 pub const MAILBOX_CAPACITY: usize = 256;
@@ -424,11 +424,12 @@ impl EndpointActor {
             record.max_in_flight.unwrap_or(self.shared.config.default_max_in_flight).max(1) as usize
         };
         self.rate_per_second = record.rate_limit_per_second.filter(|r| *r > 0).map(|r| r as usize);
+        let cfg = &self.shared.config;
         self.state = match record.status {
             EndpointStatus::Deactivated => State::Inactive("endpoint deactivated".into()),
             EndpointStatus::Disabled => State::Inactive("endpoint disabled".into()),
             EndpointStatus::Active => {
-                match PreparedEndpoint::prepare(&record, &self.shared.config.secrets, &self.shared.config.url_policy) {
+                match PreparedEndpoint::prepare(&record, &cfg.secrets, &cfg.url_policy, &cfg.webhook_origin) {
                     Ok(prepared) => {
                         self.max_batch = prepared.max_batch_size().max(1);
                         State::Ready(Arc::new(Target {
@@ -439,6 +440,7 @@ impl EndpointActor {
                             handshake_done: AtomicBool::new(false),
                             handshake_lock: tokio::sync::Mutex::new(()),
                             fifo,
+                            schedule: Schedule::new(&cfg.retry_schedule, record.retry.as_ref()),
                         }))
                     }
                     Err(e) => {

@@ -25,7 +25,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
 use herald_common::endpoint_secrets as sealing;
-use herald_common::model::{EndpointRecord, Millis, StoredAuth, StoredEvent};
+use herald_common::model::{EndpointRecord, Format, Millis, StoredAuth, StoredEvent};
 use herald_common::url_policy::{UrlPolicy, UrlRejection};
 use herald_common::{crypto::SecretBox, ids, time_fmt};
 use http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
@@ -46,8 +46,6 @@ pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 pub const WEBHOOK_REQUEST_ORIGIN: HeaderName = HeaderName::from_static("webhook-request-origin");
 pub const WEBHOOK_ALLOWED_ORIGIN: HeaderName = HeaderName::from_static("webhook-allowed-origin");
 
-/// The origin Herald announces in the CloudEvents webhook handshake.
-pub const HANDSHAKE_ORIGIN: &str = "herald";
 /// How much of an answer body is kept with the attempt.
 pub const RESPONSE_BODY_LIMIT: usize = 1024;
 /// Envelope batch size when the endpoint does not set `maxBatchSize`.
@@ -154,6 +152,9 @@ pub struct PreparedEndpoint {
     oauth: Option<OAuthConfig>,
     token_url_refused: Option<UrlRejection>,
     max_batch_size: usize,
+    /// `WebHook-Request-Origin`: sent on the handshake and, for CloudEvents
+    /// formats, on every delivery (it is among the static headers then).
+    origin: HeaderValue,
 }
 
 /// Header values may carry credentials, so only their names are shown.
@@ -170,12 +171,19 @@ impl std::fmt::Debug for PreparedEndpoint {
             .field("oauth", &self.oauth)
             .field("token_url_refused", &self.token_url_refused)
             .field("max_batch_size", &self.max_batch_size)
+            .field("origin", &self.origin)
             .finish()
     }
 }
 
 impl PreparedEndpoint {
-    pub fn prepare(record: &EndpointRecord, secrets: &SecretBox, policy: &UrlPolicy) -> Result<Self, DispatchError> {
+    /// `origin` is the DNS name announced as `WebHook-Request-Origin`.
+    pub fn prepare(
+        record: &EndpointRecord,
+        secrets: &SecretBox,
+        policy: &UrlPolicy,
+        origin: &str,
+    ) -> Result<Self, DispatchError> {
         let (url, url_refused) = judge_url(policy, &record.url)?;
         let plan = RenderPlan::new(record)?;
         let bound = |slot| sealing::binding(&record.id, slot);
@@ -204,6 +212,14 @@ impl PreparedEndpoint {
             // Header values often carry API keys: never printed by the HTTP stack.
             header_value.set_sensitive(true);
             headers.insert(header_name, header_value);
+        }
+
+        let origin = HeaderValue::from_str(origin).map_err(|_| DispatchError::Header {
+            name: WEBHOOK_REQUEST_ORIGIN.to_string(),
+            reason: "the configured origin is not a valid header value".into(),
+        })?;
+        if matches!(record.format, Format::Cloudevents | Format::CloudeventsBinary) {
+            headers.insert(WEBHOOK_REQUEST_ORIGIN, origin.clone());
         }
 
         let mut oauth = None;
@@ -257,6 +273,7 @@ impl PreparedEndpoint {
             oauth,
             token_url_refused,
             max_batch_size,
+            origin,
         })
     }
 
@@ -369,7 +386,7 @@ impl PreparedEndpoint {
             return Err(format!("endpoint url refused: {refused}"));
         }
         let mut headers = self.headers.clone();
-        headers.insert(WEBHOOK_REQUEST_ORIGIN, HeaderValue::from_static(HANDSHAKE_ORIGIN));
+        headers.insert(WEBHOOK_REQUEST_ORIGIN, self.origin.clone());
         if let Some(oauth) = &self.oauth {
             let token = self.token(client, tokens, oauth).await?;
             headers.insert(AUTHORIZATION, bearer(&token)?);
@@ -384,11 +401,11 @@ impl PreparedEndpoint {
         if !status.is_success() {
             return Err(format!("handshake answered status {}", status.as_u16()));
         }
-        let allowed =
-            response.headers().get_all(WEBHOOK_ALLOWED_ORIGIN).iter().any(|v| {
-                v.to_str().is_ok_and(|v| v.split(',').map(str::trim).any(|o| o == "*" || o == HANDSHAKE_ORIGIN))
-            });
-        if allowed { Ok(()) } else { Err(format!("handshake answer does not allow origin {HANDSHAKE_ORIGIN}")) }
+        let origin = self.origin.to_str().unwrap_or_default();
+        let allowed = response.headers().get_all(WEBHOOK_ALLOWED_ORIGIN).iter().any(|v| {
+            v.to_str().is_ok_and(|v| v.split(',').map(str::trim).any(|o| o == "*" || o.eq_ignore_ascii_case(origin)))
+        });
+        if allowed { Ok(()) } else { Err(format!("handshake answer does not allow origin {origin}")) }
     }
 
     async fn token(
@@ -526,369 +543,4 @@ fn utf8_prefix(bytes: Vec<u8>) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::Mutex;
-
-    use axum::extract::State;
-    use axum::http::HeaderMap as AxHeaders;
-    use axum::response::{IntoResponse, Response};
-    use axum::routing::post;
-    use axum::{Json, Router};
-    use herald_common::model::{ClientAuth, EndpointStatus, Format, Ordering, Sealed, SigningSecret};
-    use serde_json::json;
-
-    use super::*;
-
-    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
-    fn at(secs: u64) -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(secs)
-    }
-
-    #[test]
-    fn retry_after_seconds_and_dates() {
-        let now = at(1_445_412_480); // Wed, 21 Oct 2015 07:28:00 GMT
-        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
-        assert_eq!(parse_retry_after(" 7 ", now), Some(Duration::from_secs(7)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:30:00 GMT", now), Some(Duration::from_secs(120)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now), Some(Duration::ZERO));
-        assert_eq!(parse_retry_after("-5", now), None);
-        // Huge values parse without overflow; the retry schedule bounds them (HERALD_RETRY_AFTER_MAX).
-        assert_eq!(parse_retry_after("18446744073709551615", now), Some(Duration::from_secs(u64::MAX)));
-        assert!(
-            parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now).is_some_and(|d| d > Duration::from_secs(1 << 37))
-        );
-        assert_eq!(parse_retry_after("18446744073709551616", now), None);
-        assert_eq!(parse_retry_after("soon", now), None);
-        assert_eq!(parse_retry_after("", now), None);
-    }
-
-    #[test]
-    fn classification() {
-        let now = at(1_445_412_480);
-        let ra = |v: &'static str| Some(HeaderValue::from_static(v));
-        let c = |code: u16, retry_after: Option<HeaderValue>| {
-            classify(StatusCode::from_u16(code).unwrap(), retry_after.as_ref(), now)
-        };
-        assert_eq!(c(200, None), Verdict::Delivered);
-        assert_eq!(c(204, None), Verdict::Delivered);
-        assert_eq!(c(410, None), Verdict::Gone);
-        assert_eq!(c(415, None), Verdict::Permanent);
-        assert_eq!(c(429, ra("30")), Verdict::RetryAfter(Duration::from_secs(30)));
-        assert_eq!(c(503, ra("Wed, 21 Oct 2015 07:28:10 GMT")), Verdict::RetryAfter(Duration::from_secs(10)));
-        assert_eq!(c(429, None), Verdict::Retry);
-        assert_eq!(c(429, ra("0")), Verdict::Retry);
-        assert_eq!(c(503, ra("garbage")), Verdict::Retry);
-        assert_eq!(c(500, ra("30")), Verdict::Retry, "Retry-After only counts on 429 and 503");
-        for code in [301, 302, 400, 401, 403, 404, 408, 500, 502, 504] {
-            assert_eq!(c(code, None), Verdict::Retry, "{code}");
-        }
-    }
-
-    #[test]
-    fn body_prefix_drops_a_split_character() {
-        assert_eq!(utf8_prefix("héllo".as_bytes().to_vec()), "héllo");
-        let mut cut = "aé".as_bytes().to_vec();
-        cut.pop();
-        assert_eq!(utf8_prefix(cut), "a");
-        assert_eq!(utf8_prefix(vec![b'a', 0xff, b'b']), "a\u{fffd}b");
-    }
-
-    fn record(url: &str, auth: StoredAuth, secrets: &SecretBox) -> EndpointRecord {
-        EndpointRecord {
-            id: "ep_1".into(),
-            tenant: "acme".into(),
-            url: url.into(),
-            description: String::new(),
-            auth,
-            format: Format::Json,
-            template: None,
-            headers: sealing::seal_headers(
-                secrets,
-                "ep_1",
-                [("X-Custom".to_owned(), "yes".to_owned()), ("Content-Type".to_owned(), "text/plain".to_owned())],
-            ),
-            rate_limit_per_second: None,
-            max_in_flight: None,
-            ordering: Ordering::None,
-            metadata: Default::default(),
-            max_batch_size: None,
-            handshake: false,
-            status: EndpointStatus::Active,
-            disabled_reason: None,
-            signing_secrets: vec![SigningSecret {
-                secret: secrets.seal(SECRET, sealing::binding("ep_1", sealing::SIGNING_SECRET)),
-                expires_at: None,
-            }],
-            created_at: 0,
-            updated_at: 0,
-        }
-    }
-
-    fn open_policy() -> UrlPolicy {
-        UrlPolicy { allow_private_networks: true, allow_http: true, ..UrlPolicy::default() }
-    }
-
-    fn client() -> reqwest::Client {
-        crate::http_client::build(open_policy(), Duration::from_secs(2)).unwrap()
-    }
-
-    fn event() -> Arc<LoadedEvent> {
-        let raw =
-            json!({"id": "evt_1", "type": "order.created", "timestamp": "2024-05-07T19:18:32.076Z", "data": {"n": 1}});
-        Arc::new(LoadedEvent::parse(Bytes::from(serde_json::to_vec(&raw).unwrap())).unwrap())
-    }
-
-    /// An endpoint that answers from a script and records what it got.
-    type Answer = (u16, Vec<(&'static str, &'static str)>, String);
-
-    #[derive(Default)]
-    struct Hook {
-        answers: Mutex<Vec<Answer>>,
-        seen: Mutex<Vec<(Method, AxHeaders, Bytes)>>,
-    }
-
-    async fn hook(State(hook): State<Arc<Hook>>, method: Method, headers: AxHeaders, body: Bytes) -> Response {
-        hook.seen.lock().unwrap().push((method, headers, body));
-        let mut answers = hook.answers.lock().unwrap();
-        let (status, headers, body) = if answers.is_empty() { (204, vec![], String::new()) } else { answers.remove(0) };
-        let mut response = (StatusCode::from_u16(status).unwrap(), body).into_response();
-        for (k, v) in headers {
-            response.headers_mut().insert(k, HeaderValue::from_static(v));
-        }
-        response
-    }
-
-    async fn token(State(count): State<Arc<Mutex<u32>>>) -> Json<Value> {
-        let mut n = count.lock().unwrap();
-        *n += 1;
-        Json(json!({"access_token": format!("tok-{n}"), "token_type": "bearer", "expires_in": 3600}))
-    }
-
-    async fn serve(app: Router) -> String {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        format!("http://{addr}")
-    }
-
-    async fn start_hook() -> (Arc<Hook>, String) {
-        let hook_state = Arc::new(Hook::default());
-        let app = Router::new().route("/hook", post(hook).options(hook)).with_state(hook_state.clone());
-        let base = serve(app).await;
-        (hook_state, format!("{base}/hook"))
-    }
-
-    #[tokio::test]
-    async fn delivers_with_every_header() {
-        let secrets = SecretBox::ephemeral();
-        let (hook, url) = start_hook().await;
-        let auth = StoredAuth::Basic {
-            username: "user".into(),
-            password: secrets.seal("pa:ss", sealing::binding("ep_1", sealing::PASSWORD)),
-        };
-        let ep = PreparedEndpoint::prepare(&record(&url, auth, &secrets), &secrets, &open_policy()).unwrap();
-        let out = ep
-            .attempt(
-                &client(),
-                &TokenCache::new(),
-                &[event()],
-                "msg_1",
-                Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
-            )
-            .await;
-        assert_eq!(out.verdict, Verdict::Delivered, "{out:?}");
-        assert_eq!(out.status_code, Some(204));
-        assert_eq!(out.error, None);
-        let seen = hook.seen.lock().unwrap();
-        let (method, h, body) = &seen[0];
-        assert_eq!(method, Method::POST);
-        assert_eq!(body, &event().raw);
-        assert_eq!(h["content-type"], "application/json");
-        assert_eq!(h["user-agent"], herald_common::USER_AGENT);
-        assert_eq!(h["webhook-id"], "msg_1");
-        assert_eq!(h["x-custom"], "yes");
-        assert_eq!(h["traceparent"], "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
-        assert_eq!(h["authorization"], format!("Basic {}", B64.encode("user:pa:ss")));
-        let ts = h["webhook-timestamp"].clone();
-        let key = SigningKey::from_secret(SECRET).unwrap();
-        assert_eq!(h["webhook-signature"], signature_header([&key], "msg_1", &ts, body).unwrap());
-    }
-
-    #[tokio::test]
-    async fn rotated_secrets_sign_until_they_expire() {
-        let secrets = SecretBox::ephemeral();
-        let (hook, url) = start_hook().await;
-        let mut rec = record(&url, StoredAuth::None, &secrets);
-        let far = time_fmt::now_millis() + 3_600_000;
-        rec.signing_secrets.push(SigningSecret {
-            secret: secrets.seal("whsec_b2xkLXNlY3JldA==", sealing::binding("ep_1", sealing::SIGNING_SECRET)),
-            expires_at: Some(far),
-        });
-        rec.signing_secrets.push(SigningSecret {
-            secret: secrets.seal("whsec_Z29uZQ==", sealing::binding("ep_1", sealing::SIGNING_SECRET)),
-            expires_at: Some(1),
-        });
-        let ep = PreparedEndpoint::prepare(&rec, &secrets, &open_policy()).unwrap();
-        ep.attempt(&client(), &TokenCache::new(), &[event()], "msg_2", None).await;
-        let seen = hook.seen.lock().unwrap();
-        let sig = seen[0].1["webhook-signature"].to_str().unwrap().to_owned();
-        assert_eq!(sig.split(' ').count(), 2, "{sig}");
-    }
-
-    #[tokio::test]
-    async fn classifies_answers_and_keeps_a_body_prefix() {
-        let secrets = SecretBox::ephemeral();
-        let (hook, url) = start_hook().await;
-        *hook.answers.lock().unwrap() = vec![
-            (410, vec![], "gone".into()),
-            (429, vec![("retry-after", "17")], String::new()),
-            (500, vec![], "é".repeat(600)),
-            (415, vec![], String::new()),
-        ];
-        let ep =
-            PreparedEndpoint::prepare(&record(&url, StoredAuth::None, &secrets), &secrets, &open_policy()).unwrap();
-        let (client, tokens) = (client(), TokenCache::new());
-        let out = ep.attempt(&client, &tokens, &[event()], "m", None).await;
-        assert_eq!((out.verdict, out.response_body.as_str()), (Verdict::Gone, "gone"));
-        let out = ep.attempt(&client, &tokens, &[event()], "m", None).await;
-        assert_eq!(out.verdict, Verdict::RetryAfter(Duration::from_secs(17)));
-        let out = ep.attempt(&client, &tokens, &[event()], "m", None).await;
-        assert_eq!(out.verdict, Verdict::Retry);
-        assert_eq!(out.error.as_deref(), Some("endpoint answered status 500"));
-        assert_eq!(out.response_body, "é".repeat(512));
-        let out = ep.attempt(&client, &tokens, &[event()], "m", None).await;
-        assert_eq!(out.verdict, Verdict::Permanent);
-    }
-
-    #[tokio::test]
-    async fn transport_failures_and_refused_urls_are_retried() {
-        let secrets = SecretBox::ephemeral();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        drop(listener);
-        let ep =
-            PreparedEndpoint::prepare(&record(&url, StoredAuth::None, &secrets), &secrets, &open_policy()).unwrap();
-        let out = ep.attempt(&client(), &TokenCache::new(), &[event()], "m", None).await;
-        assert_eq!((out.verdict, out.status_code), (Verdict::Retry, None));
-        assert!(out.error.unwrap().starts_with("connection failed"));
-
-        let strict = UrlPolicy { allow_http: true, ..UrlPolicy::default() };
-        let ep = PreparedEndpoint::prepare(&record(&url, StoredAuth::None, &secrets), &secrets, &strict).unwrap();
-        let out = ep.attempt(&client(), &TokenCache::new(), &[event()], "m", None).await;
-        assert_eq!(out.verdict, Verdict::Retry);
-        assert_eq!(
-            out.error.as_deref(),
-            Some("endpoint url refused: host resolves to a non-public address (Loopback)")
-        );
-    }
-
-    #[tokio::test]
-    async fn oauth_401_refreshes_the_token_once() {
-        let secrets = SecretBox::ephemeral();
-        let (hook, url) = start_hook().await;
-        *hook.answers.lock().unwrap() = vec![(401, vec![], String::new()), (200, vec![], "ok".into())];
-        let count = Arc::new(Mutex::new(0u32));
-        let token_base = serve(Router::new().route("/token", post(token)).with_state(count.clone())).await;
-        let auth = StoredAuth::Oauth2ClientCredentials {
-            token_url: format!("{token_base}/token"),
-            client_id: "id".into(),
-            client_secret: secrets.seal("secret", sealing::binding("ep_1", sealing::CLIENT_SECRET)),
-            scope: None,
-            audience: None,
-            client_auth: ClientAuth::Basic,
-        };
-        let ep = PreparedEndpoint::prepare(&record(&url, auth, &secrets), &secrets, &open_policy()).unwrap();
-        let tokens = TokenCache::new();
-        let out = ep.attempt(&client(), &tokens, &[event()], "m", None).await;
-        assert_eq!(out.verdict, Verdict::Delivered, "{out:?}");
-        assert!(out.token_refreshed);
-        assert_eq!(*count.lock().unwrap(), 2);
-        {
-            let seen = hook.seen.lock().unwrap();
-            assert_eq!(seen[0].1["authorization"], "Bearer tok-1");
-            assert_eq!(seen[1].1["authorization"], "Bearer tok-2");
-        }
-
-        // Two 401s in a row: one resend, then the attempt fails and is retried later.
-        *hook.answers.lock().unwrap() = vec![(401, vec![], String::new()), (401, vec![], String::new())];
-        let out = ep.attempt(&client(), &tokens, &[event()], "m", None).await;
-        assert_eq!((out.verdict, out.status_code, out.token_refreshed), (Verdict::Retry, Some(401), true));
-        assert_eq!(hook.seen.lock().unwrap().len(), 4);
-    }
-
-    #[tokio::test]
-    async fn handshake_checks_the_allowed_origin() {
-        let secrets = SecretBox::ephemeral();
-        let (hook, url) = start_hook().await;
-        *hook.answers.lock().unwrap() = vec![
-            (200, vec![("webhook-allowed-origin", "herald")], String::new()),
-            (200, vec![("webhook-allowed-origin", "*")], String::new()),
-            (200, vec![("webhook-allowed-origin", "someone-else")], String::new()),
-            (200, vec![], String::new()),
-            (405, vec![], String::new()),
-        ];
-        let ep =
-            PreparedEndpoint::prepare(&record(&url, StoredAuth::None, &secrets), &secrets, &open_policy()).unwrap();
-        let (client, tokens) = (client(), TokenCache::new());
-        assert_eq!(ep.handshake(&client, &tokens).await, Ok(()));
-        assert_eq!(ep.handshake(&client, &tokens).await, Ok(()));
-        assert!(ep.handshake(&client, &tokens).await.is_err());
-        assert!(ep.handshake(&client, &tokens).await.is_err());
-        assert_eq!(ep.handshake(&client, &tokens).await, Err("handshake answered status 405".into()));
-        let seen = hook.seen.lock().unwrap();
-        assert_eq!(seen[0].0, Method::OPTIONS);
-        assert_eq!(seen[0].1["webhook-request-origin"], "herald");
-    }
-
-    #[tokio::test]
-    async fn test_send_delivers_a_synthetic_event() {
-        let secrets = SecretBox::ephemeral();
-        let (hook, url) = start_hook().await;
-        let ep =
-            PreparedEndpoint::prepare(&record(&url, StoredAuth::None, &secrets), &secrets, &open_policy()).unwrap();
-        let out = ep.test_send(&client(), &TokenCache::new(), "order.created", json!({"x": 1}), None).await;
-        assert!(out.delivered(), "{out:?}");
-        let seen = hook.seen.lock().unwrap();
-        let body: Value = serde_json::from_slice(&seen[0].2).unwrap();
-        assert_eq!(body["type"], "order.created");
-        assert_eq!(body["data"], json!({"x": 1}));
-        assert_eq!(seen[0].1["webhook-id"], body["id"].as_str().unwrap());
-    }
-
-    #[test]
-    fn secrets_stay_out_of_debug_output() {
-        let secrets = SecretBox::ephemeral();
-        let mut rec = record(
-            "https://example.com/hook",
-            StoredAuth::Bearer { token: secrets.seal("t0ps3cret", sealing::binding("ep_1", sealing::TOKEN)) },
-            &secrets,
-        );
-        rec.headers.insert("X-Api-Key".into(), secrets.seal("k3y-value", sealing::binding("ep_1", sealing::HEADER)));
-        let ep = PreparedEndpoint::prepare(&rec, &secrets, &UrlPolicy::default()).unwrap();
-        assert_eq!(ep.headers[AUTHORIZATION], "Bearer t0ps3cret");
-        assert!(ep.headers["x-api-key"].is_sensitive(), "header values stay out of the HTTP stack's logs");
-        let debug = format!("{ep:?}");
-        assert!(!debug.contains("t0ps3cret") && !debug.contains("k3y-value"), "{debug}");
-        assert!(!debug.contains(SECRET.trim_start_matches("whsec_")), "{debug}");
-    }
-
-    #[test]
-    fn prepare_refuses_bad_headers_and_skips_reserved_ones() {
-        let secrets = SecretBox::ephemeral();
-        let mut rec = record("https://example.com/hook", StoredAuth::None, &secrets);
-        let ep = PreparedEndpoint::prepare(&rec, &secrets, &UrlPolicy::default()).unwrap();
-        assert!(!ep.headers.contains_key(CONTENT_TYPE));
-        assert_eq!(ep.headers["x-custom"], "yes");
-        rec.headers.insert("bad header".into(), Sealed("x".into()));
-        assert!(matches!(
-            PreparedEndpoint::prepare(&rec, &secrets, &UrlPolicy::default()),
-            Err(DispatchError::Header { .. })
-        ));
-        let mut rec = record("https://example.com/hook", StoredAuth::None, &secrets);
-        rec.signing_secrets[0].secret = Sealed("k00000000:garbage".into());
-        assert!(PreparedEndpoint::prepare(&rec, &secrets, &UrlPolicy::default()).is_err());
-        let rec = record("not a url", StoredAuth::None, &secrets);
-        assert!(PreparedEndpoint::prepare(&rec, &secrets, &UrlPolicy::default()).is_err());
-    }
-}
+mod tests;

@@ -39,7 +39,7 @@ use crate::oauth::TokenCache;
 use crate::partition::LiveGuard;
 use crate::records::{AttemptRecord, DeliveryStatus, Entry, HealthRecord, Settlement};
 use crate::render::LoadedEvent;
-use crate::retry::{Next, due_at, next_step, random_unit};
+use crate::retry::{Next, Schedule, due_at, next_step, random_unit};
 
 /// How often storing an outcome is tried before the entry is left pending.
 const SETTLE_TRIES: u32 = 8;
@@ -77,6 +77,8 @@ pub struct Target {
     pub handshake_lock: tokio::sync::Mutex<()>,
     /// `ordering: fifo`: failed jobs go back to the actor, not the retry set.
     pub fifo: bool,
+    /// The endpoint's retry policy over the installation's schedule.
+    pub schedule: Schedule,
 }
 
 /// What an attempt tells its actor.
@@ -158,7 +160,7 @@ async fn deliver_in_span(shared: Arc<Shared>, target: Arc<Target>, mut batch: Ve
             response_body: outcome.response_body.clone(),
         };
         let (status, retry, held) =
-            match next_step(&cfg.retry_schedule, cfg.retry_after_max, job.attempt, outcome.verdict, random_unit()) {
+            match next_step(&target.schedule, cfg.retry_after_max, job.attempt, outcome.verdict, random_unit()) {
                 Next::Delivered => (DeliveryStatus::Delivered, None, None),
                 Next::RetryIn(delay) if target.fifo => {
                     hold_for = Some(hold_for.map_or(delay, |d| d.max(delay)));

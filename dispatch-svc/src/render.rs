@@ -342,6 +342,7 @@ mod tests {
             metadata: Default::default(),
             max_batch_size: None,
             handshake: false,
+            retry: None,
             status: EndpointStatus::Active,
             disabled_reason: None,
             signing_secrets: Vec::new(),

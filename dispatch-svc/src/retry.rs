@@ -17,14 +17,17 @@
 //! A schedule of N delays allows N + 1 attempts: attempt `n` failing with a
 //! retryable verdict waits `schedule[n - 1]` (with ±20 % jitter so a burst of
 //! failures does not come back as a burst); after attempt N + 1 the delivery
-//! is failed. `Retry-After` is honoured as a lower bound, itself bounded by
+//! is failed. An endpoint's own `retry` policy replaces the installation's
+//! schedule and may cap the attempts (`maxAttempts`, the first included);
+//! past the end of its schedule the last delay repeats up to that cap. `Retry-After` is honoured as a lower bound, itself bounded by
 //! `HERALD_RETRY_AFTER_MAX`: a receiver must not park its deliveries for
 //! years (or overflow a clock) by answering a huge delay or a far date.
 
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use herald_common::model::{Job, Millis};
+use herald_common::config::parse_duration;
+use herald_common::model::{Job, Millis, RetryPolicy};
 use redis::Script;
 use serde_json::{Map, Value};
 
@@ -47,14 +50,39 @@ pub enum Next {
     },
 }
 
+/// The delays and attempt cap in force for one endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Schedule {
+    delays: Vec<Duration>,
+    max_attempts: usize,
+}
+
+impl Schedule {
+    /// The endpoint's `policy` over the `installation`'s schedule.
+    pub fn new(installation: &[Duration], policy: Option<&RetryPolicy>) -> Self {
+        let own: Vec<Duration> =
+            policy.map(|p| p.schedule.iter().filter_map(|d| parse_duration(d)).collect()).unwrap_or_default();
+        let delays = if own.is_empty() { installation.to_vec() } else { own };
+        let max_attempts = policy.and_then(|p| p.max_attempts).map_or(delays.len() + 1, |n| n as usize);
+        Schedule { delays, max_attempts }
+    }
+
+    /// The (unjittered) delay after failed attempt `attempt`, if another
+    /// attempt is allowed.
+    fn delay_after(&self, attempt: u32) -> Option<Duration> {
+        let n = usize::try_from(attempt).ok()?;
+        if n == 0 || n >= self.max_attempts {
+            return None;
+        }
+        self.delays.get(n - 1).or(self.delays.last()).copied()
+    }
+}
+
 /// Decides what follows attempt `attempt` (1-based) ending in `verdict`.
 /// `unit` is a uniform sample in `[0, 1)` that drives the jitter; a
 /// `Retry-After` wait counts up to `retry_after_max`.
-pub fn next_step(schedule: &[Duration], retry_after_max: Duration, attempt: u32, verdict: Verdict, unit: f64) -> Next {
-    let scheduled = || {
-        let index = usize::try_from(attempt).ok()?.checked_sub(1)?;
-        schedule.get(index).map(|base| jittered(*base, unit))
-    };
+pub fn next_step(schedule: &Schedule, retry_after_max: Duration, attempt: u32, verdict: Verdict, unit: f64) -> Next {
+    let scheduled = || schedule.delay_after(attempt).map(|base| jittered(base, unit));
     match verdict {
         Verdict::Delivered => Next::Delivered,
         Verdict::Gone => Next::Failed { disable: true },
@@ -126,8 +154,11 @@ mod tests {
     use super::*;
 
     const HOUR: Duration = Duration::from_secs(3600);
-    const SCHEDULE: [Duration; 3] =
-        [Duration::from_millis(200), Duration::from_millis(400), Duration::from_millis(800)];
+    const DELAYS: [Duration; 3] = [Duration::from_millis(200), Duration::from_millis(400), Duration::from_millis(800)];
+
+    fn installation() -> Schedule {
+        Schedule::new(&DELAYS, None)
+    }
 
     #[test]
     fn jitter_stays_within_twenty_percent() {
@@ -144,7 +175,7 @@ mod tests {
 
     #[test]
     fn a_schedule_of_n_delays_allows_n_plus_one_attempts() {
-        let at = |attempt| next_step(&SCHEDULE, HOUR, attempt, Verdict::Retry, 0.5);
+        let at = |attempt| next_step(&installation(), HOUR, attempt, Verdict::Retry, 0.5);
         assert_eq!(at(1), Next::RetryIn(Duration::from_millis(200)));
         assert_eq!(at(2), Next::RetryIn(Duration::from_millis(400)));
         assert_eq!(at(3), Next::RetryIn(Duration::from_millis(800)));
@@ -152,35 +183,62 @@ mod tests {
         // A manual retry of an exhausted delivery is one more attempt.
         assert_eq!(at(9), Next::Failed { disable: false });
         assert_eq!(at(0), Next::Failed { disable: false });
-        assert_eq!(next_step(&[], HOUR, 1, Verdict::Retry, 0.5), Next::Failed { disable: false });
+        assert_eq!(next_step(&Schedule::new(&[], None), HOUR, 1, Verdict::Retry, 0.5), Next::Failed { disable: false });
+    }
+
+    #[test]
+    fn an_endpoint_policy_replaces_the_schedule_and_caps_attempts() {
+        let policy = |schedule: &[&str], max_attempts| RetryPolicy {
+            schedule: schedule.iter().map(|s| (*s).to_owned()).collect(),
+            max_attempts,
+        };
+        let steps = |p: RetryPolicy| -> Vec<Next> {
+            let schedule = Schedule::new(&DELAYS, Some(&p));
+            (1..=5).map(|n| next_step(&schedule, HOUR, n, Verdict::Retry, 0.5)).collect()
+        };
+        let (s1, s2) = (Duration::from_secs(1), Duration::from_secs(2));
+        let failed = Next::Failed { disable: false };
+        assert_eq!(steps(policy(&["1s", "2s"], None)), [Next::RetryIn(s1), Next::RetryIn(s2), failed, failed, failed]);
+        assert_eq!(steps(policy(&[], Some(1))), [failed; 5], "send once, never retry");
+        assert_eq!(
+            steps(policy(&[], Some(2))),
+            [Next::RetryIn(Duration::from_millis(200)), failed, failed, failed, failed]
+        );
+        let repeating = steps(policy(&["1s", "2s"], Some(5)));
+        assert_eq!(repeating, [Next::RetryIn(s1), Next::RetryIn(s2), Next::RetryIn(s2), Next::RetryIn(s2), failed]);
+        let retry_after = Verdict::RetryAfter(Duration::from_secs(3));
+        assert_eq!(next_step(&Schedule::new(&DELAYS, Some(&policy(&[], Some(1)))), HOUR, 1, retry_after, 0.5), failed);
     }
 
     #[test]
     fn verdicts_map_to_steps() {
-        assert_eq!(next_step(&SCHEDULE, HOUR, 1, Verdict::Delivered, 0.5), Next::Delivered);
-        assert_eq!(next_step(&SCHEDULE, HOUR, 1, Verdict::Gone, 0.5), Next::Failed { disable: true });
-        assert_eq!(next_step(&SCHEDULE, HOUR, 1, Verdict::Permanent, 0.5), Next::Failed { disable: false });
+        assert_eq!(next_step(&installation(), HOUR, 1, Verdict::Delivered, 0.5), Next::Delivered);
+        assert_eq!(next_step(&installation(), HOUR, 1, Verdict::Gone, 0.5), Next::Failed { disable: true });
+        assert_eq!(next_step(&installation(), HOUR, 1, Verdict::Permanent, 0.5), Next::Failed { disable: false });
         let wait = Duration::from_secs(3);
-        assert_eq!(next_step(&SCHEDULE, HOUR, 1, Verdict::RetryAfter(wait), 0.5), Next::RetryIn(wait));
+        assert_eq!(next_step(&installation(), HOUR, 1, Verdict::RetryAfter(wait), 0.5), Next::RetryIn(wait));
         // Retry-After shorter than the schedule: the schedule wins.
         let short = Duration::from_millis(10);
         assert_eq!(
-            next_step(&SCHEDULE, HOUR, 2, Verdict::RetryAfter(short), 0.5),
+            next_step(&installation(), HOUR, 2, Verdict::RetryAfter(short), 0.5),
             Next::RetryIn(Duration::from_millis(400))
         );
-        assert_eq!(next_step(&SCHEDULE, HOUR, 4, Verdict::RetryAfter(wait), 0.5), Next::Failed { disable: false });
+        assert_eq!(
+            next_step(&installation(), HOUR, 4, Verdict::RetryAfter(wait), 0.5),
+            Next::Failed { disable: false }
+        );
     }
 
     #[test]
     fn retry_after_is_bounded() {
         let huge = Verdict::RetryAfter(Duration::from_secs(u64::MAX));
-        assert_eq!(next_step(&SCHEDULE, HOUR, 1, huge, 0.5), Next::RetryIn(HOUR));
+        assert_eq!(next_step(&installation(), HOUR, 1, huge, 0.5), Next::RetryIn(HOUR));
         let cap = Duration::from_secs(30);
-        assert_eq!(next_step(&SCHEDULE, cap, 1, huge, 0.5), Next::RetryIn(cap));
+        assert_eq!(next_step(&installation(), cap, 1, huge, 0.5), Next::RetryIn(cap));
         // Below the bound the wait counts in full; the schedule still wins when longer.
         let wait = Duration::from_secs(20);
-        assert_eq!(next_step(&SCHEDULE, cap, 1, Verdict::RetryAfter(wait), 0.5), Next::RetryIn(wait));
-        let long = [Duration::from_secs(90)];
+        assert_eq!(next_step(&installation(), cap, 1, Verdict::RetryAfter(wait), 0.5), Next::RetryIn(wait));
+        let long = Schedule::new(&[Duration::from_secs(90)], None);
         assert_eq!(next_step(&long, cap, 1, huge, 0.5), Next::RetryIn(Duration::from_secs(90)));
     }
 

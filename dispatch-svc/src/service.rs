@@ -259,7 +259,7 @@ impl Dispatch for DispatchService {
         };
         let record = self.endpoint(tenant, endpoint_id).await?;
         let config = &self.shared.config;
-        let prepared = PreparedEndpoint::prepare(&record, &config.secrets, &config.url_policy)?;
+        let prepared = PreparedEndpoint::prepare(&record, &config.secrets, &config.url_policy, &config.webhook_origin)?;
         // The endpoint's actor, when it runs here, lends its token: a test
         // send then costs no token request of its own.
         let tokens = self.actors.token_cache(endpoint_id).await.unwrap_or_default();

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use herald_common::model::{
-    ClientAuth, EndpointRecord, EndpointStatus, EventTypeRecord, Format, Millis, Ordering, StoredAuth,
+    ClientAuth, EndpointRecord, EndpointStatus, EventTypeRecord, Format, Millis, Ordering, RetryPolicy, StoredAuth,
     SubscriptionRecord, TenantRecord,
 };
 use prost_types::Timestamp;
@@ -100,6 +100,11 @@ pub fn redacted_auth(auth: &StoredAuth) -> Option<v1::EndpointAuth> {
     Some(v1::EndpointAuth { kind: Some(kind) })
 }
 
+pub fn retry_to_wire(retry: &RetryPolicy) -> v1::RetryPolicy {
+    let RetryPolicy { schedule, max_attempts } = retry;
+    v1::RetryPolicy { schedule: schedule.clone(), max_attempts: *max_attempts }
+}
+
 impl From<&TenantRecord> for v1::Tenant {
     fn from(t: &TenantRecord) -> Self {
         let TenantRecord { id, name, created_at, metadata } = t;
@@ -144,6 +149,7 @@ pub fn endpoint_to_wire(e: &EndpointRecord, open_headers: BTreeMap<String, Strin
         metadata,
         max_batch_size,
         handshake,
+        retry,
         status,
         disabled_reason,
         signing_secrets: _,
@@ -166,6 +172,7 @@ pub fn endpoint_to_wire(e: &EndpointRecord, open_headers: BTreeMap<String, Strin
             metadata: metadata.clone().into_iter().collect(),
             max_batch_size: *max_batch_size,
             handshake: *handshake,
+            retry: retry.as_ref().map(retry_to_wire),
         }),
         status: status_to_wire(*status) as i32,
         disabled_reason: disabled_reason.clone().unwrap_or_default(),

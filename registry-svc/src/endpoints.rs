@@ -51,6 +51,7 @@ const SPEC_FIELDS: &[&str] = &[
     "metadata",
     "max_batch_size",
     "handshake",
+    "retry",
 ];
 
 /// Accepts snake_case (the proto's) and camelCase (the REST API's) names.
@@ -197,6 +198,7 @@ impl Registry {
             metadata,
             max_batch_size,
             handshake,
+            retry,
         } = spec;
         let named = |f: &str| fields.contains(&f);
         if named("url") {
@@ -256,6 +258,9 @@ impl Registry {
         if named("handshake") {
             record.handshake = handshake;
         }
+        if named("retry") {
+            record.retry = crate::retry_policy::check(&mut v, retry);
+        }
         if record.format == herald_common::model::Format::Template && record.template.is_none() {
             v.add("template", "is required when format is template (a JSON object)");
         }
@@ -304,6 +309,7 @@ impl Registry {
             metadata: BTreeMap::new(),
             max_batch_size: None,
             handshake: false,
+            retry: None,
             status: EndpointStatus::Active,
             disabled_reason: None,
             signing_secrets: vec![signing],

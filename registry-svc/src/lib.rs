@@ -7,8 +7,9 @@
 //!
 //! Code map: [`service`] is the gRPC surface; the domain is [`Registry`],
 //! whose operations live in [`tenants`], [`event_types`], [`endpoints`],
-//! [`subscriptions`] and [`publish`]; [`validate`] and [`schema`] hold the
-//! input rules; [`store`] sends every Redis command; [`error`] maps errors
+//! [`subscriptions`] and [`publish`]; [`validate`], [`schema`],
+//! [`filter`] (subscription filters, parsed and matched) and
+//! [`retry_policy`] hold the input rules; [`store`] sends every Redis command; [`error`] maps errors
 //! to gRPC codes in one place.
 
 use std::sync::Arc;
@@ -24,8 +25,12 @@ use tonic::transport::Server;
 pub mod catalog;
 pub mod endpoints;
 pub mod error;
+pub mod event_input;
 pub mod event_types;
+pub mod filter;
 pub mod publish;
+pub mod retry_policy;
+pub mod routing;
 pub mod schema;
 pub mod service;
 pub mod store;
@@ -35,7 +40,7 @@ pub mod validate;
 
 pub use error::{FieldError, RegistryError};
 
-use crate::publish::RouteCache;
+use crate::routing::RouteCache;
 use crate::schema::SchemaCache;
 use crate::service::RegistryService;
 use crate::store::Store;

@@ -15,7 +15,8 @@ use herald_proto::v1::{
     ListApiKeysRequest, ListApiKeysResponse, ListEndpointsRequest, ListEndpointsResponse, ListEventTypesRequest,
     ListEventTypesResponse, ListSubscriptionsRequest, ListSubscriptionsResponse, ListTenantsRequest,
     ListTenantsResponse, PageInfo, PublishBatchRequest, PublishBatchResponse, PublishRequest, PublishResponse,
-    RevokeApiKeyRequest, SubscriptionRef, UpdateEndpointRequest, UpdateTenantRequest, get_event_type_request,
+    RevokeApiKeyRequest, SubscriptionRef, UpdateEndpointRequest, UpdateSubscriptionRequest, UpdateTenantRequest,
+    get_event_type_request,
 };
 use tonic::{Request, Response, Status};
 
@@ -245,6 +246,11 @@ impl RegistryRpc for RegistryService {
         let page = validate::page(page.as_ref())?;
         let (subs, next) = self.registry.list_subscriptions(&tenant, &endpoint_id, &page).await?;
         ok(ListSubscriptionsResponse { subscriptions: subs.iter().map(Into::into).collect(), page: page_info(next) })
+    }
+
+    async fn update_subscription(&self, request: Request<UpdateSubscriptionRequest>) -> Answer<v1::Subscription> {
+        let UpdateSubscriptionRequest { tenant, id, event_types, filter, fields } = request.into_inner();
+        ok((&self.registry.update_subscription(&tenant, &id, event_types, &filter, &fields).await?).into())
     }
 
     async fn delete_subscription(&self, request: Request<SubscriptionRef>) -> Answer<DeleteResponse> {

@@ -27,6 +27,8 @@ use serde::de::DeserializeOwned;
 use crate::error::Result;
 use crate::validate::{Page, split_page};
 
+mod subscription_update;
+
 /// Approximate length the changes stream is trimmed to; dispatchers read it
 /// live, so only a short history is needed for a restarting follower.
 const CHANGES_MAXLEN: u32 = 10_000;

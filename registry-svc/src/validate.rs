@@ -26,7 +26,8 @@ pub const MAX_HEADER_VALUE: usize = 1024;
 pub const MAX_METADATA: usize = 32;
 pub const MAX_METADATA_KEY: usize = 256;
 pub const MAX_METADATA_VALUE: usize = 4096;
-pub const MAX_FILTER_ENTRIES: usize = 32;
+pub const MAX_FILTER_ENTRIES: usize = crate::filter::MAX_ENTRIES;
+pub const MAX_FILTER_BYTES: usize = 16 * 1024;
 pub const MAX_SUBSCRIPTION_TYPES: usize = 256;
 pub const MAX_BATCH_EVENTS: usize = 1000;
 
@@ -34,9 +35,6 @@ pub const MAX_BATCH_EVENTS: usize = 1000;
 const RESERVED_HEADERS: &[&str] =
     &["content-type", "content-length", "host", "authorization", "user-agent", "traceparent", "tracestate"];
 const RESERVED_HEADER_PREFIXES: &[&str] = &["webhook-", "ce-"];
-
-/// Event paths a filter may start from: the fields of the stored event.
-const FILTER_ROOTS: &[&str] = &["id", "type", "timestamp", "resource", "data"];
 
 /// Collects every field error of one request.
 #[derive(Debug, Default)]
@@ -236,29 +234,14 @@ pub fn metadata(v: &mut Violations, field: &str, metadata: &HashMap<String, Stri
     }
 }
 
-/// A subscription filter: dotted event paths to the values they must equal.
-/// An empty object is the same as no filter.
+/// A subscription filter (see [`crate::filter`]), checked and kept as
+/// given. An empty object is the same as no filter.
 pub fn filter(bytes: &[u8]) -> Result<Option<FilterMap>, FieldError> {
+    if bytes.len() > MAX_FILTER_BYTES {
+        return Err(FieldError::new("filter", format!("must be at most {MAX_FILTER_BYTES} bytes of JSON")));
+    }
     let Some(map) = json_object("filter", bytes)? else { return Ok(None) };
-    if map.len() > MAX_FILTER_ENTRIES {
-        return Err(FieldError::new("filter", format!("at most {MAX_FILTER_ENTRIES} entries")));
-    }
-    for path in map.keys() {
-        let mut segments = path.split('.');
-        let root = segments.next().unwrap_or_default();
-        if !FILTER_ROOTS.contains(&root) {
-            return Err(FieldError::new(
-                format!("filter.{path}"),
-                "paths start with id, type, timestamp, resource or data",
-            ));
-        }
-        if path.split('.').any(str::is_empty) || path.len() > 512 {
-            return Err(FieldError::new(format!("filter.{path}"), "is not a dotted path"));
-        }
-        if matches!(root, "id" | "type" | "timestamp") && segments.next().is_some() {
-            return Err(FieldError::new(format!("filter.{path}"), format!("{root} has no fields")));
-        }
-    }
+    crate::filter::Filter::parse(&map)?;
     Ok((!map.is_empty()).then_some(map))
 }
 

@@ -1,6 +1,6 @@
 //! Property tests of subscription filters: the validator
-//! ([`validate::filter`]), the matcher ([`publish::matches`]) and the
-//! indexed routing table ([`publish::RouteTable`]), which must choose
+//! ([`validate::filter`]), the matcher ([`filter::matches`]) and the
+//! indexed routing table ([`routing::RouteTable`]), which must choose
 //! exactly what checking every route's filter would.
 //!
 //! The oracle is the contract: a filter is an object of dotted paths rooted
@@ -12,7 +12,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use herald_common::model::{FilterMap, StoredEvent};
-use herald_registry::publish::{Route, RouteTable, matches};
+use herald_registry::filter::matches;
+use herald_registry::routing::{Route, RouteTable};
 use herald_registry::validate;
 use proptest::prelude::*;
 use proptest::test_runner::Config;

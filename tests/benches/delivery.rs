@@ -852,6 +852,7 @@ impl Bench {
             resource: Vec::new(),
             data: format!(r#"{{"target":"{target}","bseq":{seq},"pad":"{pad}"}}"#).into_bytes(),
             time: None,
+            ..Default::default()
         }
     }
 

@@ -4,7 +4,8 @@
 Herald's own code must not be the only thing that says its requests are
 right, so this script checks captured requests with the reference libraries
 that receivers use: `standardwebhooks` for signatures and the CloudEvents
-Python SDK for CloudEvents in structured and binary content mode.
+Python SDK for CloudEvents in structured and binary content mode, whose
+requests must also name their origin (`WebHook-Request-Origin`, a DNS name).
 
 Usage: judge.py REQUESTS.json
 
@@ -23,11 +24,14 @@ expected, 1 otherwise, 2 on unusable input.
 """
 
 import json
+import re
 import sys
 
 from standardwebhooks import Webhook
 
 MODES = ("webhook", "cloudevents-structured", "cloudevents-binary")
+# CloudEvents webhook spec 4.1: WebHook-Request-Origin is a DNS name (RFC 1123 labels).
+DNS_NAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*")
 
 
 def legacy_from_http():
@@ -73,6 +77,10 @@ def check_cloudevent(request, headers, body):
         content_type = headers.get("content-type", "")
         if not content_type.startswith("application/cloudevents+json"):
             raise ValueError(f"structured mode but content-type is {content_type!r}")
+
+    origin = headers.get("webhook-request-origin", "")
+    if not DNS_NAME.fullmatch(origin) or len(origin) > 253:
+        raise ValueError(f"WebHook-Request-Origin {origin!r} is not a DNS name")
 
     event = legacy_from_http()(headers, body.encode("utf-8"))
     attrs = {

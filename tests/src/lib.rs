@@ -266,8 +266,12 @@ pub fn base_env(prefix: &str) -> Env {
         ("HERALD_PARTITIONS", "4".to_owned()),
         ("HERALD_DELIVERY_TIMEOUT_MS", "2000".to_owned()),
         ("HERALD_RETRY_SCHEDULE", "200ms,400ms,800ms".to_owned()),
+        ("HERALD_WEBHOOK_ORIGIN", WEBHOOK_ORIGIN.to_owned()),
     ])
 }
+
+/// `WebHook-Request-Origin` of every test stack.
+pub const WEBHOOK_ORIGIN: &str = "webhooks.herald.test";
 
 /// Registry, dispatch and gateway running in this process.
 pub struct Stack {

@@ -202,7 +202,8 @@ fn count(
 
 // ------------------------------------------------------------------ handlers
 
-/// The partner's callbacks, by notification type.
+/// The partner's active callbacks, by notification type. A callback that is
+/// deactivated, or that Herald disabled, receives nothing and is left out.
 #[utoipa::path(get, path = "/partners/{partnerUniqueID}/callbacks", tag = "seed003",
     params(("partnerUniqueID" = String, Path, description = "The partner: the caller's tenant id"), Seed003ListParams),
     responses((status = 200, description = "The list of callbacks", body = Vec<Seed003Callback>), Problems))]
@@ -219,6 +220,7 @@ pub async fn list_callbacks(
         .await?
         .into_iter()
         .filter_map(|e| Seed003Callback::from_endpoint(&tenant, e))
+        .filter(|c| c.status == "active")
         .collect();
     callbacks.sort_by_key(|c| c.notification_type);
     Ok(axum::Json(callbacks.into_iter().skip(offset as usize).take(limit as usize).collect()))
@@ -314,6 +316,7 @@ pub async fn echo(
         resource: Vec::new(),
         data: String::from(Box::<str>::from(input.raw_body)).into_bytes(),
         time: None,
+        ..Default::default()
     };
     let answer = state
         .upstream

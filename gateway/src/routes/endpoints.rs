@@ -11,10 +11,11 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use herald_proto::v1;
-use herald_proto::v1::endpoint_auth::Kind;
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
+pub use super::endpoint_auth::{AuthInput, AuthView};
+use super::retry_policy::RetryPolicy;
 use super::{json_bytes, json_value, parse_time, rfc3339, rfc3339_opt};
 use crate::auth::Scope;
 use crate::error::GatewayError;
@@ -117,136 +118,6 @@ impl EndpointStatus {
     }
 }
 
-/// How an OAuth client authenticates to the token endpoint.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum ClientAuth {
-    /// `client_secret_basic` (the default).
-    Basic,
-    /// `client_secret_post`.
-    Post,
-}
-
-impl ClientAuth {
-    fn name(self) -> &'static str {
-        match self {
-            ClientAuth::Basic => "basic",
-            ClientAuth::Post => "post",
-        }
-    }
-}
-
-// ------------------------------------------------------------------ auth
-
-/// How Herald authenticates to the endpoint.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum AuthInput {
-    None,
-    Basic(BasicAuthInput),
-    Bearer(BearerAuthInput),
-    Oauth2ClientCredentials(OAuth2Input),
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct BasicAuthInput {
-    pub username: String,
-    pub password: String,
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct BearerAuthInput {
-    pub token: String,
-}
-
-/// OAuth 2.0 client credentials grant (RFC 6749 §4.4).
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct OAuth2Input {
-    pub token_url: String,
-    pub client_id: String,
-    pub client_secret: String,
-    pub scope: Option<String>,
-    pub audience: Option<String>,
-    pub client_auth: Option<ClientAuth>,
-}
-
-impl AuthInput {
-    pub(crate) fn into_wire(self) -> Option<v1::EndpointAuth> {
-        let kind = match self {
-            AuthInput::None => return None,
-            AuthInput::Basic(BasicAuthInput { username, password }) => {
-                Kind::Basic(v1::endpoint_auth::Basic { username, password })
-            }
-            AuthInput::Bearer(BearerAuthInput { token }) => Kind::Bearer(v1::endpoint_auth::Bearer { token }),
-            AuthInput::Oauth2ClientCredentials(OAuth2Input {
-                token_url,
-                client_id,
-                client_secret,
-                scope,
-                audience,
-                client_auth,
-            }) => Kind::Oauth2ClientCredentials(v1::endpoint_auth::OAuth2ClientCredentials {
-                token_url,
-                client_id,
-                client_secret,
-                scope: scope.unwrap_or_default(),
-                audience: audience.unwrap_or_default(),
-                client_auth: client_auth.unwrap_or(ClientAuth::Basic).name().to_owned(),
-            }),
-        };
-        Some(v1::EndpointAuth { kind: Some(kind) })
-    }
-}
-
-/// The endpoint's authentication, without passwords, tokens or client secrets.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum AuthView {
-    None,
-    Basic { username: String },
-    Bearer,
-    Oauth2ClientCredentials(OAuth2View),
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct OAuth2View {
-    pub token_url: String,
-    pub client_id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub scope: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub audience: Option<String>,
-    pub client_auth: ClientAuth,
-}
-
-impl AuthView {
-    pub(crate) fn from_wire(auth: Option<v1::EndpointAuth>) -> AuthView {
-        match auth.and_then(|a| a.kind) {
-            None => AuthView::None,
-            Some(Kind::Basic(v1::endpoint_auth::Basic { username, password: _ })) => AuthView::Basic { username },
-            Some(Kind::Bearer(v1::endpoint_auth::Bearer { token: _ })) => AuthView::Bearer,
-            Some(Kind::Oauth2ClientCredentials(v1::endpoint_auth::OAuth2ClientCredentials {
-                token_url,
-                client_id,
-                client_secret: _,
-                scope,
-                audience,
-                client_auth,
-            })) => AuthView::Oauth2ClientCredentials(OAuth2View {
-                token_url,
-                client_id,
-                scope: Some(scope).filter(|s| !s.is_empty()),
-                audience: Some(audience).filter(|s| !s.is_empty()),
-                client_auth: if client_auth == "post" { ClientAuth::Post } else { ClientAuth::Basic },
-            }),
-        }
-    }
-}
-
 // ------------------------------------------------------------------ bodies
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -269,6 +140,7 @@ pub struct EndpointInput {
     pub max_batch_size: Option<u32>,
     /// CloudEvents abuse-protection handshake before the first delivery.
     pub handshake: Option<bool>,
+    pub retry: Option<RetryPolicy>,
 }
 
 impl EndpointInput {
@@ -286,6 +158,7 @@ impl EndpointInput {
             metadata,
             max_batch_size,
             handshake,
+            retry,
         } = self;
         v1::EndpointSpec {
             url,
@@ -300,6 +173,7 @@ impl EndpointInput {
             metadata: metadata.unwrap_or_default(),
             max_batch_size,
             handshake: handshake.unwrap_or(false),
+            retry: retry.map(RetryPolicy::into_wire),
         }
     }
 }
@@ -349,6 +223,10 @@ pub struct EndpointPatch {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<bool>)]
     pub handshake: Option<Option<bool>>,
+    /// `null` removes the endpoint's policy (the installation's schedule applies again).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<RetryPolicy>)]
+    pub retry: Option<Option<RetryPolicy>>,
 }
 
 impl EndpointPatch {
@@ -367,6 +245,7 @@ impl EndpointPatch {
             metadata,
             max_batch_size,
             handshake,
+            retry,
         } = self;
         let mut spec = v1::EndpointSpec::default();
         let mut fields = Vec::new();
@@ -387,6 +266,7 @@ impl EndpointPatch {
         mark("metadata", metadata.is_some());
         mark("max_batch_size", max_batch_size.is_some());
         mark("handshake", handshake.is_some());
+        mark("retry", retry.is_some());
         if let Some(url) = url {
             spec.url = url.ok_or_else(|| GatewayError::invalid("url", "cannot be null"))?;
         }
@@ -401,6 +281,7 @@ impl EndpointPatch {
         spec.metadata = metadata.flatten().unwrap_or_default();
         spec.max_batch_size = max_batch_size.flatten();
         spec.handshake = handshake.flatten().unwrap_or(false);
+        spec.retry = retry.flatten().map(RetryPolicy::into_wire);
         Ok((spec, fields))
     }
 }
@@ -426,6 +307,8 @@ pub struct Endpoint {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_batch_size: Option<u32>,
     pub handshake: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
     pub status: EndpointStatus,
     /// Why Herald disabled the endpoint, e.g. `gone` or `failing`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -450,6 +333,7 @@ impl From<v1::Endpoint> for Endpoint {
             metadata,
             max_batch_size,
             handshake,
+            retry,
         } = spec.unwrap_or_default();
         Endpoint {
             id,
@@ -465,6 +349,7 @@ impl From<v1::Endpoint> for Endpoint {
             metadata: metadata.into_iter().collect(),
             max_batch_size,
             handshake,
+            retry: retry.map(RetryPolicy::from_wire),
             status: EndpointStatus::from_wire(status),
             disabled_reason: Some(disabled_reason).filter(|r| !r.is_empty()),
             created_at: rfc3339(created_at.as_ref()),
@@ -745,6 +630,8 @@ pub async fn get_endpoint_health(
 
 #[cfg(test)]
 mod tests {
+    use herald_proto::v1::endpoint_auth::Kind;
+
     use super::*;
     use crate::json::parse;
 

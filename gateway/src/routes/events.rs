@@ -67,6 +67,7 @@ pub async fn publish_event(
         resource: resource.map(raw_bytes).unwrap_or_default(),
         data: raw_bytes(data),
         time,
+        ..Default::default()
     };
     let v1::PublishResponse { id, deliveries, duplicate } =
         state.upstream.registry().publish(request).await?.into_inner();

@@ -4,10 +4,12 @@
 //! `INVALID_ARGUMENT` with field violations.
 
 pub mod deliveries;
+pub mod endpoint_auth;
 pub mod endpoints;
 pub mod event_types;
 pub mod events;
 pub mod operations;
+pub mod retry_policy;
 pub mod subscriptions;
 pub mod tenants;
 

@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use herald_proto::v1;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{json_bytes, json_value, rfc3339};
@@ -23,6 +23,7 @@ pub fn routes() -> ApiRouter<AppState> {
         .route(__path_create_subscription, create_subscription)
         .route(__path_list_subscriptions, list_subscriptions)
         .route(__path_get_subscription, get_subscription)
+        .route(__path_update_subscription, update_subscription)
         .route(__path_delete_subscription, delete_subscription)
 }
 
@@ -32,10 +33,31 @@ pub struct SubscriptionInput {
     pub endpoint_id: String,
     /// Event type names, or `["*"]` for all.
     pub event_types: Vec<String>,
-    /// Dotted event paths to values that must all be equal, e.g. `{"resource.orgShortName": "tfoinc"}`.
-    #[schema(value_type = Option<Object>)]
+    /// Dotted event paths to conditions that must all hold: a plain value
+    /// (equality) or an object of operators (`$eq`, `$ne`, `$in`, `$nin`,
+    /// `$gt`, `$gte`, `$lt`, `$lte`, `$exists`, `$prefix`); `$or`/`$and`
+    /// take a list of such filters.
+    #[schema(value_type = Option<Object>, example = json!({"type": "order.paid", "data.amount": {"$gte": 100},
+        "$or": [{"resource.region": {"$in": ["eu", "uk"]}}, {"data.priority": true}]}))]
     pub filter: Option<serde_json::Map<String, serde_json::Value>>,
     pub metadata: Option<HashMap<String, String>>,
+}
+
+/// Fields to change; absent ones are kept. `filter: null` removes the filter.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SubscriptionPatch {
+    /// Event type names, or `["*"]` for all.
+    pub event_types: Option<Vec<String>>,
+    /// As on create; `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Object>)]
+    pub filter: Option<Option<serde_json::Map<String, serde_json::Value>>>,
+}
+
+/// Tells "absent" (`None`) from "null" (`Some(None)`).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -142,6 +164,38 @@ pub async fn get_subscription(
     Path(id): Path<String>,
 ) -> Result<axum::Json<Subscription>, GatewayError> {
     let answer = state.upstream.registry().get_subscription(subscription_ref(&scope, &id)?).await?.into_inner();
+    Ok(axum::Json(answer.into()))
+}
+
+/// Change a subscription's event types or filter. Deliveries follow the
+/// change from the next published event on.
+#[utoipa::path(patch, path = "/v1/subscriptions/{id}", tag = "subscriptions",
+    params(("id" = String, Path), TenantParam), request_body = SubscriptionPatch,
+    responses((status = 200, description = "OK", body = Subscription), Problems))]
+pub async fn update_subscription(
+    State(state): State<AppState>,
+    scope: Scope,
+    Path(id): Path<String>,
+    Json(patch): Json<SubscriptionPatch>,
+) -> Result<axum::Json<Subscription>, GatewayError> {
+    let v1::SubscriptionRef { tenant, id } = subscription_ref(&scope, &id)?;
+    let SubscriptionPatch { event_types, filter } = patch;
+    let mut fields = Vec::new();
+    if event_types.is_some() {
+        fields.push("event_types".to_owned());
+    }
+    if filter.is_some() {
+        fields.push("filter".to_owned());
+    }
+    let filter = filter.flatten().map(serde_json::Value::Object);
+    let request = v1::UpdateSubscriptionRequest {
+        tenant,
+        id,
+        event_types: event_types.unwrap_or_default(),
+        filter: json_bytes(filter.as_ref()),
+        fields,
+    };
+    let answer = state.upstream.registry().update_subscription(request).await?.into_inner();
     Ok(axum::Json(answer.into()))
 }
 

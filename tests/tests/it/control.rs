@@ -112,6 +112,7 @@ fn event(n: usize) -> PublishRequest {
         resource: Vec::new(),
         data: format!(r#"{{"n":{n}}}"#).into_bytes(),
         time: None,
+        ..Default::default()
     }
 }
 

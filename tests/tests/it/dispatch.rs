@@ -85,6 +85,7 @@ fn event(tenant: &str, resource: Option<serde_json::Value>) -> PublishRequest {
         resource: resource.map(|r| r.to_string().into_bytes()).unwrap_or_default(),
         data: br#"{"orderId":"o-1"}"#.to_vec(),
         time: None,
+        ..Default::default()
     }
 }
 

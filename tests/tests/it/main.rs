@@ -13,6 +13,8 @@ mod gateway;
 mod limits;
 mod observability;
 mod observe;
+mod payloads;
+mod policies;
 mod profiles;
 mod registry;
 mod rights;

@@ -87,6 +87,7 @@ fn event(tenant: &str, id: &str, kind: &str, data: serde_json::Value) -> Publish
         resource: Vec::new(),
         data: data.to_string().into_bytes(),
         time: None,
+        ..Default::default()
     }
 }
 
