@@ -1477,9 +1477,11 @@ The last column is every other process on the machine: more than a few percent t
         out.push_str(&line);
         out.push('\n');
     }
-    out.push_str("\nWhat Redis spent on each scenario (`INFO commandstats` and `used_memory`, read before the first publish \
+    out.push_str(
+        "\nWhat Redis spent on each scenario (`INFO commandstats` and `used_memory`, read before the first publish \
 and after the dispatcher counted every settlement), per delivery: commands by name, and memory still held for the \
-retention (delivery records, indexes, stored events).\n\n");
+retention (delivery records, indexes, stored events).\n\n",
+    );
     out.push_str("| scenario | Redis commands per delivery | Redis memory per retained delivery |\n|---|---|---|\n");
     for line in redis_rows {
         out.push_str(&line);
