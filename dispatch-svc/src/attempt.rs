@@ -622,6 +622,8 @@ mod tests {
             }],
             created_at: 0,
             updated_at: 0,
+            generation: String::new(),
+            activated_at: None,
         }
     }
 

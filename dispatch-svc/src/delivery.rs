@@ -77,6 +77,8 @@ pub struct Target {
     pub handshake_lock: tokio::sync::Mutex<()>,
     /// `ordering: fifo`: failed jobs go back to the actor, not the retry set.
     pub fifo: bool,
+    /// The endpoint incarnation `health` belongs to, stored with its snapshot.
+    pub epoch: String,
 }
 
 /// What an attempt tells its actor.
@@ -133,7 +135,8 @@ async fn deliver_in_span(shared: Arc<Shared>, target: Arc<Target>, mut batch: Ve
     let token_error = target.tokens.last_error().map(|e| e.code().map_or_else(|| e.to_string(), str::to_owned));
     let now_ms = time_fmt::now_millis();
     let now = Instant::now();
-    let recorded = target.health.record(outcome.delivered(), token_error, now, now_ms);
+    let mut recorded = target.health.record(outcome.delivered(), token_error, now, now_ms);
+    recorded.snapshot.epoch = Some(target.epoch.clone());
     let gone = outcome.verdict == Verdict::Gone;
     if !outcome.delivered() {
         tracing::info!(

@@ -270,6 +270,8 @@ fn snapshot(state: &State, now: Instant, now_ms: Millis) -> HealthRecord {
         token_error: state.token_error.clone(),
         open_until: state.open_until.map(|until| now_ms.saturating_add(millis(until.saturating_duration_since(now)))),
         cool_down_ms: u64::try_from(state.cool_down.as_millis()).unwrap_or(u64::MAX),
+        // The attempt that stores it knows which endpoint incarnation it is.
+        epoch: None,
     }
 }
 

@@ -40,6 +40,7 @@ pub mod envelope;
 pub mod error;
 pub mod health;
 pub mod http_client;
+pub mod lifecycle;
 pub mod oauth;
 pub mod observe;
 pub mod partition;

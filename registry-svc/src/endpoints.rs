@@ -309,6 +309,8 @@ impl Registry {
             signing_secrets: vec![signing],
             created_at: now,
             updated_at: now,
+            generation: ids::new_id(ids::GENERATION),
+            activated_at: None,
         };
         self.apply_spec(&mut record, spec, SPEC_FIELDS).await?;
         let quota = self.config.max_endpoints_per_tenant;
@@ -408,7 +410,10 @@ impl Registry {
             v.finish()?;
         }
         let (record, ()) = self
-            .modify_endpoint(tenant, id, |record, _| {
+            .modify_endpoint(tenant, id, |record, now| {
+                if status == EndpointStatus::Active && record.status != EndpointStatus::Active {
+                    record.activated_at = Some(now);
+                }
                 record.status = status;
                 record.disabled_reason = match status {
                     EndpointStatus::Disabled => {

@@ -54,6 +54,8 @@ pub struct Route {
     pub endpoint_id: String,
     pub partition: u32,
     pub filter: Option<FilterMap>,
+    /// The endpoint's incarnation, carried by every job to it.
+    pub generation: String,
 }
 
 struct CachedRoutes {
@@ -384,6 +386,7 @@ impl Registry {
                         event_id: event.id.clone(),
                         attempt: 1,
                         traceparent: traceparent.clone(),
+                        generation: Some(route.generation.clone()).filter(|g| !g.is_empty()),
                     };
                     (route.partition, job)
                 })
@@ -421,11 +424,15 @@ impl Registry {
         let (subs, statuses) = self.store.routing_inputs(tenant, event_type).await?;
         let routes: Vec<Route> = subs
             .into_iter()
-            .filter(|s| s.tenant == tenant && statuses.get(&s.endpoint_id) == Some(&EndpointStatus::Active))
-            .map(|s| Route {
-                partition: partition_of(&s.endpoint_id, self.config.partitions),
-                endpoint_id: s.endpoint_id,
-                filter: s.filter,
+            .filter(|s| s.tenant == tenant)
+            .filter_map(|s| match statuses.get(&s.endpoint_id) {
+                Some((EndpointStatus::Active, generation)) => Some(Route {
+                    partition: partition_of(&s.endpoint_id, self.config.partitions),
+                    generation: generation.clone(),
+                    endpoint_id: s.endpoint_id,
+                    filter: s.filter,
+                }),
+                _ => None,
             })
             .collect();
         let routes = Arc::new(RouteTable::new(routes));
@@ -475,6 +482,7 @@ mod tests {
     #[test]
     fn selection_is_one_job_per_endpoint() {
         let route = |ep: &str, f: Option<Value>| Route {
+            generation: String::new(),
             endpoint_id: ep.into(),
             partition: partition_of(ep, 4),
             filter: f.map(filter),

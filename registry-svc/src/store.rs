@@ -163,6 +163,10 @@ return 1
 
 /// The publish step, atomic: remember the id, store the payload once, append
 /// one job per endpoint. A repeated id answers the first publish's count.
+/// Past the idempotency window, an id whose event is still stored is a
+/// duplicate too (answering 0 deliveries): its deliveries may still be
+/// retried under that id as `webhook-id`, and must carry the data they were
+/// published with, so a stored payload is never replaced.
 /// KEYS: idempotency, event, then one partition stream per job.
 /// ARGV: payload, retention ms, idempotency ms, job count, then per job its
 /// field count followed by field/value pairs.
@@ -172,6 +176,7 @@ static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
         r"
 local seen = redis.call('GET', KEYS[1])
 if seen then return {1, tonumber(seen) or 0} end
+if redis.call('EXISTS', KEYS[2]) == 1 then return {1, 0} end
 local jobs = tonumber(ARGV[4])
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 redis.call('SET', KEYS[1], jobs, 'PX', ARGV[3])
@@ -708,7 +713,7 @@ impl Store {
         &self,
         tenant: &str,
         event_type: &str,
-    ) -> Result<(Vec<SubscriptionRecord>, HashMap<String, EndpointStatus>)> {
+    ) -> Result<(Vec<SubscriptionRecord>, HashMap<String, (EndpointStatus, String)>)> {
         let mut conn = self.conn.clone();
         let sub_ids: Vec<String> = redis::cmd("SUNION")
             .arg(self.keys.subscription_index(tenant, event_type))
@@ -721,8 +726,11 @@ impl Store {
             subs.iter().filter(|s| s.tenant == tenant).map(|s| s.endpoint_id.as_str()).collect();
         let endpoint_keys: Vec<String> = endpoint_ids.iter().map(|id| self.keys.endpoint(id)).collect();
         let endpoints: Vec<EndpointRecord> = self.mget_json(&endpoint_keys).await?;
-        let statuses =
-            endpoints.into_iter().filter(|e| e.tenant == tenant).map(|e| (e.id, e.status)).collect::<HashMap<_, _>>();
+        let statuses = endpoints
+            .into_iter()
+            .filter(|e| e.tenant == tenant)
+            .map(|e| (e.id, (e.status, e.generation)))
+            .collect::<HashMap<_, _>>();
         Ok((subs, statuses))
     }
 
