@@ -8,6 +8,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod own_redis;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -13,7 +13,7 @@ use herald_common::model::Millis;
 
 /// Live health of an endpoint, stored in `ep:{id}:health`: what
 /// `GetEndpointHealth` shows, and what a new actor's breaker starts from.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HealthRecord {
     pub circuit: String,
     pub in_flight: u32,
@@ -28,6 +28,13 @@ pub struct HealthRecord {
     /// The endpoint incarnation this was written for; `None` in records
     /// written before epochs existed, which are taken as current.
     pub epoch: Option<String>,
+}
+
+/// An endpoint with no attempts yet: closed, nothing failing.
+impl Default for HealthRecord {
+    fn default() -> Self {
+        HealthRecord::from_hash(&HashMap::new())
+    }
 }
 
 impl HealthRecord {
