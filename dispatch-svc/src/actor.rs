@@ -23,7 +23,10 @@
 //!
 //! Jobs for an endpoint that is deleted, deactivated or disabled are stored
 //! as failed with that reason and acknowledged, as Svix does for disabled
-//! endpoints; after reactivation `RecoverEndpoint` sends them again.
+//! endpoints; after reactivation `RecoverEndpoint` sends them again. Jobs
+//! of another tenant or of an earlier incarnation of the endpoint (an id
+//! deleted and created again, see [`crate::lifecycle`]) are failed unsent
+//! too, and a new incarnation or an activation starts the breaker over.
 //!
 //! **Delivery control.** `maxInFlight` bounds the attempts running at once
 //! (`fifo`: one); `rateLimitPerSecond` bounds the attempts started in any

@@ -13,6 +13,7 @@
 //! settles it; [`attempt`] renders, signs, authenticates and sends
 //! ([`render`], [`signing`], [`oauth`], [`http_client`]); [`retry`] is the
 //! schedule and the retry pump; [`records`] is every delivery key;
+//! [`lifecycle`] tells which endpoint incarnation a job belongs to;
 //! [`health`] the circuit breaker; [`observe`] the gauges that follow
 //! partitions and breakers; [`registry_client`] the calls to the
 //! registry; [`status`] maps errors to gRPC codes in one place.

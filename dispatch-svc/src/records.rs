@@ -7,7 +7,8 @@
 //!   [`Records::record_pending`], then `delivered|retrying|failed`), `attemptCount`,
 //!   `createdAt`, `updatedAt`, `nextAttemptAt` (ms; empty when none), and
 //!   while a retry waits, `retryMember` (its member in the retry set, so a
-//!   manual retry can take it out) and `traceparent`.
+//!   manual retry can take it out, see [`Records::requeue`]), `traceparent`, and
+//!   `generation` (the endpoint incarnation it was published for).
 //! - `dlv:{id}:attempts`: a list of JSON attempts
 //!   `{n, at, statusCode, latencyMs, error, responseBody}`.
 //! - `tenant:{t}:dlvs`, `ep:{id}:dlvs`, `evt:{t}:{id}:dlvs`: indexes. Every
@@ -24,7 +25,8 @@
 //!
 //! `ep:{id}:health` (a hash, written with each settled attempt) is the
 //! endpoint's health: what `GetEndpointHealth` shows and what a new actor's
-//! circuit breaker carries on from ([`HealthRecord`]). `createdAt` comes from the ULID of the
+//! circuit breaker carries on from ([`HealthRecord`], for one epoch of the
+//! endpoint). `createdAt` comes from the ULID of the
 //! delivery id (made at publish time), so every write of it is the same.
 
 use std::collections::HashMap;

@@ -26,6 +26,7 @@ pub mod endpoints;
 pub mod error;
 pub mod event_types;
 pub mod publish;
+pub mod routing;
 pub mod schema;
 pub mod service;
 pub mod store;
@@ -35,7 +36,7 @@ pub mod validate;
 
 pub use error::{FieldError, RegistryError};
 
-use crate::publish::RouteCache;
+use crate::routing::RouteCache;
 use crate::schema::SchemaCache;
 use crate::service::RegistryService;
 use crate::store::Store;
