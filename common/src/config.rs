@@ -3,7 +3,6 @@
 //! The environment is read through [`Env`], a plain map, so tests build a
 //! configuration from pairs and never touch the process environment.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -13,87 +12,7 @@ use crate::crypto::SecretBox;
 use crate::url_policy::UrlPolicy;
 use crate::{CommonError, Result};
 
-/// A snapshot of environment variables.
-#[derive(Clone, Debug, Default)]
-pub struct Env(HashMap<String, String>);
-
-impl Env {
-    pub fn from_process() -> Self {
-        Env(std::env::vars().collect())
-    }
-
-    pub fn from_pairs<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
-        Env(pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
-    }
-
-    pub fn set(&mut self, key: impl Into<String>, value: impl Into<String>) {
-        self.0.insert(key.into(), value.into());
-    }
-
-    /// The value, with an empty string treated as unset.
-    pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).map(String::as_str).filter(|v| !v.trim().is_empty())
-    }
-
-    pub fn string(&self, key: &str, default: &str) -> String {
-        self.get(key).unwrap_or(default).trim().to_owned()
-    }
-
-    pub fn parse<T: std::str::FromStr>(&self, key: &str, default: T) -> Result<T> {
-        match self.get(key) {
-            None => Ok(default),
-            Some(raw) => {
-                raw.trim().parse().map_err(|_| CommonError::Config(format!("{key}={raw:?} is not a valid value")))
-            }
-        }
-    }
-
-    pub fn flag(&self, key: &str) -> Result<bool> {
-        match self.get(key).map(|v| v.trim().to_ascii_lowercase()) {
-            None => Ok(false),
-            Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "on") => Ok(true),
-            Some(v) if matches!(v.as_str(), "0" | "false" | "no" | "off") => Ok(false),
-            Some(v) => Err(CommonError::Config(format!("{key}={v:?} is not true or false"))),
-        }
-    }
-
-    pub fn duration(&self, key: &str, default: &str) -> Result<Duration> {
-        let raw = self.string(key, default);
-        parse_duration(&raw)
-            .ok_or_else(|| CommonError::Config(format!("{key}={raw:?} is not a duration like 500ms, 5s, 2m, 1h")))
-    }
-
-    pub fn socket_addr(&self, key: &str, default: &str) -> Result<SocketAddr> {
-        let raw = self.string(key, default);
-        // ":9101" is accepted as shorthand for every interface.
-        let full = if raw.starts_with(':') { format!("0.0.0.0{raw}") } else { raw.clone() };
-        full.parse()
-            .map_err(|_| CommonError::Config(format!("{key}={raw:?} is not a listen address like 0.0.0.0:8080")))
-    }
-
-    pub fn list(&self, key: &str) -> Vec<String> {
-        self.get(key)
-            .map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
-            .unwrap_or_default()
-    }
-}
-
-/// `500ms`, `5s`, `2m`, `1h`, `3d`; a bare number is seconds.
-pub fn parse_duration(raw: &str) -> Option<Duration> {
-    let raw = raw.trim();
-    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
-    let (number, unit) = raw.split_at(split);
-    let n: u64 = number.parse().ok()?;
-    let ms = match unit.trim() {
-        "ms" => n,
-        "" | "s" => n.checked_mul(1_000)?,
-        "m" => n.checked_mul(60_000)?,
-        "h" => n.checked_mul(3_600_000)?,
-        "d" => n.checked_mul(86_400_000)?,
-        _ => return None,
-    };
-    Some(Duration::from_millis(ms))
-}
+pub use crate::env::{Env, format_duration, parse_duration};
 
 /// Refuses the placeholders of `deploy/k8s/base/secret`, so a Secret applied
 /// unedited stops the process instead of guarding it with a published token.
@@ -157,11 +76,49 @@ pub struct HeraldConfig {
     pub max_subscriptions_per_tenant: u64,
     /// Per API key gateway requests per second (0 = unlimited).
     pub api_rate_limit: u32,
+    /// The gateway closes a connection that has not sent a whole request
+    /// head within this long (`HERALD_HEADER_READ_TIMEOUT`, default 10s).
+    pub header_read_timeout: Duration,
+    /// Most connections the gateway keeps open from one peer address
+    /// (`HERALD_MAX_CONNECTIONS_PER_PEER`, default 256).
+    pub max_connections_per_peer: usize,
     /// Directory of event type catalogue files the registry loads at start-up.
     pub catalog_dir: Option<std::path::PathBuf>,
     /// `WebHook-Request-Origin` of CloudEvents deliveries ([`crate::origin`]).
     pub webhook_origin: String,
     pub dev: bool,
+}
+
+/// Jitter the dispatcher applies to every scheduled retry delay: ±20 %.
+pub const RETRY_JITTER: f64 = 0.2;
+
+/// How long after its first attempt a delivery may still be retried: every
+/// delay of the schedule at its longest jitter, each at least the longest
+/// wait a receiver's `Retry-After` may impose. (A `fifo` hold or an open
+/// circuit can add to it; a manual retry starts a new attempt at any time.)
+pub fn retry_horizon(schedule: &[Duration], retry_after_max: Duration) -> Duration {
+    schedule
+        .iter()
+        .fold(Duration::ZERO, |sum, delay| sum.saturating_add(delay.mul_f64(1.0 + RETRY_JITTER).max(retry_after_max)))
+}
+
+/// Payloads and delivery records live for the event retention; a delivery
+/// still retrying past it would find its payload gone, and a republished
+/// event id could then store new data under the id it is retried with.
+fn check_retention(retention: Duration, schedule: &[Duration], retry_after_max: Duration) -> Result<()> {
+    let horizon = retry_horizon(schedule, retry_after_max);
+    if retention > horizon {
+        return Ok(());
+    }
+    Err(CommonError::Config(format!(
+        "HERALD_EVENT_RETENTION ({}) must be longer than the retry horizon ({}): the sum of the \
+         HERALD_RETRY_SCHEDULE delays with +{:.0} % jitter, each at least HERALD_RETRY_AFTER_MAX ({}); \
+         raise the retention or shorten the schedule",
+        format_duration(retention),
+        format_duration(horizon),
+        RETRY_JITTER * 100.0,
+        format_duration(retry_after_max),
+    )))
 }
 
 impl HeraldConfig {
@@ -267,6 +224,17 @@ impl HeraldConfig {
         if grpc_token.as_ref().is_some_and(|full| grpc_publish_tokens.contains(full)) {
             return Err(CommonError::Config("a HERALD_GRPC_PUBLISH_TOKENS entry equals HERALD_GRPC_TOKEN".into()));
         }
+        let retry_after_max = env.duration("HERALD_RETRY_AFTER_MAX", "1h")?;
+        let event_retention = env.duration("HERALD_EVENT_RETENTION", "72h")?;
+        check_retention(event_retention, &retry_schedule, retry_after_max)?;
+        let header_read_timeout = env.duration("HERALD_HEADER_READ_TIMEOUT", "10s")?;
+        if header_read_timeout.is_zero() {
+            return Err(CommonError::Config("HERALD_HEADER_READ_TIMEOUT must be positive".into()));
+        }
+        let max_connections_per_peer: usize = env.parse("HERALD_MAX_CONNECTIONS_PER_PEER", 256)?;
+        if max_connections_per_peer == 0 {
+            return Err(CommonError::Config("HERALD_MAX_CONNECTIONS_PER_PEER must be at least 1".into()));
+        }
         let prefix = env.string("HERALD_REDIS_PREFIX", "herald");
         if !crate::ids::is_valid_external_id(&prefix, 64) {
             return Err(CommonError::Config("HERALD_REDIS_PREFIX may hold only letters, digits, - _ . ~".into()));
@@ -293,10 +261,10 @@ impl HeraldConfig {
             partitions,
             delivery_timeout,
             retry_schedule,
-            retry_after_max: env.duration("HERALD_RETRY_AFTER_MAX", "1h")?,
+            retry_after_max,
             max_event_bytes,
             max_batch_bytes: env.parse("HERALD_MAX_BATCH_BYTES", 1_048_576)?,
-            event_retention: env.duration("HERALD_EVENT_RETENTION", "72h")?,
+            event_retention,
             idempotency_window: env.duration("HERALD_IDEMPOTENCY_WINDOW", "24h")?,
             default_max_in_flight: env.parse("HERALD_DEFAULT_MAX_IN_FLIGHT", 10)?,
             disable_after: env.duration("HERALD_DISABLE_AFTER", "5d")?,
@@ -307,6 +275,8 @@ impl HeraldConfig {
             max_endpoints_per_tenant: env.parse("HERALD_MAX_ENDPOINTS_PER_TENANT", 10_000)?,
             max_subscriptions_per_tenant: env.parse("HERALD_MAX_SUBSCRIPTIONS_PER_TENANT", 50_000)?,
             api_rate_limit: env.parse("HERALD_API_RATE_LIMIT", 0)?,
+            header_read_timeout,
+            max_connections_per_peer,
             catalog_dir: env.get("HERALD_CATALOG_DIR").map(std::path::PathBuf::from),
             webhook_origin: crate::origin::from_env(env)?,
             dev,
@@ -317,17 +287,6 @@ impl HeraldConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("5s"), Some(Duration::from_secs(5)));
-        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_duration("24h"), Some(Duration::from_secs(86_400)));
-        assert_eq!(parse_duration("7"), Some(Duration::from_secs(7)));
-        assert_eq!(parse_duration("5x"), None);
-        assert_eq!(parse_duration(""), None);
-    }
 
     #[test]
     fn defaults_follow_the_contract() {
@@ -370,6 +329,48 @@ mod tests {
         }
         let env = Env::from_pairs([("HERALD_GRPC_PUBLISH_TOKENS", "REPLACE-ME-x"), ("HERALD_GRPC_TOKEN", "full")]);
         assert!(HeraldConfig::from_env(&env, true).is_err());
+    }
+
+    #[test]
+    fn retention_must_outlast_the_retry_horizon() {
+        // The defaults: 46h42m35s of delays, 56h03m06s with jitter, the
+        // five delays under an hour raised to HERALD_RETRY_AFTER_MAX: 60h.
+        let cfg = HeraldConfig::from_env(&Env::default(), true).unwrap();
+        let horizon = retry_horizon(&cfg.retry_schedule, cfg.retry_after_max);
+        assert!(horizon > Duration::from_secs(60 * 3600) && horizon < cfg.event_retention, "{horizon:?}");
+
+        let env = Env::from_pairs([("HERALD_EVENT_RETENTION", "48h")]);
+        let err = HeraldConfig::from_env(&env, true).unwrap_err().to_string();
+        assert!(err.contains("HERALD_EVENT_RETENTION (2d)"), "{err}");
+        assert!(err.contains(&format!("retry horizon ({})", format_duration(horizon))), "{err}");
+        assert!(err.contains("HERALD_RETRY_SCHEDULE") && err.contains("HERALD_RETRY_AFTER_MAX (1h)"), "{err}");
+
+        // Jitter counts: 10h of delays may take 12h.
+        let env = Env::from_pairs([
+            ("HERALD_RETRY_SCHEDULE", "10h"),
+            ("HERALD_RETRY_AFTER_MAX", "1s"),
+            ("HERALD_EVENT_RETENTION", "11h"),
+        ]);
+        assert!(HeraldConfig::from_env(&env, true).unwrap_err().to_string().contains("(12h)"));
+        let env = Env::from_pairs([
+            ("HERALD_RETRY_SCHEDULE", "10h"),
+            ("HERALD_RETRY_AFTER_MAX", "1s"),
+            ("HERALD_EVENT_RETENTION", "13h"),
+        ]);
+        assert!(HeraldConfig::from_env(&env, true).is_ok());
+        // A long Retry-After stretches every step it may apply to.
+        let env = Env::from_pairs([("HERALD_RETRY_AFTER_MAX", "12h")]);
+        assert!(HeraldConfig::from_env(&env, true).is_err());
+    }
+
+    #[test]
+    fn gateway_connection_limits_are_positive() {
+        let cfg = HeraldConfig::from_env(&Env::default(), true).unwrap();
+        assert_eq!((cfg.header_read_timeout, cfg.max_connections_per_peer), (Duration::from_secs(10), 256));
+        for (key, value) in [("HERALD_HEADER_READ_TIMEOUT", "0s"), ("HERALD_MAX_CONNECTIONS_PER_PEER", "0")] {
+            let err = HeraldConfig::from_env(&Env::from_pairs([(key, value)]), true).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
     }
 
     #[test]

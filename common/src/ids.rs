@@ -8,6 +8,8 @@ pub const SUBSCRIPTION: &str = "sub_";
 pub const EVENT: &str = "evt_";
 pub const DELIVERY: &str = "dlv_";
 pub const API_KEY: &str = "key_";
+/// An endpoint incarnation ([`crate::model::EndpointRecord::generation`]).
+pub const GENERATION: &str = "gen_";
 
 pub fn new_id(prefix: &str) -> String {
     let mut id = String::with_capacity(prefix.len() + 26);

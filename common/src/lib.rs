@@ -15,6 +15,7 @@ pub mod backoff;
 pub mod config;
 pub mod crypto;
 pub mod endpoint_secrets;
+pub mod env;
 pub mod error;
 pub mod grpc_metrics;
 pub mod ids;

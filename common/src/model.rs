@@ -166,6 +166,16 @@ pub struct EndpointRecord {
     pub signing_secrets: Vec<SigningSecret>,
     pub created_at: Millis,
     pub updated_at: Millis,
+    /// Made anew each time an endpoint is created, so a job, a retry or a
+    /// health record of an endpoint deleted and created again under the same
+    /// id (profiles name endpoints after their tenant) is told apart from
+    /// the new one's. Empty in records written before it existed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub generation: String,
+    /// When the endpoint was last activated after a deactivation or a
+    /// disable; its delivery health starts again from then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activated_at: Option<Millis>,
 }
 
 /// How one endpoint's failed deliveries are retried, in place of the
@@ -231,6 +241,10 @@ pub struct Job {
     pub attempt: u32,
     /// W3C `traceparent` of the publish, so the trace crosses the stream.
     pub traceparent: Option<String>,
+    /// [`EndpointRecord::generation`] of the endpoint at publish time; a job
+    /// of another generation is never sent. `None` for jobs written before
+    /// it existed.
+    pub generation: Option<String>,
 }
 
 impl Job {
@@ -240,6 +254,7 @@ impl Job {
     pub const EVENT: &'static str = "v";
     pub const ATTEMPT: &'static str = "n";
     pub const TRACEPARENT: &'static str = "tp";
+    pub const GENERATION: &'static str = "g";
 
     /// Stream entry fields, in the order XADD takes them.
     pub fn fields(&self) -> Vec<(&'static str, String)> {
@@ -253,12 +268,15 @@ impl Job {
         if let Some(tp) = &self.traceparent {
             fields.push((Self::TRACEPARENT, tp.clone()));
         }
+        if let Some(generation) = &self.generation {
+            fields.push((Self::GENERATION, generation.clone()));
+        }
         fields
     }
 
     /// Reads a stream entry back; `None` for an entry that is not a job.
     pub fn from_fields<'a>(fields: impl IntoIterator<Item = (&'a str, &'a str)>) -> Option<Job> {
-        let (mut d, mut t, mut e, mut v, mut n, mut tp) = (None, None, None, None, None, None);
+        let (mut d, mut t, mut e, mut v, mut n, mut tp, mut g) = (None, None, None, None, None, None, None);
         for (k, val) in fields {
             match k {
                 Self::DELIVERY => d = Some(val.to_owned()),
@@ -267,6 +285,7 @@ impl Job {
                 Self::EVENT => v = Some(val.to_owned()),
                 Self::ATTEMPT => n = val.parse().ok(),
                 Self::TRACEPARENT => tp = Some(val.to_owned()),
+                Self::GENERATION => g = Some(val.to_owned()).filter(|g| !g.is_empty()),
                 _ => {}
             }
         }
@@ -277,6 +296,7 @@ impl Job {
             event_id: v?,
             attempt: n.unwrap_or(1),
             traceparent: tp,
+            generation: g,
         })
     }
 }
@@ -298,6 +318,7 @@ mod tests {
             event_id: "evt_1".into(),
             attempt: 3,
             traceparent: Some("00-abc-def-01".into()),
+            generation: Some("gen_1".into()),
         };
         let fields = job.fields();
         let back = Job::from_fields(fields.iter().map(|(k, v)| (*k, v.as_str())));

@@ -133,18 +133,27 @@ pub async fn connect(target: &RedisTarget) -> Result<RedisConn> {
     Ok(RedisConn::Single(ConnectionManager::new_with_config(target.client()?, config).await?))
 }
 
-/// Whether a Redis error is worth retrying: the connection failed or the
-/// server is loading, failing over or resharding. Anything else is a bug or
-/// bad data and retrying would only repeat it.
+/// Whether a Redis error is worth retrying: the connection failed, the
+/// server is loading, failing over or resharding, or it refuses writes
+/// because it is full (`OOM` at `maxmemory`), which frees up as keys
+/// expire. Anything else is a bug or bad data and retrying would only
+/// repeat it.
 pub fn is_transient(err: &redis::RedisError) -> bool {
     use redis::{ErrorKind, ServerErrorKind};
     err.is_io_error()
         || err.is_timeout()
         || err.is_connection_dropped()
         || err.is_connection_refusal()
+        || err.code() == Some("OOM")
         || matches!(
             err.kind(),
-            ErrorKind::Server(ServerErrorKind::BusyLoading | ServerErrorKind::TryAgain | ServerErrorKind::ClusterDown)
+            ErrorKind::Server(
+                ServerErrorKind::BusyLoading
+                    | ServerErrorKind::TryAgain
+                    | ServerErrorKind::ClusterDown
+                    | ServerErrorKind::MasterDown
+                    | ServerErrorKind::ReadOnly
+            )
         )
 }
 

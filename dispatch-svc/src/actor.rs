@@ -23,7 +23,10 @@
 //!
 //! Jobs for an endpoint that is deleted, deactivated or disabled are stored
 //! as failed with that reason and acknowledged, as Svix does for disabled
-//! endpoints; after reactivation `RecoverEndpoint` sends them again.
+//! endpoints; after reactivation `RecoverEndpoint` sends them again. Jobs
+//! of another tenant or of an earlier incarnation of the endpoint (an id
+//! deleted and created again, see [`crate::lifecycle`]) are failed unsent
+//! too, and a new incarnation or an activation starts the breaker over.
 //!
 //! **Delivery control.** `maxInFlight` bounds the attempts running at once
 //! (`fifo`: one); `rateLimitPerSecond` bounds the attempts started in any
@@ -77,10 +80,15 @@ use crate::delivery::{self, Taken, Target, Work};
 use crate::envelope;
 use crate::error::DispatchError;
 use crate::health::{Admission, Breaker, Health};
+use crate::lifecycle::{self, health_epoch};
 use crate::oauth::TokenCache;
 use crate::partition::PUT_OFF_DELAY;
 use crate::records::HealthRecord;
 use crate::retry::{Schedule, due_at};
+
+mod system;
+
+pub use system::ActorSystem;
 
 /// Messages waiting in an actor's mailbox.
 pub const MAILBOX_CAPACITY: usize = 256;
@@ -96,79 +104,6 @@ const SETTLE_POLL: Duration = Duration::from_millis(100);
 /// A let-go `fifo` job that has not come back after this long is forgotten
 /// (its entry was acknowledged or deleted elsewhere), so the queue moves on.
 const LET_GO_FORGET: Duration = Duration::from_secs(120);
-
-/// The actix system on its own thread, with `threads` arbiters.
-pub struct ActorSystem {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    arbiters: Vec<ArbiterHandle>,
-}
-
-impl ActorSystem {
-    pub fn start(threads: usize) -> Result<Self, DispatchError> {
-        let threads = threads.max(1);
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<Vec<ArbiterHandle>, String>>();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::Builder::new().name("herald-actors".into()).spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(runtime) => runtime,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e.to_string()));
-                    return;
-                }
-            };
-            let system = System::with_tokio_rt(move || runtime);
-            let arbiters = system.block_on(async move {
-                let mut arbiters = Vec::with_capacity(threads);
-                for _ in 0..threads {
-                    match Arbiter::try_new() {
-                        Ok(arbiter) => arbiters.push(arbiter),
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(e.to_string()));
-                            return arbiters;
-                        }
-                    }
-                }
-                let _ = ready_tx.send(Ok(arbiters.iter().map(Arbiter::handle).collect()));
-                // Also ends when the sender is dropped without a word.
-                let _ = stop_rx.await;
-                arbiters
-            });
-            for arbiter in &arbiters {
-                arbiter.stop();
-            }
-            for arbiter in arbiters {
-                let _ = arbiter.join();
-            }
-        })?;
-        let arbiters = match ready_rx.recv() {
-            Ok(Ok(arbiters)) => arbiters,
-            Ok(Err(e)) => return Err(DispatchError::Actors(e)),
-            Err(_) => return Err(DispatchError::Actors("actor thread ended during start-up".into())),
-        };
-        Ok(ActorSystem { stop: Some(stop_tx), thread: Some(thread), arbiters })
-    }
-
-    /// Stops every actor and waits for the threads to end.
-    pub fn shutdown(mut self) {
-        self.stop_now();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-
-    fn stop_now(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
-impl Drop for ActorSystem {
-    fn drop(&mut self) {
-        self.stop_now();
-    }
-}
 
 /// Why a job could not be handed to an actor.
 #[derive(Debug)]
@@ -347,6 +282,8 @@ pub struct EndpointActor {
     state: State,
     tokens: Arc<TokenCache>,
     health: Arc<Health>,
+    /// The incarnation and activation `health` and `tokens` belong to.
+    epoch: String,
     max_in_flight: usize,
     rate_per_second: Option<usize>,
     max_batch: usize,
@@ -369,7 +306,9 @@ pub struct EndpointActor {
 impl EndpointActor {
     fn new(shared: Arc<Shared>, directory: Arc<Directory>, loaded: &Loaded, fifo: Arc<AtomicBool>) -> Self {
         let breaker = Breaker::from_config(&shared.config);
-        let health = Health::restore(breaker, &loaded.health, Instant::now(), time_fmt::now_millis());
+        let epoch = health_epoch(&loaded.record);
+        let stored = loaded.health.clone().for_epoch(&epoch);
+        let health = Health::restore(breaker, &stored, Instant::now(), time_fmt::now_millis());
         let mut actor = EndpointActor {
             id: loaded.record.id.clone(),
             shared,
@@ -378,6 +317,7 @@ impl EndpointActor {
             state: State::Inactive(String::new()),
             tokens: Arc::new(TokenCache::new()),
             health: Arc::new(health),
+            epoch,
             max_in_flight: 1,
             rate_per_second: None,
             max_batch: 1,
@@ -407,7 +347,15 @@ impl EndpointActor {
             self.record = None;
             return;
         };
-        if self.record.as_ref().is_some_and(|old| old.auth != record.auth) {
+        let epoch = health_epoch(&record);
+        if epoch != self.epoch {
+            // Created again under this id, or activated again: neither the
+            // old breaker (an open circuit, a running disable clock) nor the
+            // old token carries over.
+            self.health = Arc::new(Health::new(Breaker::from_config(&self.shared.config)));
+            self.tokens = Arc::new(TokenCache::new());
+            self.epoch = epoch;
+        } else if self.record.as_ref().is_some_and(|old| old.auth != record.auth) {
             self.tokens = Arc::new(TokenCache::new());
         }
         let fifo = record.ordering == Ordering::Fifo;
@@ -441,6 +389,7 @@ impl EndpointActor {
                             handshake_lock: tokio::sync::Mutex::new(()),
                             fifo,
                             schedule: Schedule::new(&cfg.retry_schedule, record.retry.as_ref()),
+                            epoch: self.epoch.clone(),
                         }))
                     }
                     Err(e) => {
@@ -451,6 +400,29 @@ impl EndpointActor {
             }
         };
         self.record = Some(record);
+        self.fail_refused();
+    }
+
+    /// Why `work` must not reach this endpoint (see [`lifecycle::refusal`]).
+    fn refusal(&self, work: &Work) -> Option<String> {
+        self.record.as_ref().and_then(|record| lifecycle::refusal(&work.taken.job, record))
+    }
+
+    /// Fails, unsent, the queued jobs of another tenant or of an earlier
+    /// incarnation of this endpoint.
+    fn fail_refused(&mut self) {
+        let mut refused: BTreeMap<String, Vec<Work>> = BTreeMap::new();
+        let mut kept = VecDeque::with_capacity(self.queue.len());
+        for work in self.queue.drain(..) {
+            match self.record.as_ref().and_then(|record| lifecycle::refusal(&work.taken.job, record)) {
+                Some(reason) => refused.entry(reason).or_default().push(work),
+                None => kept.push_back(work),
+            }
+        }
+        self.queue = kept;
+        for (reason, works) in refused {
+            self.fail_unsent(works, reason);
+        }
     }
 
     /// `fifo`: may the head of the queue start now, and with how many of
@@ -549,6 +521,8 @@ impl EndpointActor {
                                 act.queue.push_front(work);
                             }
                             act.hold_until = report.retry_at;
+                            // The endpoint may have been created again meanwhile.
+                            act.fail_refused();
                         }
                     }
                     Err(e) => {
@@ -578,9 +552,13 @@ impl EndpointActor {
     }
 
     fn fail_queued(&mut self, reason: String) {
-        let (taken, types): (Vec<Taken>, Vec<Option<String>>) = self
-            .queue
-            .drain(..)
+        let queued: Vec<Work> = self.queue.drain(..).collect();
+        self.fail_unsent(queued, reason);
+    }
+
+    fn fail_unsent(&self, works: Vec<Work>, reason: String) {
+        let (taken, types): (Vec<Taken>, Vec<Option<String>>) = works
+            .into_iter()
             .map(|w| {
                 let event_type = Some(w.event.event.event_type.clone());
                 (w.taken, event_type)
@@ -671,6 +649,10 @@ impl Handler<Deliver> for EndpointActor {
 
     fn handle(&mut self, Deliver(work): Deliver, ctx: &mut Self::Context) {
         self.last_active = Instant::now();
+        if let Some(reason) = self.refusal(&work) {
+            self.fail_unsent(vec![work], reason);
+            return;
+        }
         if self.is_fifo() {
             self.enqueue_fifo(work);
             self.pump(ctx);

@@ -20,7 +20,6 @@
 //! [`Report::held`], which keeps it at the head of its queue and tries it
 //! again when it is due, while the jobs behind it wait. See [`crate::actor`].
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -28,7 +27,6 @@ use std::time::Duration;
 use herald_common::backoff::{Backoff, retry};
 use herald_common::model::{Job, Millis};
 use herald_common::{telemetry, time_fmt};
-use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -40,6 +38,10 @@ use crate::partition::LiveGuard;
 use crate::records::{AttemptRecord, DeliveryStatus, Entry, HealthRecord, Settlement};
 use crate::render::LoadedEvent;
 use crate::retry::{Next, Schedule, due_at, next_step, random_unit};
+
+mod webhook_id;
+
+use webhook_id::message_id;
 
 /// How often storing an outcome is tried before the entry is left pending.
 const SETTLE_TRIES: u32 = 8;
@@ -79,6 +81,8 @@ pub struct Target {
     pub fifo: bool,
     /// The endpoint's retry policy over the installation's schedule.
     pub schedule: Schedule,
+    /// The endpoint incarnation `health` belongs to, stored with its snapshot.
+    pub epoch: String,
 }
 
 /// What an attempt tells its actor.
@@ -135,7 +139,8 @@ async fn deliver_in_span(shared: Arc<Shared>, target: Arc<Target>, mut batch: Ve
     let token_error = target.tokens.last_error().map(|e| e.code().map_or_else(|| e.to_string(), str::to_owned));
     let now_ms = time_fmt::now_millis();
     let now = Instant::now();
-    let recorded = target.health.record(outcome.delivered(), token_error, now, now_ms);
+    let mut recorded = target.health.record(outcome.delivered(), token_error, now, now_ms);
+    recorded.snapshot.epoch = Some(target.epoch.clone());
     let gone = outcome.verdict == Verdict::Gone;
     if !outcome.delivered() {
         tracing::info!(
@@ -245,34 +250,6 @@ async fn disable_endpoint(shared: Arc<Shared>, tenant: String, id: String, reaso
         Ok(()) => tracing::warn!(endpoint = %id, reason, "endpoint disabled"),
         Err(e) => tracing::error!(endpoint = %id, reason, error = %e, "could not disable the endpoint; giving up"),
     }
-}
-
-/// The `webhook-id` of a POST, the same on every retry, manual retry and
-/// recovery, as Standard Webhooks receivers expect: the event id for one
-/// event; for an `envelope` batch, a digest of its event ids. Batches are
-/// rebuilt from whatever is queued, so naming a batch after its first event
-/// would give `[A, C]` the id of `[A, B]` and a deduplicating receiver would
-/// drop `C`; the same set of events always gets the same id.
-fn message_id<'a>(mut event_ids: impl Iterator<Item = &'a str>) -> String {
-    let first = event_ids.next().unwrap_or_default();
-    let Some(second) = event_ids.next() else {
-        return first.to_owned();
-    };
-    let mut ids: Vec<&str> = [first, second].into_iter().chain(event_ids).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let mut digest = Sha256::new();
-    for id in &ids {
-        digest.update(id.as_bytes());
-        digest.update(b"\n");
-    }
-    let digest = digest.finalize();
-    let mut id = String::with_capacity(4 + 32);
-    id.push_str("msg_");
-    for byte in &digest[..16] {
-        let _ = write!(id, "{byte:02x}");
-    }
-    id
 }
 
 /// A `fifo` job claimed again after a crash or a move carries the attempt
@@ -385,24 +362,5 @@ pub async fn put_off(shared: Arc<Shared>, taken: Vec<Taken>, due: Millis) {
         .collect();
     if settle(&shared, &settlements, None).await {
         metrics::counter!("herald_deliveries_put_off_total").increment(settlements.len() as u64);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::message_id;
-
-    #[test]
-    fn one_event_is_named_by_its_id() {
-        assert_eq!(message_id(["evt_1"].into_iter()), "evt_1");
-    }
-
-    #[test]
-    fn a_batch_is_named_by_its_set_of_events() {
-        let ab = message_id(["evt_a", "evt_b"].into_iter());
-        assert_eq!(ab, message_id(["evt_b", "evt_a"].into_iter()), "order does not matter");
-        assert_ne!(ab, message_id(["evt_a", "evt_c"].into_iter()), "another set is another message");
-        assert_ne!(ab, "evt_a");
-        assert!(ab.starts_with("msg_") && ab.len() == 36, "{ab}");
     }
 }

@@ -13,6 +13,7 @@
 //! settles it; [`attempt`] renders, signs, authenticates and sends
 //! ([`render`], [`signing`], [`oauth`], [`http_client`]); [`retry`] is the
 //! schedule and the retry pump; [`records`] is every delivery key;
+//! [`lifecycle`] tells which endpoint incarnation a job belongs to;
 //! [`health`] the circuit breaker; [`observe`] the gauges that follow
 //! partitions and breakers; [`registry_client`] the calls to the
 //! registry; [`status`] maps errors to gRPC codes in one place.
@@ -40,6 +41,7 @@ pub mod envelope;
 pub mod error;
 pub mod health;
 pub mod http_client;
+pub mod lifecycle;
 pub mod oauth;
 pub mod observe;
 pub mod partition;

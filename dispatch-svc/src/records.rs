@@ -7,7 +7,8 @@
 //!   [`Records::record_pending`], then `delivered|retrying|failed`), `attemptCount`,
 //!   `createdAt`, `updatedAt`, `nextAttemptAt` (ms; empty when none), and
 //!   while a retry waits, `retryMember` (its member in the retry set, so a
-//!   manual retry can take it out) and `traceparent`.
+//!   manual retry can take it out, see [`Records::requeue`]), `traceparent`, and
+//!   `generation` (the endpoint incarnation it was published for).
 //! - `dlv:{id}:attempts`: a list of JSON attempts
 //!   `{n, at, statusCode, latencyMs, error, responseBody}`.
 //! - `tenant:{t}:dlvs`, `ep:{id}:dlvs`, `evt:{t}:{id}:dlvs`: indexes. Every
@@ -24,7 +25,8 @@
 //!
 //! `ep:{id}:health` (a hash, written with each settled attempt) is the
 //! endpoint's health: what `GetEndpointHealth` shows and what a new actor's
-//! circuit breaker carries on from ([`HealthRecord`]). `createdAt` comes from the ULID of the
+//! circuit breaker carries on from ([`HealthRecord`], for one epoch of the
+//! endpoint). `createdAt` comes from the ULID of the
 //! delivery id (made at publish time), so every write of it is the same.
 
 use std::collections::HashMap;
@@ -38,6 +40,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::DispatchError;
 use crate::retry::encode_job;
+
+mod endpoint_health;
+mod requeue;
+
+pub use endpoint_health::HealthRecord;
 
 /// Most index members read per round trip while filling a page.
 const LIST_CHUNK: usize = 200;
@@ -104,6 +111,8 @@ pub struct DeliveryRecord {
     pub next_attempt_at: Option<Millis>,
     pub retry_member: Option<String>,
     pub traceparent: Option<String>,
+    /// The endpoint incarnation it was published for (see [`Job::generation`]).
+    pub generation: Option<String>,
     /// Filled by [`Records::get`] only.
     pub attempts: Vec<AttemptRecord>,
 }
@@ -125,6 +134,7 @@ impl DeliveryRecord {
             next_attempt_at: millis(hash.remove("nextAttemptAt")),
             retry_member: hash.remove("retryMember").filter(|m| !m.is_empty()),
             traceparent: hash.remove("traceparent").filter(|t| !t.is_empty()),
+            generation: hash.remove("generation").filter(|g| !g.is_empty()),
             attempts: Vec::new(),
         })
     }
@@ -155,62 +165,6 @@ pub struct Settlement<'a> {
     /// Its stream entry is not acknowledged: it stays pending (and so
     /// survives a crash) until the job's final outcome is stored.
     pub held: Option<Millis>,
-}
-
-/// Live health of an endpoint, stored in `ep:{id}:health`: what
-/// `GetEndpointHealth` shows, and what a new actor's breaker starts from.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct HealthRecord {
-    pub circuit: String,
-    pub in_flight: u32,
-    pub consecutive_failures: u32,
-    pub last_success_at: Option<Millis>,
-    pub failing_since: Option<Millis>,
-    pub token_error: Option<String>,
-    /// When an open circuit lets the next probe through (wall clock, ms).
-    pub open_until: Option<Millis>,
-    /// The current cool-down, which doubles on each re-open.
-    pub cool_down_ms: u64,
-}
-
-impl HealthRecord {
-    fn fields(&self) -> [(&'static str, String); 8] {
-        let opt = |v: Option<Millis>| v.map(|v| v.to_string()).unwrap_or_default();
-        [
-            ("circuit", self.circuit.clone()),
-            ("inFlight", self.in_flight.to_string()),
-            ("consecutiveFailures", self.consecutive_failures.to_string()),
-            ("lastSuccessAt", opt(self.last_success_at)),
-            ("failingSince", opt(self.failing_since)),
-            ("tokenError", self.token_error.clone().unwrap_or_default()),
-            ("openUntil", opt(self.open_until)),
-            ("coolDownMs", self.cool_down_ms.to_string()),
-        ]
-    }
-
-    pub fn from_hash(hash: &HashMap<String, String>) -> Self {
-        let millis = |k: &str| hash.get(k).and_then(|v| v.parse::<Millis>().ok());
-        HealthRecord {
-            circuit: hash.get("circuit").cloned().unwrap_or_else(|| "closed".to_owned()),
-            in_flight: hash.get("inFlight").and_then(|v| v.parse().ok()).unwrap_or(0),
-            consecutive_failures: hash.get("consecutiveFailures").and_then(|v| v.parse().ok()).unwrap_or(0),
-            last_success_at: millis("lastSuccessAt"),
-            failing_since: millis("failingSince"),
-            token_error: hash.get("tokenError").filter(|v| !v.is_empty()).cloned(),
-            open_until: millis("openUntil"),
-            cool_down_ms: hash.get("coolDownMs").and_then(|v| v.parse().ok()).unwrap_or(0),
-        }
-    }
-
-    /// The circuit as it is at `now_ms`: an open circuit whose cool-down
-    /// has passed lets a probe through, whatever was stored with the last
-    /// attempt.
-    pub fn circuit_at(&self, now_ms: Millis) -> &str {
-        match self.open_until {
-            Some(until) if self.circuit == "open" && until <= now_ms => "half_open",
-            _ => &self.circuit,
-        }
-    }
 }
 
 /// Which index a list reads.
@@ -273,7 +227,7 @@ impl Records {
         let job = s.job;
         let id = job.delivery_id.as_str();
         let key = self.keys.delivery(id);
-        let mut fields: Vec<(&str, String)> = Vec::with_capacity(11);
+        let mut fields: Vec<(&str, String)> = Vec::with_capacity(12);
         fields.push(("status", s.status.as_str().to_owned()));
         fields.push(("updatedAt", now.to_string()));
         let next_attempt = s.retry.as_ref().map(|(due, _)| *due).or(s.held);
@@ -284,6 +238,9 @@ impl Records {
             fields.push(("endpointId", job.endpoint_id.clone()));
             fields.push(("eventId", job.event_id.clone()));
             fields.push(("createdAt", created.to_string()));
+            if let Some(generation) = &job.generation {
+                fields.push(("generation", generation.clone()));
+            }
             if let Some(event_type) = s.event_type {
                 fields.push(("eventType", event_type.to_owned()));
             }
@@ -383,6 +340,9 @@ impl Records {
                 ],
             )
             .ignore();
+            if let Some(generation) = &job.generation {
+                pipe.hset(&key, "generation", generation).ignore();
+            }
             pipe.pexpire(&key, self.retention_ms).ignore();
             for index in self.indexes(job) {
                 members.entry(index).or_default().push((0, id));
@@ -518,75 +478,6 @@ impl Records {
             .await?;
         let cursor = if ids.len() < LIST_CHUNK { None } else { ids.last().cloned() };
         Ok((self.load_many(&ids).await?, cursor))
-    }
-
-    /// Queues a new attempt of each delivery now, as `attemptCount + 1` on
-    /// the same delivery id: a waiting retry is taken out of its retry set,
-    /// the status becomes `pending`, and the job is appended to the stream
-    /// of the endpoint's partition. Answers the jobs queued; a delivery whose
-    /// waiting retry the pump has already moved to the stream is skipped,
-    /// as its attempt is queued already.
-    pub async fn requeue(&self, records: &[DeliveryRecord], partitions: u32) -> Result<Vec<Job>, DispatchError> {
-        let records = self.claim_waiting_retries(records, partitions).await?;
-        if records.is_empty() {
-            return Ok(Vec::new());
-        }
-        let now = time_fmt::now_millis();
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        let mut jobs = Vec::with_capacity(records.len());
-        for record in records {
-            let partition = herald_common::keys::partition_of(&record.endpoint_id, partitions);
-            let key = self.keys.delivery(&record.id);
-            pipe.hset_multiple(
-                &key,
-                &[
-                    ("status", DeliveryStatus::Pending.as_str().to_owned()),
-                    ("nextAttemptAt", now.to_string()),
-                    ("updatedAt", now.to_string()),
-                ],
-            )
-            .ignore();
-            pipe.hdel(&key, "retryMember").ignore();
-            let job = Job {
-                delivery_id: record.id.clone(),
-                tenant: record.tenant.clone(),
-                endpoint_id: record.endpoint_id.clone(),
-                event_id: record.event_id.clone(),
-                attempt: record.attempt_count.saturating_add(1),
-                traceparent: record.traceparent.clone(),
-            };
-            pipe.xadd(self.keys.partition_stream(partition), "*", &job.fields()).ignore();
-            jobs.push(job);
-        }
-        let mut conn = self.conn.clone();
-        pipe.query_async::<()>(&mut conn).await?;
-        Ok(jobs)
-    }
-
-    /// Takes the waiting retries of `records` out of their retry sets, and
-    /// answers the records that are free to be queued again: those with no
-    /// waiting retry, and those whose retry this call removed (`ZREM` is
-    /// atomic, so the retry pump and this call never both get one).
-    async fn claim_waiting_retries<'r>(
-        &self,
-        records: &'r [DeliveryRecord],
-        partitions: u32,
-    ) -> Result<Vec<&'r DeliveryRecord>, DispatchError> {
-        let waiting: Vec<&DeliveryRecord> = records.iter().filter(|r| r.retry_member.is_some()).collect();
-        if waiting.is_empty() {
-            return Ok(records.iter().collect());
-        }
-        let mut pipe = redis::pipe();
-        for record in &waiting {
-            let partition = herald_common::keys::partition_of(&record.endpoint_id, partitions);
-            pipe.zrem(self.keys.retry_set(partition), record.retry_member.as_deref().unwrap_or_default());
-        }
-        let mut conn = self.conn.clone();
-        let removed: Vec<i64> = pipe.query_async(&mut conn).await?;
-        let claimed: std::collections::HashSet<&str> =
-            waiting.iter().zip(removed).filter(|(_, n)| *n > 0).map(|(r, _)| r.id.as_str()).collect();
-        Ok(records.iter().filter(|r| r.retry_member.is_none() || claimed.contains(r.id.as_str())).collect())
     }
 
     pub async fn health(&self, endpoint_id: &str) -> Result<HealthRecord, DispatchError> {

@@ -348,6 +348,8 @@ mod tests {
             signing_secrets: Vec::new(),
             created_at: 0,
             updated_at: 0,
+            generation: String::new(),
+            activated_at: None,
         }
     }
 

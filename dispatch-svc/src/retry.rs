@@ -35,8 +35,9 @@ use crate::attempt::Verdict;
 
 /// Most jobs moved by one pump step.
 pub const PUMP_BATCH: usize = 256;
-/// Jitter applied to scheduled delays: ±20 %.
-pub const JITTER: f64 = 0.2;
+/// Jitter applied to scheduled delays: ±20 % (the start-up check of the
+/// event retention counts it, hence one constant).
+pub const JITTER: f64 = herald_common::config::RETRY_JITTER;
 
 /// What happens to a delivery after an attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -251,10 +252,11 @@ mod tests {
             event_id: "evt_\"quoted\"".into(),
             attempt: 4,
             traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+            generation: Some("gen_01".into()),
         };
         let member = encode_job(&job);
         assert_eq!(decode_job(&member), Some(job.clone()));
-        let plain = Job { traceparent: None, ..job };
+        let plain = Job { traceparent: None, generation: None, ..job };
         assert_eq!(decode_job(&encode_job(&plain)), Some(plain));
         assert_eq!(decode_job("not json"), None);
         assert_eq!(decode_job("{\"d\":\"x\"}"), None);

@@ -24,6 +24,7 @@ use crate::Shared;
 use crate::actor::Actors;
 use crate::attempt::PreparedEndpoint;
 use crate::error::DispatchError;
+use crate::lifecycle::health_epoch;
 use crate::records::{AttemptRecord, DeliveryRecord, DeliveryStatus, ListFilter};
 
 pub const DEFAULT_LIMIT: usize = 50;
@@ -145,6 +146,7 @@ pub fn delivery_to_wire(d: &DeliveryRecord) -> v1::Delivery {
         next_attempt_at,
         retry_member: _,
         traceparent: _,
+        generation: _,
         attempts,
     } = d;
     v1::Delivery {
@@ -223,7 +225,7 @@ impl Dispatch for DispatchService {
         let RecoverEndpointRequest { tenant, endpoint_id, since } = request.into_inner();
         let tenant = required_id("tenant", &tenant)?;
         let endpoint_id = required_id("endpoint_id", &endpoint_id)?;
-        self.endpoint(tenant, endpoint_id).await?;
+        let endpoint = self.endpoint(tenant, endpoint_id).await?;
         let since = since.as_ref().map_or(0, millis);
         let records = &self.shared.records;
         let mut recovered = 0u32;
@@ -233,6 +235,8 @@ impl Dispatch for DispatchService {
             let failed: Vec<DeliveryRecord> = chunk
                 .into_iter()
                 .filter(|d| d.tenant == tenant && d.endpoint_id == endpoint_id && d.status == DeliveryStatus::Failed)
+                // An earlier endpoint under this id failed these; they are not this one's to send.
+                .filter(|d| d.generation.as_ref().is_none_or(|g| *g == endpoint.generation))
                 .collect();
             let queued = records.requeue(&failed, self.shared.config.partitions).await?;
             recovered = recovered.saturating_add(queued.len() as u32);
@@ -282,8 +286,8 @@ impl Dispatch for DispatchService {
         let EndpointHealthRequest { tenant, endpoint_id } = request.into_inner();
         let tenant = required_id("tenant", &tenant)?;
         let endpoint_id = required_id("endpoint_id", &endpoint_id)?;
-        self.endpoint(tenant, endpoint_id).await?;
-        let health = self.shared.records.health(endpoint_id).await?;
+        let endpoint = self.endpoint(tenant, endpoint_id).await?;
+        let health = self.shared.records.health(endpoint_id).await?.for_epoch(&health_epoch(&endpoint));
         ok(v1::EndpointHealth {
             endpoint_id: endpoint_id.to_owned(),
             circuit: health.circuit_at(herald_common::time_fmt::now_millis()).to_owned(),

@@ -63,6 +63,9 @@ mod tests {
         assert_eq!((violations[0].field.as_str(), violations[0].description.as_str()), ("tenant", "is required"));
         let refused = redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
         assert_eq!(tonic::Status::from(DispatchError::Redis(refused)).code(), Code::Unavailable);
+        // A Redis at `maxmemory` refusing writes: the write may succeed later.
+        let full = redis::make_extension_error("OOM".into(), Some("command not allowed".into()));
+        assert_eq!(tonic::Status::from(DispatchError::Redis(full)).code(), Code::Unavailable);
         assert_eq!(tonic::Status::from(DispatchError::Actors("x".into())).code(), Code::Internal);
     }
 }

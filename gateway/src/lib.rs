@@ -18,6 +18,7 @@ pub mod openapi;
 pub mod profiles;
 pub mod ratelimit;
 pub mod routes;
+pub mod serve;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -88,7 +89,8 @@ pub fn app(config: &HeraldConfig) -> Result<Router, GatewayError> {
 }
 
 /// Serves the gateway on `listener` until `shutdown` is cancelled, then
-/// finishes the requests in flight.
+/// finishes the requests in flight. Slow or greedy clients are bounded
+/// ([`serve`]).
 pub async fn run(config: HeraldConfig, listener: TcpListener, shutdown: CancellationToken) -> Result<(), GatewayError> {
     let app = app(&config)?;
     tracing::info!(
@@ -97,7 +99,11 @@ pub async fn run(config: HeraldConfig, listener: TcpListener, shutdown: Cancella
         dispatch = %config.dispatch_url,
         "gateway listening"
     );
-    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await?;
+    let limits = serve::Limits {
+        header_read_timeout: config.header_read_timeout,
+        connections_per_peer: config.max_connections_per_peer,
+    };
+    serve::serve(listener, app, limits, shutdown).await;
     tracing::info!("gateway stopped");
     Ok(())
 }

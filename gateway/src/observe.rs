@@ -23,6 +23,10 @@ const UNMATCHED: &str = "unmatched";
 pub fn describe() {
     herald_common::admin::prometheus();
     metrics::describe_counter!("herald_http_requests_total", "HTTP requests answered, by route pattern and status");
+    metrics::describe_counter!(
+        "herald_http_connections_refused_total",
+        "connections closed unserved: over the per-peer limit, or no request head in time"
+    );
     metrics::describe_histogram!(
         "herald_http_request_duration_seconds",
         metrics::Unit::Seconds,

@@ -155,6 +155,9 @@ pub fn endpoint_to_wire(e: &EndpointRecord, open_headers: BTreeMap<String, Strin
         signing_secrets: _,
         created_at,
         updated_at,
+        // Delivery bookkeeping of the dispatcher, not part of the contract.
+        generation: _,
+        activated_at: _,
     } = e;
     v1::Endpoint {
         id: id.clone(),

@@ -26,6 +26,8 @@ use crate::error::{RegistryError, Result};
 use crate::store::Created;
 use crate::validate::{self, Page, Violations};
 
+mod signing;
+
 pub const SIGNING_SECRET_PREFIX: &str = "whsec_";
 /// How long a rotated-out signing secret keeps signing.
 pub const ROTATION_OVERLAP_MS: Millis = 24 * 3_600_000;
@@ -315,6 +317,8 @@ impl Registry {
             signing_secrets: vec![signing],
             created_at: now,
             updated_at: now,
+            generation: ids::new_id(ids::GENERATION),
+            activated_at: None,
         };
         self.apply_spec(&mut record, spec, SPEC_FIELDS).await?;
         let quota = self.config.max_endpoints_per_tenant;
@@ -414,7 +418,10 @@ impl Registry {
             v.finish()?;
         }
         let (record, ()) = self
-            .modify_endpoint(tenant, id, |record, _| {
+            .modify_endpoint(tenant, id, |record, now| {
+                if status == EndpointStatus::Active && record.status != EndpointStatus::Active {
+                    record.activated_at = Some(now);
+                }
                 record.status = status;
                 record.disabled_reason = match status {
                     EndpointStatus::Disabled => {
@@ -433,32 +440,6 @@ impl Registry {
         self.store.delete_endpoint(&record).await?;
         tracing::info!(tenant = %tenant, endpoint = %id, "endpoint deleted");
         Ok(())
-    }
-
-    /// The current signing secret, in plaintext.
-    pub async fn endpoint_secret(&self, tenant: &str, id: &str) -> Result<String> {
-        let (record, _) = self.owned_endpoint(tenant, id).await?;
-        let current = record.signing_secrets.first().ok_or_else(|| {
-            RegistryError::Common(herald_common::CommonError::Config(format!("endpoint {id} has no signing secret")))
-        })?;
-        Ok(self.config.secrets.open(&current.secret, sealing::binding(id, sealing::SIGNING_SECRET))?)
-    }
-
-    /// A new signing secret goes first; the previous one keeps signing for 24 hours.
-    pub async fn rotate_endpoint_secret(&self, tenant: &str, id: &str) -> Result<String> {
-        let (_, secret) = self
-            .modify_endpoint(tenant, id, |record, now| {
-                let (secret, fresh) = new_signing_secret(self, &record.id);
-                for old in &mut record.signing_secrets {
-                    let until = now + ROTATION_OVERLAP_MS;
-                    old.expires_at = Some(old.expires_at.map_or(until, |at| at.min(until)));
-                }
-                record.signing_secrets.insert(0, fresh);
-                secret
-            })
-            .await?;
-        tracing::info!(tenant = %tenant, endpoint = %id, "endpoint signing secret rotated");
-        Ok(secret)
     }
 }
 

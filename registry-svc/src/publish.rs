@@ -153,6 +153,7 @@ impl Registry {
                         event_id: event.id.clone(),
                         attempt: 1,
                         traceparent: traceparent.clone(),
+                        generation: Some(route.generation.clone()).filter(|g| !g.is_empty()),
                     };
                     (route.partition, job)
                 })
@@ -190,11 +191,15 @@ impl Registry {
         let (subs, statuses) = self.store.routing_inputs(tenant, event_type).await?;
         let routes: Vec<Route> = subs
             .into_iter()
-            .filter(|s| s.tenant == tenant && statuses.get(&s.endpoint_id) == Some(&EndpointStatus::Active))
-            .map(|s| Route {
-                partition: partition_of(&s.endpoint_id, self.config.partitions),
-                endpoint_id: s.endpoint_id,
-                filter: s.filter,
+            .filter(|s| s.tenant == tenant)
+            .filter_map(|s| match statuses.get(&s.endpoint_id) {
+                Some((EndpointStatus::Active, generation)) => Some(Route {
+                    partition: partition_of(&s.endpoint_id, self.config.partitions),
+                    generation: generation.clone(),
+                    endpoint_id: s.endpoint_id,
+                    filter: s.filter,
+                }),
+                _ => None,
             })
             .collect();
         let routes = Arc::new(RouteTable::new(routes));

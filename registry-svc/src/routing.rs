@@ -26,6 +26,8 @@ pub struct Route {
     pub endpoint_id: String,
     pub partition: u32,
     pub filter: Option<FilterMap>,
+    /// The endpoint's incarnation, carried by every job to it.
+    pub generation: String,
 }
 
 struct CachedRoutes {
@@ -148,7 +150,12 @@ mod tests {
     }
 
     fn route(ep: &str, f: Option<Value>) -> Route {
-        Route { endpoint_id: ep.into(), partition: partition_of(ep, 4), filter: f.and_then(|v| v.as_object().cloned()) }
+        Route {
+            endpoint_id: ep.into(),
+            partition: partition_of(ep, 4),
+            filter: f.and_then(|v| v.as_object().cloned()),
+            generation: String::new(),
+        }
     }
 
     #[test]

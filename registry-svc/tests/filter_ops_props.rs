@@ -222,7 +222,7 @@ proptest! {
     ) {
         let routes: Vec<Route> = specs
             .into_iter()
-            .map(|(n, filter)| Route { endpoint_id: format!("ep_{n}"), partition: u32::from(n % 4), filter })
+            .map(|(n, filter)| Route { endpoint_id: format!("ep_{n}"), partition: u32::from(n % 4), filter, generation: String::new() })
             .collect();
         let mut want: Vec<String> = routes
             .iter()

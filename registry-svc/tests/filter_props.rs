@@ -225,6 +225,7 @@ proptest! {
                     endpoint_id: format!("ep_{endpoint}"),
                     partition: u32::from(endpoint % 4),
                     filter: (!filter.is_empty()).then_some(filter),
+                    generation: String::new(),
                 }
             })
             .collect();

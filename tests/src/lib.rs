@@ -8,6 +8,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod own_redis;
+mod token_server;
+
+pub use token_server::TokenServer;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -674,97 +679,6 @@ impl Receiver {
                 panic!("receiver got {got} of {n} requests within {timeout:?}");
             }
         }
-    }
-}
-
-// ---------------------------------------------------------------- oauth
-
-#[derive(Default)]
-struct TokenState {
-    requests: AtomicUsize,
-    issued: AtomicUsize,
-    expires_in: Mutex<Option<u64>>,
-    fail_with: Mutex<Option<(u16, String)>>,
-    delay: Mutex<Duration>,
-    seen: Mutex<Vec<(HashMap<String, String>, String)>>,
-}
-
-/// A real OAuth 2.0 client-credentials token endpoint (RFC 6749 §4.4) on
-/// 127.0.0.1:0. Tokens are `tok-1`, `tok-2`, … in issue order.
-pub struct TokenServer {
-    addr: SocketAddr,
-    state: Arc<TokenState>,
-    _server: JoinHandle<()>,
-}
-
-async fn issue_token(State(state): State<Arc<TokenState>>, headers: HeaderMap, body: String) -> Response {
-    state.requests.fetch_add(1, Ordering::SeqCst);
-    let flat = headers
-        .iter()
-        .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-        .collect();
-    state.seen.lock().unwrap().push((flat, body));
-    let delay = *state.delay.lock().unwrap();
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
-    }
-    if let Some((status, error)) = state.fail_with.lock().unwrap().clone() {
-        return (
-            StatusCode::from_u16(status).unwrap(),
-            [("content-type", "application/json")],
-            serde_json::json!({"error": error}).to_string(),
-        )
-            .into_response();
-    }
-    let n = state.issued.fetch_add(1, Ordering::SeqCst) + 1;
-    let mut answer = serde_json::json!({"access_token": format!("tok-{n}"), "token_type": "Bearer"});
-    if let Some(expires_in) = *state.expires_in.lock().unwrap() {
-        answer["expires_in"] = expires_in.into();
-    }
-    ([("content-type", "application/json")], answer.to_string()).into_response()
-}
-
-impl TokenServer {
-    pub async fn start() -> TokenServer {
-        let state = Arc::new(TokenState { expires_in: Mutex::new(Some(3600)), ..TokenState::default() });
-        let app = axum::Router::new().route("/token", axum::routing::post(issue_token)).with_state(state.clone());
-        let (listener, addr) = bind().await;
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        TokenServer { addr, state, _server: server }
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://{}/token", self.addr)
-    }
-
-    /// Token requests received so far.
-    pub fn requests(&self) -> usize {
-        self.state.requests.load(Ordering::SeqCst)
-    }
-
-    /// `expires_in` of the tokens issued from now on (`None` omits it).
-    pub fn set_expires_in(&self, seconds: Option<u64>) {
-        *self.state.expires_in.lock().unwrap() = seconds;
-    }
-
-    /// Answer every request with this status and OAuth `error` code.
-    pub fn fail_with(&self, status: u16, error: &str) {
-        *self.state.fail_with.lock().unwrap() = Some((status, error.to_owned()));
-    }
-
-    pub fn recover(&self) {
-        *self.state.fail_with.lock().unwrap() = None;
-    }
-
-    pub fn set_delay(&self, delay: Duration) {
-        *self.state.delay.lock().unwrap() = delay;
-    }
-
-    /// Headers and form bodies of every token request.
-    pub fn seen(&self) -> Vec<(HashMap<String, String>, String)> {
-        self.state.seen.lock().unwrap().clone()
     }
 }
 

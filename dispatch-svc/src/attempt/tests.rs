@@ -97,6 +97,8 @@ fn record(url: &str, auth: StoredAuth, secrets: &SecretBox) -> EndpointRecord {
         }],
         created_at: 0,
         updated_at: 0,
+        generation: String::new(),
+        activated_at: None,
     }
 }
 

@@ -59,6 +59,8 @@ fn endpoint(url: &str, format: Format, secrets: &SecretBox, signing: &[(&str, Op
             .collect(),
         created_at: 0,
         updated_at: 0,
+        generation: String::new(),
+        activated_at: None,
         id,
     }
 }
