@@ -262,6 +262,16 @@ impl Registry {
         }
         if named("retry") {
             record.retry = crate::retry_policy::check(&mut v, retry);
+            if let Some(policy) = &record.retry {
+                let c = &self.config;
+                crate::retry_policy::check_horizon(
+                    &mut v,
+                    policy,
+                    &c.retry_schedule,
+                    c.event_retention,
+                    c.retry_after_max,
+                );
+            }
         }
         if record.format == herald_common::model::Format::Template && record.template.is_none() {
             v.add("template", "is required when format is template (a JSON object)");

@@ -5,7 +5,8 @@
 
 use std::time::Duration;
 
-use herald_common::config::parse_duration;
+use herald_common::config::{parse_duration, retry_horizon};
+use herald_common::env::format_duration;
 use herald_common::model::RetryPolicy;
 use herald_proto::v1;
 
@@ -45,6 +46,34 @@ pub fn check(v: &mut Violations, wire: Option<v1::RetryPolicy>) -> Option<RetryP
     (!schedule.is_empty() || max_attempts.is_some()).then_some(RetryPolicy { schedule, max_attempts })
 }
 
+/// Refuses a policy whose retries would outlast `retention`: the event's
+/// payload would expire while its deliveries still wait to be retried. The
+/// horizon is counted as the start-up check counts the installation's
+/// schedule (longest jitter, each wait at least `retry_after_max`), with
+/// waits past the schedule repeating its last one, as the dispatcher does.
+pub fn check_horizon(
+    v: &mut Violations,
+    policy: &RetryPolicy,
+    installation: &[Duration],
+    retention: Duration,
+    retry_after_max: Duration,
+) {
+    let own: Vec<Duration> = policy.schedule.iter().filter_map(|d| parse_duration(d)).collect();
+    let delays = if own.is_empty() { installation } else { own.as_slice() };
+    let retries = policy.max_attempts.map_or(delays.len(), |n| n.saturating_sub(1) as usize);
+    let waits: Vec<Duration> = (0..retries).filter_map(|i| delays.get(i).or(delays.last()).copied()).collect();
+    let horizon = retry_horizon(&waits, retry_after_max);
+    v.check(
+        horizon < retention,
+        "retry",
+        format!(
+            "retries would go on for up to {}, past HERALD_EVENT_RETENTION ({}): shorten the schedule or lower maxAttempts",
+            format_duration(horizon),
+            format_duration(retention)
+        ),
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,5 +104,25 @@ mod tests {
         assert_eq!(fields(&[], None), (None, Vec::new()));
         let mut v = Violations::new();
         assert_eq!(check(&mut v, None), None);
+    }
+
+    #[test]
+    fn retries_must_end_before_the_event_expires() {
+        let hour = Duration::from_secs(3600);
+        let installation = [Duration::from_secs(5), hour, 24 * hour];
+        let refused = |schedule: &[&str], max_attempts: Option<u32>| {
+            let policy = RetryPolicy { schedule: schedule.iter().map(|s| (*s).to_owned()).collect(), max_attempts };
+            let mut v = Violations::new();
+            check_horizon(&mut v, &policy, &installation, 72 * hour, hour);
+            v.finish().is_err()
+        };
+        assert!(!refused(&["5s", "1m"], None), "two short waits");
+        assert!(!refused(&[], Some(1)), "never retried");
+        assert!(!refused(&[], None), "the installation's own schedule, about 30 h");
+        // Past the schedule the last wait repeats: 20 attempts of the
+        // installation's schedule run for about 18 days.
+        assert!(refused(&[], Some(20)));
+        assert!(refused(&["7d"], None));
+        assert!(refused(&["1d", "1d", "1d"], None), "3 × 1.2 days at the longest jitter");
     }
 }
