@@ -1,0 +1,255 @@
+//! A read batch on its way to the actors: each distinct payload and every
+//! endpoint without an actor loaded in one round trip, first attempts
+//! listed as pending, and each job handed to its endpoint's actor.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use herald_common::keys::{CONSUMER_GROUP, partition_of};
+use herald_common::model::{EndpointRecord, Job};
+use herald_common::time_fmt;
+use redis::Value as RedisValue;
+
+use super::*;
+use crate::Shared;
+use crate::actor::{Actors, Loaded, Refused};
+use crate::delivery::{Taken, Work, fail_unsent, put_off};
+use crate::error::DispatchError;
+use crate::records::{Entry, HealthRecord};
+use crate::render::LoadedEvent;
+use crate::retry::due_at;
+
+/// Loads what a batch of entries needs and routes each job to its actor.
+/// `reclaimed`: the entries come from the pending-entry claim.
+pub(super) async fn handle_entries(
+    shared: &Arc<Shared>,
+    actors: &Arc<Actors>,
+    p: u32,
+    live: &Arc<LiveSet>,
+    entries: Vec<(String, Vec<(String, String)>)>,
+    reclaimed: bool,
+) {
+    let mut malformed = Vec::new();
+    let mut taken = Vec::with_capacity(entries.len());
+    for (id, fields) in entries {
+        let Some(guard) = live.hold(&id) else { continue };
+        match Job::from_fields(fields.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
+            Some(job) => taken.push(Taken { job, entry: Entry { partition: p, id }, guard, reclaimed, listed: false }),
+            None => malformed.push(id),
+        }
+    }
+    if !malformed.is_empty() {
+        tracing::warn!(partition = p, count = malformed.len(), "dropping stream entries that are not jobs");
+        let stream = shared.keys.partition_stream(p);
+        let mut conn = shared.records.conn();
+        let _: Result<(), _> = redis::pipe()
+            .xack(&stream, CONSUMER_GROUP, &malformed)
+            .ignore()
+            .xdel(&stream, &malformed)
+            .ignore()
+            .query_async(&mut conn)
+            .await;
+    }
+    if taken.is_empty() {
+        return;
+    }
+
+    let (events, endpoints) = match load(shared, actors, &taken).await {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            // Left pending: the periodic claim picks them up again.
+            tracing::warn!(partition = p, error = %e, "loading events failed");
+            return;
+        }
+    };
+
+    // Each job's event, looked up once (the key is owned strings).
+    let job_events: Vec<Option<Arc<LoadedEvent>>> =
+        taken.iter().map(|t| events.get(&(t.job.tenant.clone(), t.job.event_id.clone())).cloned().flatten()).collect();
+    list_pending(shared, &mut taken, &job_events).await;
+
+    let mut missing_event = Vec::new();
+    let mut no_endpoint = Vec::new();
+    let mut full = Vec::new();
+    let mut unloaded = Vec::new();
+    let partitions = shared.config.partitions;
+    for (t, event) in taken.into_iter().zip(job_events) {
+        if partition_of(&t.job.endpoint_id, partitions) != p {
+            tracing::warn!(partition = p, endpoint = %t.job.endpoint_id, "job in the wrong partition; delivering anyway");
+        }
+        let Some(event) = event else {
+            missing_event.push(t);
+            continue;
+        };
+        let work = Work { taken: t, event };
+        let loaded = endpoints.get(&work.taken.job.endpoint_id).map(Option::as_ref);
+        match actors.dispatch(work, loaded) {
+            Ok(()) => {}
+            Err(Refused::Later(work)) => full.push(work.taken),
+            Err(Refused::NeedEndpoint(work)) => unloaded.push(*work),
+            Err(Refused::NoEndpoint(work)) => {
+                let event_type = Some(work.event.event.event_type.clone());
+                no_endpoint.push((work.taken, event_type));
+            }
+        }
+    }
+    // Their actor stopped between loading and dispatching: load them now
+    // rather than put them off, which would reorder a fifo endpoint.
+    if !unloaded.is_empty() {
+        let ids: Vec<String> = {
+            let mut seen = HashSet::new();
+            unloaded.iter().map(|w| &w.taken.job.endpoint_id).filter(|id| seen.insert(*id)).cloned().collect()
+        };
+        match load_endpoints(shared, redis::pipe(), ids).await {
+            Ok(endpoints) => {
+                for work in unloaded {
+                    let loaded = endpoints.get(&work.taken.job.endpoint_id).map(Option::as_ref);
+                    match actors.dispatch(work, loaded) {
+                        Ok(()) => {}
+                        Err(Refused::NoEndpoint(work)) => {
+                            let event_type = Some(work.event.event.event_type.clone());
+                            no_endpoint.push((work.taken, event_type));
+                        }
+                        Err(Refused::Later(work) | Refused::NeedEndpoint(work)) => full.push(work.taken),
+                    }
+                }
+            }
+            // Left pending: the periodic claim picks them up again.
+            Err(e) => tracing::warn!(partition = p, error = %e, "loading endpoints failed"),
+        }
+    }
+    let shared = shared.clone();
+    if !missing_event.is_empty() {
+        fail_unsent(shared.clone(), missing_event, Vec::new(), "event payload expired or missing".to_owned()).await;
+    }
+    if !no_endpoint.is_empty() {
+        let (taken, types): (Vec<_>, Vec<_>) = no_endpoint.into_iter().unzip();
+        fail_unsent(shared.clone(), taken, types, "endpoint deleted".to_owned()).await;
+    }
+    if !full.is_empty() {
+        put_off(shared, full, due_at(time_fmt::now_millis(), PUT_OFF_DELAY)).await;
+    }
+}
+
+type Events = HashMap<(String, String), Option<Arc<LoadedEvent>>>;
+type Endpoints = HashMap<String, Option<Loaded>>;
+
+/// One round trip: every distinct payload, and the records and stored
+/// health of endpoints without an actor.
+async fn load(shared: &Shared, actors: &Actors, taken: &[Taken]) -> Result<(Events, Endpoints), DispatchError> {
+    let mut event_keys: Vec<(String, String)> = Vec::new();
+    let mut seen = HashSet::new();
+    let mut endpoint_ids: Vec<String> = Vec::new();
+    let mut seen_ep = HashSet::new();
+    for t in taken {
+        if seen.insert((t.job.tenant.as_str(), t.job.event_id.as_str())) {
+            event_keys.push((t.job.tenant.clone(), t.job.event_id.clone()));
+        }
+        if seen_ep.insert(t.job.endpoint_id.as_str()) && !actors.contains(&t.job.endpoint_id) {
+            endpoint_ids.push(t.job.endpoint_id.clone());
+        }
+    }
+    let mut pipe = redis::pipe();
+    let mut mget = redis::cmd("MGET");
+    for (tenant, id) in &event_keys {
+        mget.arg(shared.keys.event(tenant, id));
+    }
+    pipe.add_command(mget);
+    let (first, endpoints) = query_with_endpoints(shared, pipe, endpoint_ids).await?;
+    let event_raw: Vec<Option<Vec<u8>>> = redis::from_redis_value_ref(&first)?;
+
+    let mut events = HashMap::with_capacity(event_keys.len());
+    for (key, raw) in event_keys.into_iter().zip(event_raw.into_iter().chain(std::iter::repeat(None))) {
+        let loaded = raw.and_then(|raw| match LoadedEvent::parse(raw.into()) {
+            Ok(event) => Some(Arc::new(event)),
+            Err(e) => {
+                tracing::error!(event = %key.1, error = %e, "stored event is corrupt");
+                None
+            }
+        });
+        events.insert(key, loaded);
+    }
+    Ok((events, endpoints))
+}
+
+/// Records the batch's first attempts as `pending`
+/// ([`crate::records::Records::record_pending`]) before they are handed to
+/// actors, so a delivery held back (rate limit, in-flight cap, open circuit,
+/// `fifo` order) is listed before it is tried, and its settlement then only
+/// writes what changed. On failure the jobs go on unlisted and their
+/// settlements write the whole record.
+async fn list_pending(shared: &Shared, taken: &mut [Taken], job_events: &[Option<Arc<LoadedEvent>>]) {
+    let mut listed = Vec::with_capacity(taken.len());
+    let mut waiting = Vec::with_capacity(taken.len());
+    for (i, (t, event)) in taken.iter().zip(job_events).enumerate() {
+        if t.job.attempt != 1 {
+            continue;
+        }
+        let Some(event) = event else { continue };
+        waiting.push((&t.job, event.event.event_type.as_str()));
+        listed.push(i);
+    }
+    match shared.records.record_pending(&waiting).await {
+        Ok(()) => {
+            for i in listed {
+                taken[i].listed = true;
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, deliveries = waiting.len(), "recording pending deliveries failed"),
+    }
+}
+
+/// The records and stored health of `ids`, in one round trip.
+async fn load_endpoints(shared: &Shared, pipe: redis::Pipeline, ids: Vec<String>) -> Result<Endpoints, DispatchError> {
+    let mut pipe = pipe;
+    // A placeholder first answer keeps the shape of `query_with_endpoints`.
+    pipe.cmd("PING");
+    Ok(query_with_endpoints(shared, pipe, ids).await?.1)
+}
+
+/// Runs `pipe` (whose one command answers first) with the endpoint
+/// records (`MGET`) and health hashes (`HGETALL` each) of `ids` appended.
+async fn query_with_endpoints(
+    shared: &Shared,
+    mut pipe: redis::Pipeline,
+    ids: Vec<String>,
+) -> Result<(RedisValue, Endpoints), DispatchError> {
+    if !ids.is_empty() {
+        let mut mget = redis::cmd("MGET");
+        for id in &ids {
+            mget.arg(shared.keys.endpoint(id));
+        }
+        pipe.add_command(mget);
+        for id in &ids {
+            pipe.hgetall(shared.keys.endpoint_health(id));
+        }
+    }
+    let mut conn = shared.records.conn();
+    let answers: Vec<RedisValue> = pipe.query_async(&mut conn).await?;
+    let mut answers = answers.into_iter();
+    let first = answers.next().unwrap_or(RedisValue::Nil);
+    let mut endpoints = HashMap::with_capacity(ids.len());
+    if ids.is_empty() {
+        return Ok((first, endpoints));
+    }
+    let records: Vec<Option<Vec<u8>>> = match answers.next() {
+        Some(value) => redis::from_redis_value_ref(&value)?,
+        None => Vec::new(),
+    };
+    for (id, raw) in ids.into_iter().zip(records.into_iter().chain(std::iter::repeat(None))) {
+        let health: HashMap<String, String> = match answers.next() {
+            Some(value) => redis::from_redis_value_ref(&value).unwrap_or_default(),
+            None => HashMap::new(),
+        };
+        let record = raw.and_then(|raw| match serde_json::from_slice::<EndpointRecord>(&raw) {
+            Ok(record) => Some(record),
+            Err(e) => {
+                tracing::error!(endpoint = %id, error = %e, "stored endpoint is corrupt");
+                None
+            }
+        });
+        let loaded = record.map(|record| Loaded { record, health: HealthRecord::from_hash(&health) });
+        endpoints.insert(id, loaded);
+    }
+    Ok((first, endpoints))
+}
