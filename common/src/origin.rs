@@ -8,7 +8,7 @@
 //! different host names, and receivers allow-list one origin: production
 //! sets the variable.
 
-use crate::config::Env;
+use crate::env::Env;
 use crate::{CommonError, Result};
 
 pub const FALLBACK_ORIGIN: &str = "herald.invalid";

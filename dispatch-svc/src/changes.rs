@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
 use crate::actor::Actors;
-use crate::records::parse_entries;
+use crate::replies::parse_entries;
 
 const BLOCK: Duration = Duration::from_millis(1000);
 const COUNT: usize = 100;

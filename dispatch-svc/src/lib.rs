@@ -48,6 +48,7 @@ pub mod partition;
 pub mod records;
 pub mod registry_client;
 pub mod render;
+pub mod replies;
 pub mod retry;
 pub mod service;
 pub mod signing;

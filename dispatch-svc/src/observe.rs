@@ -11,7 +11,7 @@ use redis::Value as RedisValue;
 
 use herald_common::keys::CONSUMER_GROUP;
 
-use crate::records::text;
+use crate::replies::text;
 
 pub const STREAM_PENDING: &str = "herald_stream_pending";
 pub const STREAM_LAG: &str = "herald_stream_lag";

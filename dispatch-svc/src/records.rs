@@ -35,7 +35,7 @@ use herald_common::keys::{CONSUMER_GROUP, Keys};
 use herald_common::model::{Job, Millis};
 use herald_common::redis_conn::RedisConn;
 use herald_common::{ids, time_fmt};
-use redis::{Pipeline, Value as RedisValue};
+use redis::Pipeline;
 use serde::{Deserialize, Serialize};
 
 use crate::error::DispatchError;
@@ -504,39 +504,6 @@ impl Records {
         let raw: Option<Vec<u8>> =
             redis::cmd("GET").arg(self.keys.endpoint(endpoint_id)).query_async(&mut conn).await?;
         Ok(raw)
-    }
-}
-
-/// Reads an `XREADGROUP`/`XAUTOCLAIM` entry list: `[[id, [k, v, ...]], ...]`.
-pub fn parse_entries(value: &RedisValue) -> Vec<(String, Vec<(String, String)>)> {
-    let RedisValue::Array(items) = value else { return Vec::new() };
-    let mut out = Vec::with_capacity(items.len());
-    for item in items {
-        let RedisValue::Array(parts) = item else { continue };
-        let (Some(id), Some(fields)) = (parts.first(), parts.get(1)) else { continue };
-        let Some(id) = text(id) else { continue };
-        let mut pairs = Vec::new();
-        if let RedisValue::Array(flat) = fields {
-            for kv in flat.chunks(2) {
-                if let [k, v] = kv
-                    && let (Some(k), Some(v)) = (text(k), text(v))
-                {
-                    pairs.push((k, v));
-                }
-            }
-        }
-        out.push((id, pairs));
-    }
-    out
-}
-
-pub fn text(value: &RedisValue) -> Option<String> {
-    match value {
-        RedisValue::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
-        RedisValue::SimpleString(s) => Some(s.clone()),
-        RedisValue::VerbatimString { text, .. } => Some(text.clone()),
-        RedisValue::Int(n) => Some(n.to_string()),
-        _ => None,
     }
 }
 

@@ -15,7 +15,7 @@ use super::*;
 use crate::Shared;
 use crate::actor::Actors;
 use crate::error::DispatchError;
-use crate::records::{parse_entries, text};
+use crate::replies::{parse_entries, text};
 
 /// How often the owner claims entries it let go of.
 const RECLAIM_EVERY: Duration = Duration::from_secs(10);
