@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde::ser::Serializer;
 use serde_json::Value;
 
-use crate::render::LoadedEvent;
+use crate::event::LoadedEvent;
 
 /// Bytes around the messages: `{"messages":[` and `]}`.
 pub const FRAME: usize = r#"{"messages":[]}"#.len();
@@ -106,6 +106,13 @@ pub fn batch_len<'a>(queued: impl IntoIterator<Item = &'a LoadedEvent>, max_coun
         n += 1;
     }
     n
+}
+
+impl LoadedEvent {
+    /// Bytes this event takes as one message of an `envelope` body.
+    pub fn envelope_message_len(&self) -> usize {
+        *self.envelope_len.get_or_init(|| message_len(&self.event))
+    }
 }
 
 #[cfg(test)]

@@ -39,6 +39,7 @@ pub mod changes;
 pub mod delivery;
 pub mod envelope;
 pub mod error;
+pub mod event;
 pub mod health;
 pub mod http_client;
 pub mod lifecycle;

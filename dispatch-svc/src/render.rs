@@ -18,7 +18,7 @@
 //! endpoint (the compiled template, the CloudEvents `source`), so rendering a
 //! delivery does no parsing.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use herald_common::model::{EndpointRecord, Format, StoredEvent};
@@ -29,39 +29,11 @@ use serde_json::Value;
 
 use crate::envelope;
 use crate::error::DispatchError;
+pub use crate::event::LoadedEvent;
 
 pub const CONTENT_TYPE_JSON: &str = "application/json";
 pub const CONTENT_TYPE_CLOUDEVENTS: &str = "application/cloudevents+json";
 pub const CLOUDEVENTS_SPECVERSION: &str = "1.0";
-
-/// An event as stored, with its parsed form next to the exact stored bytes.
-#[derive(Debug)]
-pub struct LoadedEvent {
-    /// Exactly the stored JSON: the `json` format body.
-    pub raw: Bytes,
-    pub event: StoredEvent,
-    /// Length of its `envelope` message, worked out once however many
-    /// envelope endpoints the event goes to.
-    envelope_len: OnceLock<usize>,
-}
-
-impl LoadedEvent {
-    pub fn parse(raw: Bytes) -> Result<Self, DispatchError> {
-        let event = serde_json::from_slice(&raw)?;
-        Ok(LoadedEvent { raw, event, envelope_len: OnceLock::new() })
-    }
-
-    /// For events that were never stored, such as test sends.
-    pub fn from_event(event: StoredEvent) -> Result<Self, DispatchError> {
-        let raw = Bytes::from(serde_json::to_vec(&event)?);
-        Ok(LoadedEvent { raw, event, envelope_len: OnceLock::new() })
-    }
-
-    /// Bytes this event takes as one message of an `envelope` body.
-    pub fn envelope_message_len(&self) -> usize {
-        *self.envelope_len.get_or_init(|| envelope::message_len(&self.event))
-    }
-}
 
 /// A request body with the headers that belong to its format.
 #[derive(Clone, Debug)]
