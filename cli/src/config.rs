@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::args::Global;
 use crate::error::CliError;
+use crate::options::Global;
 
 pub const DEFAULT_URL: &str = "http://localhost:8080";
 

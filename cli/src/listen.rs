@@ -16,8 +16,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
-use crate::args::ListenArgs;
 use crate::error::CliError;
+use crate::options::ListenArgs;
 use crate::signature::{self, Secret};
 
 struct Listener {

@@ -8,6 +8,7 @@ mod config;
 mod error;
 mod input;
 mod listen;
+mod options;
 mod output;
 mod signature;
 

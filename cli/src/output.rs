@@ -8,7 +8,7 @@ use comfy_table::presets::NOTHING;
 use comfy_table::{ContentArrangement, Table};
 use serde_json::Value;
 
-use crate::args::Output;
+use crate::options::Output;
 
 /// A column: its heading and the field it shows (dotted for nested fields).
 pub type Column = (&'static str, &'static str);

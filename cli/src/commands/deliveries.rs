@@ -6,9 +6,10 @@ use reqwest::Method;
 use serde_json::Value;
 
 use super::Ctx;
+use super::delivery_filter::DeliveryFilter;
 use super::tail::{self, TailArgs};
-use crate::args::{ListArgs, Output};
 use crate::error::CliError;
+use crate::options::{ListArgs, Output};
 use crate::output::{self, Column};
 
 #[derive(Debug, Subcommand)]
@@ -26,18 +27,6 @@ pub enum DeliveryCommand {
     Retry { id: String },
     /// Follow deliveries as they settle, one line each, until interrupted.
     Tail(TailArgs),
-}
-
-#[derive(Clone, Debug, clap::Args)]
-pub struct DeliveryFilter {
-    /// Only this endpoint's deliveries.
-    #[arg(long, value_name = "ENDPOINT_ID")]
-    pub endpoint: Option<String>,
-    /// Only this event's deliveries.
-    #[arg(long, value_name = "EVENT_ID")]
-    pub event: Option<String>,
-    #[arg(long, value_parser = ["pending", "delivered", "retrying", "failed"])]
-    pub status: Option<String>,
 }
 
 pub const COLUMNS: &[Column] = &[
@@ -82,12 +71,4 @@ pub async fn run(ctx: &Ctx, command: DeliveryCommand) -> Result<(), CliError> {
         DeliveryCommand::Tail(args) => tail::run(ctx, args).await?,
     }
     Ok(())
-}
-
-impl DeliveryFilter {
-    pub fn apply<'a>(&self, call: crate::client::Call<'a>) -> crate::client::Call<'a> {
-        call.query_opt("endpointId", self.endpoint.as_deref())
-            .query_opt("eventId", self.event.as_deref())
-            .query_opt("status", self.status.as_deref())
-    }
 }

@@ -7,9 +7,9 @@ use serde_json::{Map, Value, json};
 
 use super::Ctx;
 use super::recover::{self, RecoverArgs, ReplayArgs};
-use crate::args::ListArgs;
 use crate::error::CliError;
 use crate::input;
+use crate::options::ListArgs;
 use crate::output::{self, Column};
 
 #[derive(Debug, Subcommand)]

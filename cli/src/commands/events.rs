@@ -5,9 +5,9 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::Ctx;
-use crate::args::{EventCommand, Output, PublishArgs};
 use crate::error::CliError;
 use crate::input;
+use crate::options::{EventCommand, Output, PublishArgs};
 
 pub async fn run(ctx: &Ctx, command: EventCommand) -> Result<(), CliError> {
     match command {

@@ -4,10 +4,10 @@
 
 use reqwest::Method;
 
-use crate::args::{Global, LoginArgs};
 use crate::client::Client;
 use crate::config::{self, Profile, Settings};
 use crate::error::CliError;
+use crate::options::{Global, LoginArgs};
 
 pub async fn run(global: &Global, mut settings: Settings, args: LoginArgs) -> Result<(), CliError> {
     if let Some(url) = args.url {

@@ -3,6 +3,7 @@
 //! (`login` aside, which checks the token it saves).
 
 pub mod deliveries;
+pub mod delivery_filter;
 pub mod endpoints;
 pub mod event_types;
 pub mod events;
@@ -13,8 +14,8 @@ pub mod tail;
 pub mod tenants;
 pub mod verify;
 
-use crate::args::Output;
 use crate::client::Client;
+use crate::options::Output;
 
 /// What every API command works with.
 pub struct Ctx {

@@ -15,9 +15,9 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use super::Ctx;
-use crate::args::Output;
 use crate::error::CliError;
 use crate::input;
+use crate::options::Output;
 use crate::output::cell;
 
 const POLL: Duration = Duration::from_millis(500);

@@ -6,9 +6,9 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::Ctx;
-use crate::args::ListArgs;
 use crate::error::CliError;
 use crate::input;
+use crate::options::ListArgs;
 use crate::output::{self, Column};
 
 #[derive(Debug, Subcommand)]

@@ -17,10 +17,10 @@ use reqwest::Method;
 use serde_json::Value;
 
 use super::Ctx;
-use super::deliveries::DeliveryFilter;
-use crate::args::Output;
+use super::delivery_filter::DeliveryFilter;
 use crate::error::CliError;
 use crate::input;
+use crate::options::Output;
 use crate::output::cell;
 
 const PAGE: u32 = 100;

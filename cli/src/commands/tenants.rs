@@ -5,8 +5,8 @@ use reqwest::Method;
 use serde_json::json;
 
 use super::Ctx;
-use crate::args::ListArgs;
 use crate::error::CliError;
+use crate::options::ListArgs;
 use crate::output::{self, Column};
 
 #[derive(Debug, Subcommand)]

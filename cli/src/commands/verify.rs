@@ -3,8 +3,8 @@
 
 use std::io::Read;
 
-use crate::args::VerifyArgs;
 use crate::error::CliError;
+use crate::options::VerifyArgs;
 use crate::signature::{self, Secret};
 
 pub fn run(args: VerifyArgs) -> Result<(), CliError> {
