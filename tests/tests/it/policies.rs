@@ -9,29 +9,9 @@ use herald_tests::{ADMIN_TOKEN, Receiver, Stack};
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use crate::support::{Answer, call, expect};
+
 const WAIT: Duration = Duration::from_secs(15);
-
-struct Answer {
-    status: u16,
-    body: Value,
-    raw: String,
-}
-
-async fn call(stack: &Stack, token: &str, method: Method, path: &str, body: Option<Value>) -> Answer {
-    let mut request = stack.http.request(method, stack.url(path)).bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let raw = response.text().await.unwrap();
-    Answer { status, body: serde_json::from_str(&raw).unwrap_or(Value::Null), raw }
-}
-
-#[track_caller]
-fn expect(a: &Answer, status: u16, context: &str) {
-    assert_eq!(a.status, status, "{context}: {}", a.raw);
-}
 
 /// A `400` problem whose `errors` name exactly `field`.
 #[track_caller]

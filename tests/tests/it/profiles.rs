@@ -16,43 +16,11 @@ use herald_tests::{ADMIN_TOKEN, Received, Receiver, Reply, Stack, TokenServer};
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use crate::support::{Answer, call, expect};
+
 const WAIT: Duration = Duration::from_secs(15);
 
 // ---------------------------------------------------------------- helpers
-
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    content_type: String,
-    body: Value,
-    raw: String,
-}
-
-async fn call(stack: &Stack, token: &str, method: Method, path: &str, body: Option<Value>) -> Answer {
-    let mut request = stack.http.request(method, stack.url(path)).bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let content_type =
-        response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-    let raw = response.text().await.unwrap();
-    let body = serde_json::from_str(&raw).unwrap_or(Value::Null);
-    Answer { status, content_type, body, raw }
-}
-
-#[track_caller]
-fn expect(a: &Answer, status: u16, context: &str) {
-    assert_eq!(a.status, status, "{context}: {}", a.raw);
-    if status >= 400 {
-        assert!(a.content_type.starts_with("application/problem+json"), "{context}: {:?} {}", a.content_type, a.raw);
-        assert_eq!(a.body["status"], status, "{context}: {}", a.raw);
-        for member in ["type", "title", "detail"] {
-            assert!(a.body[member].is_string(), "{context}: no {member}: {}", a.raw);
-        }
-    }
-}
 
 /// A `400` problem naming `field` (or a member of it) in `errors`.
 #[track_caller]

@@ -1,6 +1,6 @@
-//! Helpers of the delivery-state tests (manual retries, endpoint
-//! incarnations, republished ids): one gateway call and its answer, the
-//! usual tenant with one subscribed endpoint, and bounded polls.
+//! Helpers the integration modules share: one gateway call and its answer
+//! (an error checked as a whole problem+json body), the usual tenant with
+//! one subscribed endpoint, and bounded polls.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
