@@ -23,6 +23,7 @@ pub mod keys;
 pub mod model;
 pub mod origin;
 pub mod redis_conn;
+pub mod retry_schedule;
 pub mod shutdown;
 pub mod startup;
 pub mod telemetry;

@@ -26,8 +26,8 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use herald_common::config::parse_duration;
-use herald_common::model::{Job, Millis, RetryPolicy};
+use herald_common::model::{Job, Millis};
+pub use herald_common::retry_schedule::Schedule;
 use redis::Script;
 use serde_json::{Map, Value};
 
@@ -49,34 +49,6 @@ pub enum Next {
     Failed {
         disable: bool,
     },
-}
-
-/// The delays and attempt cap in force for one endpoint.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Schedule {
-    delays: Vec<Duration>,
-    max_attempts: usize,
-}
-
-impl Schedule {
-    /// The endpoint's `policy` over the `installation`'s schedule.
-    pub fn new(installation: &[Duration], policy: Option<&RetryPolicy>) -> Self {
-        let own: Vec<Duration> =
-            policy.map(|p| p.schedule.iter().filter_map(|d| parse_duration(d)).collect()).unwrap_or_default();
-        let delays = if own.is_empty() { installation.to_vec() } else { own };
-        let max_attempts = policy.and_then(|p| p.max_attempts).map_or(delays.len() + 1, |n| n as usize);
-        Schedule { delays, max_attempts }
-    }
-
-    /// The (unjittered) delay after failed attempt `attempt`, if another
-    /// attempt is allowed.
-    fn delay_after(&self, attempt: u32) -> Option<Duration> {
-        let n = usize::try_from(attempt).ok()?;
-        if n == 0 || n >= self.max_attempts {
-            return None;
-        }
-        self.delays.get(n - 1).or(self.delays.last()).copied()
-    }
 }
 
 /// Decides what follows attempt `attempt` (1-based) ending in `verdict`.
@@ -152,6 +124,8 @@ return {#due, head[2] or ''}
 
 #[cfg(test)]
 mod tests {
+    use herald_common::model::RetryPolicy;
+
     use super::*;
 
     const HOUR: Duration = Duration::from_secs(3600);

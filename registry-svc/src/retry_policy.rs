@@ -8,6 +8,7 @@ use std::time::Duration;
 use herald_common::config::{parse_duration, retry_horizon};
 use herald_common::env::format_duration;
 use herald_common::model::RetryPolicy;
+use herald_common::retry_schedule::Schedule;
 use herald_proto::v1;
 
 use crate::validate::Violations;
@@ -58,10 +59,7 @@ pub fn check_horizon(
     retention: Duration,
     retry_after_max: Duration,
 ) {
-    let own: Vec<Duration> = policy.schedule.iter().filter_map(|d| parse_duration(d)).collect();
-    let delays = if own.is_empty() { installation } else { own.as_slice() };
-    let retries = policy.max_attempts.map_or(delays.len(), |n| n.saturating_sub(1) as usize);
-    let waits: Vec<Duration> = (0..retries).filter_map(|i| delays.get(i).or(delays.last()).copied()).collect();
+    let waits: Vec<Duration> = Schedule::new(installation, Some(policy)).waits().collect();
     let horizon = retry_horizon(&waits, retry_after_max);
     v.check(
         horizon < retention,
