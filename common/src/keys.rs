@@ -96,9 +96,6 @@ impl Keys {
     pub fn event(&self, tenant: &str, event_id: &str) -> String {
         self.key(&["evt", tenant, event_id])
     }
-    pub fn idempotency(&self, tenant: &str, event_id: &str) -> String {
-        self.key(&["idem", tenant, event_id])
-    }
     /// Stream of registry changes that dispatchers follow.
     pub fn changes(&self) -> String {
         self.key(&["changes"])
@@ -120,21 +117,18 @@ impl Keys {
 
     // --- delivery families (dispatcher only) ---
 
-    pub fn delivery(&self, id: &str) -> String {
-        self.key(&["dlv", id])
+    /// Hash of the deliveries created in hour `hour` (ms since the epoch /
+    /// 3,600,000): field `<delivery id>` holds its state, `<id>.<n>` an
+    /// earlier attempt. One key per hour rather than per delivery, so a
+    /// retained delivery costs its values, not a key, a TTL and a
+    /// hash of its own.
+    pub fn delivery_bucket(&self, hour: i64) -> String {
+        self.key(&["dlv", &hour.to_string()])
     }
-    pub fn delivery_attempts(&self, id: &str) -> String {
-        self.key(&["dlv", id, "attempts"])
-    }
-    /// Deliveries of a tenant, scored by creation time in ms.
+    /// The one listing index of deliveries: a tenant's delivery ids, all
+    /// with score 0, read lexicographically (ULIDs sort by creation).
     pub fn tenant_deliveries(&self, tenant: &str) -> String {
         self.key(&["tenant", tenant, "dlvs"])
-    }
-    pub fn endpoint_deliveries(&self, endpoint_id: &str) -> String {
-        self.key(&["ep", endpoint_id, "dlvs"])
-    }
-    pub fn event_deliveries(&self, tenant: &str, event_id: &str) -> String {
-        self.key(&["evt", tenant, event_id, "dlvs"])
     }
     /// Sorted set of live dispatcher ids scored by their last heartbeat in ms,
     /// from which each dispatcher works out its fair share of partitions.

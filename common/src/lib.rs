@@ -7,7 +7,8 @@
 //! which of an endpoint's values are sealed for what ([`endpoint_secrets`]), the
 //! endpoint URL policy and SSRF address classifier ([`url_policy`]), logging
 //! and tracing ([`telemetry`]), the `/healthz` `/readyz` `/metrics`
-//! surface every process serves ([`admin`]), the request metrics of the
+//! surface every process serves ([`admin`]), the header a stored event
+//! starts with ([`event_header`]), the request metrics of the
 //! gRPC servers ([`grpc_metrics`]), and the origin webhooks announce ([`origin`]).
 
 pub mod admin;
@@ -17,6 +18,7 @@ pub mod crypto;
 pub mod endpoint_secrets;
 pub mod env;
 pub mod error;
+pub mod event_header;
 pub mod grpc_metrics;
 pub mod ids;
 pub mod keys;

@@ -660,7 +660,7 @@ impl Handler<Deliver> for EndpointActor {
         }
         if self.queue.len() >= QUEUE_CAPACITY {
             let due = self.put_off_due();
-            self.shared.rt.spawn(delivery::put_off(self.shared.clone(), vec![work.taken], due));
+            self.shared.rt.spawn(delivery::put_off(self.shared.clone(), vec![work], due));
             return;
         }
         self.queue.push_back(work);

@@ -346,17 +346,17 @@ pub async fn fail_unsent(shared: Arc<Shared>, taken: Vec<Taken>, event_types: Ve
 /// Puts jobs off until `due` without counting an attempt: a full mailbox or
 /// queue, or an open circuit. The job goes to the retry set, so it is
 /// durable and the partition reader never waits on a slow endpoint.
-pub async fn put_off(shared: Arc<Shared>, taken: Vec<Taken>, due: Millis) {
-    let settlements: Vec<Settlement<'_>> = taken
+pub async fn put_off(shared: Arc<Shared>, works: Vec<Work>, due: Millis) {
+    let settlements: Vec<Settlement<'_>> = works
         .iter()
-        .map(|t| Settlement {
-            job: &t.job,
-            entry: &t.entry,
-            listed: t.listed,
-            event_type: None,
+        .map(|w| Settlement {
+            job: &w.taken.job,
+            entry: &w.taken.entry,
+            listed: w.taken.listed,
+            event_type: Some(w.event.event.event_type.as_str()),
             attempt: None,
             status: DeliveryStatus::Retrying,
-            retry: Some((due, t.job.clone())),
+            retry: Some((due, w.taken.job.clone())),
             held: None,
         })
         .collect();

@@ -29,6 +29,10 @@ pub enum DispatchError {
     Header { name: String, reason: String },
     #[error("http client cannot be built: {0}")]
     HttpClient(#[source] reqwest::Error),
+    /// Storing outcomes failed (the writer shares one error among the
+    /// outcomes it stored together).
+    #[error("storing outcomes: {0}")]
+    Unstored(String),
     #[error("registry: {0}")]
     Registry(String),
     #[error("{0} not found")]

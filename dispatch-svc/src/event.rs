@@ -1,10 +1,11 @@
-//! An event as a read batch loads it: the exact stored bytes (the `json`
+//! An event as a read batch loads it: the exact stored payload bytes (the `json`
 //! format body) beside their parsed form, shared as `Arc<LoadedEvent>` by
 //! every endpoint the event goes to.
 
 use std::sync::OnceLock;
 
 use bytes::Bytes;
+use herald_common::event_header::EventHeader;
 use herald_common::model::StoredEvent;
 
 use crate::error::DispatchError;
@@ -21,7 +22,11 @@ pub struct LoadedEvent {
 }
 
 impl LoadedEvent {
-    pub fn parse(raw: Bytes) -> Result<Self, DispatchError> {
+    /// Reads an event as stored: its header line, then the payload, which
+    /// is kept without a copy.
+    pub fn parse(stored: Bytes) -> Result<Self, DispatchError> {
+        let (_, start) = EventHeader::split(&stored);
+        let raw = stored.slice(start..);
         let event = serde_json::from_slice(&raw)?;
         Ok(LoadedEvent { raw, event, envelope_len: OnceLock::new() })
     }

@@ -25,7 +25,7 @@ use crate::actor::Actors;
 use crate::attempt::PreparedEndpoint;
 use crate::error::DispatchError;
 use crate::lifecycle::health_epoch;
-use crate::records::{AttemptRecord, DeliveryRecord, DeliveryStatus, ListFilter};
+use crate::records::{AttemptRecord, DeliveryRecord, DeliveryStatus, ListFilter, Waiting};
 
 pub const DEFAULT_LIMIT: usize = 50;
 pub const MAX_LIMIT: usize = 1000;
@@ -144,7 +144,7 @@ pub fn delivery_to_wire(d: &DeliveryRecord) -> v1::Delivery {
         created_at,
         updated_at,
         next_attempt_at,
-        retry_member: _,
+        waiting: _,
         traceparent: _,
         generation: _,
         attempts,
@@ -208,7 +208,7 @@ impl Dispatch for DispatchService {
         // A pending delivery, or a retrying one its `fifo` actor holds, has
         // its next attempt queued already: another would send it twice.
         let queued = record.status == DeliveryStatus::Pending
-            || (record.status == DeliveryStatus::Retrying && record.retry_member.is_none());
+            || (record.status == DeliveryStatus::Retrying && record.waiting == Waiting::Actor);
         let requeued = if queued {
             Vec::new()
         } else {
@@ -231,7 +231,8 @@ impl Dispatch for DispatchService {
         let mut recovered = 0u32;
         let mut cursor: Option<String> = None;
         loop {
-            let (chunk, next) = records.endpoint_deliveries_since(endpoint_id, since, cursor.as_deref()).await?;
+            let (chunk, next) =
+                records.endpoint_deliveries_since(tenant, endpoint_id, since, cursor.as_deref()).await?;
             let failed: Vec<DeliveryRecord> = chunk
                 .into_iter()
                 .filter(|d| d.tenant == tenant && d.endpoint_id == endpoint_id && d.status == DeliveryStatus::Failed)

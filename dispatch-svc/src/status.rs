@@ -34,6 +34,10 @@ impl From<DispatchError> for tonic::Status {
                     tonic::Status::internal("redis command failed")
                 }
             }
+            DispatchError::Unstored(_) => {
+                tracing::warn!(error = %message, "dispatch request failed on redis");
+                tonic::Status::unavailable("redis is unavailable")
+            }
             DispatchError::Registry(_) => {
                 tracing::warn!(error = %message, "dispatch request failed on the registry");
                 tonic::Status::unavailable("registry is unavailable")

@@ -7,10 +7,11 @@
 //! 1. one pipeline reading, for every tenant and event type in the request,
 //!    whether the tenant exists, its routing generation, and the stored
 //!    event type (whose compiled schema is cached, see [`crate::schema`]);
-//! 2. one pipeline of `EVALSHA`s of the publish script, one per event, each
-//!    checking the idempotency key, storing the payload with the retention
-//!    TTL, remembering the id for the idempotency window and `XADD`ing the
-//!    jobs to their partition streams.
+//! 2. one `EVALSHA` of the publish script for the whole batch, which per
+//!    event stores the payload under a free id with the retention TTL
+//!    (`SET … NX GET`: the same command is the idempotency check, see
+//!    [`herald_common::event_header`]) and `XADD`s its jobs to their
+//!    partition streams.
 //!
 //! Routing tables (which endpoints a (tenant, event type) reaches, with
 //! their filters, see [`crate::routing`]) are cached in memory and

@@ -85,7 +85,7 @@ pub(super) async fn handle_entries(
         let loaded = endpoints.get(&work.taken.job.endpoint_id).map(Option::as_ref);
         match actors.dispatch(work, loaded) {
             Ok(()) => {}
-            Err(Refused::Later(work)) => full.push(work.taken),
+            Err(Refused::Later(work)) => full.push(*work),
             Err(Refused::NeedEndpoint(work)) => unloaded.push(*work),
             Err(Refused::NoEndpoint(work)) => {
                 let event_type = Some(work.event.event.event_type.clone());
@@ -110,7 +110,7 @@ pub(super) async fn handle_entries(
                             let event_type = Some(work.event.event.event_type.clone());
                             no_endpoint.push((work.taken, event_type));
                         }
-                        Err(Refused::Later(work) | Refused::NeedEndpoint(work)) => full.push(work.taken),
+                        Err(Refused::Later(work) | Refused::NeedEndpoint(work)) => full.push(*work),
                     }
                 }
             }
@@ -182,7 +182,10 @@ async fn list_pending(shared: &Shared, taken: &mut [Taken], job_events: &[Option
     let mut listed = Vec::with_capacity(taken.len());
     let mut waiting = Vec::with_capacity(taken.len());
     for (i, (t, event)) in taken.iter().zip(job_events).enumerate() {
-        if t.job.attempt != 1 {
+        // A claimed entry may have had an outcome stored by its previous
+        // owner (a `fifo` job held for its retry): only new reads are
+        // certain to have none, and a pending state must never replace one.
+        if t.job.attempt != 1 || t.reclaimed {
             continue;
         }
         let Some(event) = event else { continue };

@@ -1,13 +1,14 @@
 //! Queuing deliveries again by request (`RetryDelivery`, `RecoverEndpoint`).
 //!
 //! A delivery waiting in a retry set is moved, never copied or dropped: the
-//! check that it is still waiting (or still settled), the new job's `XADD`,
-//! the `ZREM` of the waiting member and the record's new status are one
-//! script, so Redis refusing writes (`maxmemory`), a dropped connection or
-//! a caller's deadline leaves the delivery either untouched or queued. The
-//! first write of the script is the one that may grow memory (`XADD`): a
-//! Redis that is full refuses it before anything has changed, and the
-//! caller is answered `UNAVAILABLE` with the delivery still waiting.
+//! check that it is still as it was read (same status and attempt count,
+//! its retry still waiting), the new job's `XADD`, the `ZREM` of the
+//! waiting member and the new state are one script, so Redis refusing
+//! writes (`maxmemory`), a dropped connection or a caller's deadline leaves
+//! the delivery either untouched or queued. The first write of the script
+//! is the one that may grow memory (`XADD`): a Redis that is full refuses
+//! it before anything has changed, and the caller is answered
+//! `UNAVAILABLE` with the delivery still waiting.
 
 use std::sync::LazyLock;
 
@@ -16,29 +17,32 @@ use herald_common::model::Job;
 use herald_common::time_fmt;
 use redis::Script;
 
-use super::{DeliveryRecord, Records};
+use super::codec::{State, Waiting, attempt_field, encode_attempt, encode_state, status_code};
+use super::{DeliveryRecord, DeliveryStatus, Records, bucket_of};
 use crate::error::DispatchError;
 
-/// KEYS: the partition's retry set, the delivery record, the partition
-/// stream. ARGV: the waiting retry member (`''` when none waits), the
-/// status the caller read, now (ms), then the job's stream fields as
-/// name/value pairs. Answers 1 queued, 0 changed since it was read (the
-/// pump already moved the retry, or another request queued it).
+/// KEYS: the partition's retry set, the delivery's hour bucket, the
+/// partition stream. ARGV: the delivery id, the status code and attempt
+/// count the caller read, the waiting retry member (`''` when none waits),
+/// the new state, the latest attempt's own field and value (`''` when
+/// none), then the job's stream fields as name/value pairs. Answers 1
+/// queued, 0 changed since it was read (the pump already moved the retry,
+/// or another request queued it).
 static REQUEUE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local member = ARGV[1]
-if member ~= '' then
-  if not redis.call('ZSCORE', KEYS[1], member) then return 0 end
-elseif redis.call('HGET', KEYS[2], 'status') ~= ARGV[2] then
-  return 0
-end
+local raw = redis.call('HGET', KEYS[2], ARGV[1])
+if not raw then return 0 end
+local ok, state = pcall(cjson.decode, raw)
+if not ok or tostring(state[2]) ~= ARGV[2] or tostring(state[3]) ~= ARGV[3] then return 0 end
+local member = ARGV[4]
+if member ~= '' and not redis.call('ZSCORE', KEYS[1], member) then return 0 end
 local job = {KEYS[3], '*'}
-for i = 4, #ARGV do job[#job + 1] = ARGV[i] end
+for i = 8, #ARGV do job[#job + 1] = ARGV[i] end
 redis.call('XADD', unpack(job))
 if member ~= '' then redis.call('ZREM', KEYS[1], member) end
-redis.call('HSET', KEYS[2], 'status', 'pending', 'nextAttemptAt', ARGV[3], 'updatedAt', ARGV[3])
-redis.call('HDEL', KEYS[2], 'retryMember')
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[2], ARGV[6], ARGV[7]) end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[5])
 return 1
 ",
     )
@@ -56,25 +60,32 @@ impl Records {
         let mut queued = Vec::with_capacity(records.len());
         let mut conn = self.conn.clone();
         for record in records {
+            let Some(bucket) = bucket_of(&record.id) else { continue };
             let partition = partition_of(&record.endpoint_id, partitions);
-            let job = Job {
-                delivery_id: record.id.clone(),
-                tenant: record.tenant.clone(),
-                endpoint_id: record.endpoint_id.clone(),
-                event_id: record.event_id.clone(),
-                attempt: record.attempt_count.saturating_add(1),
-                traceparent: record.traceparent.clone(),
-                generation: record.generation.clone(),
-            };
+            let job = record.next_job();
             let now = time_fmt::now_millis();
+            let state = State {
+                status: DeliveryStatus::Pending,
+                attempt_count: record.attempt_count,
+                updated_at: now,
+                next_attempt_at: Some(now),
+                waiting: Waiting::Nothing,
+                event_type: &record.event_type,
+                last_attempt: None,
+            };
+            let latest = record.attempts.last();
             let mut invocation = REQUEUE.prepare_invoke();
             invocation
                 .key(self.keys.retry_set(partition))
-                .key(self.keys.delivery(&record.id))
+                .key(self.keys.delivery_bucket(bucket))
                 .key(self.keys.partition_stream(partition))
-                .arg(record.retry_member.as_deref().unwrap_or_default())
-                .arg(record.status.as_str())
-                .arg(now);
+                .arg(&record.id)
+                .arg(status_code(record.status))
+                .arg(record.attempt_count)
+                .arg(record.retry_member().unwrap_or_default())
+                .arg(encode_state(&job, &state))
+                .arg(latest.map(|a| attempt_field(&record.id, a.n)).unwrap_or_default())
+                .arg(latest.map(encode_attempt).unwrap_or_default());
             for (name, value) in job.fields() {
                 invocation.arg(name).arg(value);
             }

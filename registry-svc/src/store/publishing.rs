@@ -1,44 +1,59 @@
 //! The publish path's Redis steps: one pipelined read of what a batch
 //! needs to know, the routing inputs of a (tenant, event type), and the
-//! atomic publish script.
+//! atomic publish script (one per batch).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::LazyLock;
 
-use herald_common::model::{EndpointRecord, EndpointStatus, Job, SubscriptionRecord};
+use herald_common::event_header::EventHeader;
+use herald_common::model::{EndpointRecord, EndpointStatus, Job, Millis, SubscriptionRecord};
+use herald_common::{ids, time_fmt};
 use redis::{Script, Value as RedisValue};
 
 use super::Store;
 use crate::error::Result;
 
-/// The publish step, atomic: remember the id, store the payload once, append
-/// one job per endpoint. A repeated id answers the first publish's count.
-/// Past the idempotency window, an id whose event is still stored is a
-/// duplicate too (answering 0 deliveries): its deliveries may still be
-/// retried under that id as `webhook-id`, and must carry the data they were
-/// published with, so a stored payload is never replaced.
-/// KEYS: idempotency, event, then one partition stream per job.
-/// ARGV: payload, retention ms, idempotency ms, job count, then per job its
-/// field count followed by field/value pairs.
-/// Answers {duplicate (0|1), deliveries}.
+/// The publish step for a whole batch, atomic: per event, store it under a
+/// free id (`SET … NX GET`, which also answers what is stored there), and
+/// only then append one job per endpoint. A stored id is a duplicate: within
+/// the idempotency window it answers the first publish's count (read from
+/// the stored header, see [`EventHeader`]), past it `0`. Its deliveries may
+/// still be retried under that id as `webhook-id` and must carry the data
+/// they were published with, so a stored payload is never replaced.
+/// The shebang makes a Redis at `maxmemory` refuse the script before its
+/// first write rather than stop it halfway.
+/// KEYS: per event, its key then one partition stream per job.
+/// ARGV: now ms, retention ms, idempotency ms, event count, then per event
+/// the stored value, the job count and per job its field count followed by
+/// field/value pairs. Answers per event {duplicate (0|1), deliveries}.
 static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
-        r"
-local seen = redis.call('GET', KEYS[1])
-if seen then return {1, tonumber(seen) or 0} end
-if redis.call('EXISTS', KEYS[2]) == 1 then return {1, 0} end
-local jobs = tonumber(ARGV[4])
-redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
-redis.call('SET', KEYS[1], jobs, 'PX', ARGV[3])
-local a = 5
-for i = 1, jobs do
-  local n = tonumber(ARGV[a])
-  local args = {KEYS[2 + i], '*'}
-  for j = 1, n * 2 do args[2 + j] = ARGV[a + j] end
-  redis.call('XADD', unpack(args))
-  a = a + 1 + n * 2
+        r"#!lua
+local now, retention, window = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local a, k = 5, 1
+local answers = {}
+for e = 1, tonumber(ARGV[4]) do
+  local jobs = tonumber(ARGV[a + 1])
+  local old = redis.call('SET', KEYS[k], ARGV[a], 'NX', 'PX', retention, 'GET')
+  if old then
+    local n, at = string.match(old, '^h1 (%d+) (%d+)')
+    if n and now - tonumber(at) < window then answers[e] = {1, tonumber(n)} else answers[e] = {1, 0} end
+  else
+    answers[e] = {0, jobs}
+  end
+  a = a + 2
+  for i = 1, jobs do
+    local n = tonumber(ARGV[a])
+    if not old then
+      local args = {KEYS[k + i], '*'}
+      for j = 1, n * 2 do args[2 + j] = ARGV[a + j] end
+      redis.call('XADD', unpack(args))
+    end
+    a = a + 1 + n * 2
+  end
+  k = k + 1 + jobs
 end
-return {0, jobs}
+return answers
 ",
     )
 });
@@ -50,6 +65,16 @@ pub struct Enqueue<'a> {
     pub payload: &'a [u8],
     /// Partition and job, one per endpoint.
     pub jobs: &'a [(u32, Job)],
+}
+
+impl Enqueue<'_> {
+    /// The stored header: the delivery count, and the time span the
+    /// delivery ids were made in (their ULID times).
+    fn header(&self, now: Millis) -> EventHeader {
+        let times = self.jobs.iter().filter_map(|(_, job)| ids::created_millis(&job.delivery_id));
+        let (first, last) = times.fold((now, now), |(lo, hi), t| (lo.min(t), hi.max(t)));
+        EventHeader { deliveries: self.jobs.len() as u32, published_ms: first, span_ms: last - first }
+    }
 }
 
 /// Answer of the atomic publish step.
@@ -129,46 +154,43 @@ impl Store {
         Ok((subs, statuses))
     }
 
-    /// Runs the atomic publish step for each event, all in one round trip.
+    /// Runs the atomic publish step for the whole batch in one round trip.
     pub async fn enqueue(
         &self,
         calls: &[Enqueue<'_>],
         retention_ms: u64,
         idempotency_ms: u64,
     ) -> Result<Vec<Enqueued>> {
+        if calls.is_empty() {
+            return Ok(Vec::new());
+        }
         let keys = &self.keys;
-        let invocations: Vec<_> = calls
-            .iter()
-            .map(|call| {
-                let mut inv = PUBLISH.prepare_invoke();
-                inv.key(keys.idempotency(call.tenant, call.event_id)).key(keys.event(call.tenant, call.event_id));
-                for (partition, _) in call.jobs {
-                    inv.key(keys.partition_stream(*partition));
+        let now = time_fmt::now_millis();
+        let mut inv = PUBLISH.prepare_invoke();
+        inv.arg(now).arg(retention_ms.max(1)).arg(idempotency_ms.max(1)).arg(calls.len());
+        for call in calls {
+            inv.key(keys.event(call.tenant, call.event_id));
+            for (partition, _) in call.jobs {
+                inv.key(keys.partition_stream(*partition));
+            }
+            inv.arg(call.header(now).prepend(call.payload)).arg(call.jobs.len());
+            for (_, job) in call.jobs {
+                let fields = job.fields();
+                inv.arg(fields.len());
+                for (name, value) in fields {
+                    inv.arg(name).arg(value);
                 }
-                inv.arg(call.payload).arg(retention_ms.max(1)).arg(idempotency_ms.max(1)).arg(call.jobs.len());
-                for (_, job) in call.jobs {
-                    let fields = job.fields();
-                    inv.arg(fields.len());
-                    for (name, value) in fields {
-                        inv.arg(name).arg(value);
-                    }
-                }
-                inv
-            })
-            .collect();
-        let mut pipe = redis::pipe();
-        for inv in &invocations {
-            pipe.invoke_script(inv);
+            }
         }
         let mut conn = self.conn.clone();
-        let answers: Vec<(u8, u32)> = match pipe.query_async(&mut conn).await {
+        let answers: Vec<(u8, u32)> = match inv.invoke_async(&mut conn).await {
             Ok(answers) => answers,
             // Redis lost its script cache (restart, failover, SCRIPT FLUSH).
             // Re-running is safe: an event that did go through answers as a
             // duplicate with its original count and adds no second job.
             Err(e) if herald_common::redis_conn::is_no_script(&e) => {
                 PUBLISH.prepare_invoke().load_async(&mut conn).await?;
-                pipe.query_async(&mut conn).await?
+                inv.invoke_async(&mut conn).await?
             }
             Err(e) => return Err(e.into()),
         };

@@ -219,6 +219,7 @@ fn bearer(r: &Received) -> &str {
 /// A dispatcher run in this process over a stack that has none, so a test
 /// can stop it and start another (a new owner with new actors).
 struct Dispatcher {
+    grpc: std::net::SocketAddr,
     stop: CancellationToken,
     task: JoinHandle<Result<(), String>>,
 }
@@ -226,6 +227,7 @@ struct Dispatcher {
 impl Dispatcher {
     async fn start(stack: &Stack) -> Dispatcher {
         let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let grpc_addr = grpc.local_addr().unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let ready = format!("http://{}/readyz", admin.local_addr().unwrap());
         let stop = CancellationToken::new();
@@ -243,7 +245,12 @@ impl Dispatcher {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        Dispatcher { stop, task }
+        Dispatcher { grpc: grpc_addr, stop, task }
+    }
+
+    async fn client(&self) -> DispatchClient<Channel> {
+        let channel = Channel::from_shared(format!("http://{}", self.grpc)).unwrap().connect().await.unwrap();
+        DispatchClient::new(channel)
     }
 
     async fn stop(self) {
@@ -641,33 +648,10 @@ async fn fifo_jobs_held_back_survive_a_change_of_dispatcher_in_order() {
     let tail = &got[got.len() - 5..];
     assert_eq!(tail, &events[1..], "{got:?}");
     // e2's attempts carried on across the change: 1, 2, ... with no restart.
-    let dlvs: Vec<String> = redis::cmd("ZRANGE")
-        .arg(stack.keys.event_deliveries(TENANT, &events[1]))
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let attempts: Vec<String> = redis::cmd("LRANGE")
-            .arg(stack.keys.delivery_attempts(&dlvs[0]))
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        let numbers: Vec<u64> = attempts
-            .iter()
-            .map(|a| serde_json::from_str::<serde_json::Value>(a).unwrap()["n"].as_u64().unwrap())
-            .collect();
-        if numbers.len() == attempts_before + 1 {
-            assert_eq!(numbers, (1..=numbers.len() as u64).collect::<Vec<_>>());
-            break;
-        }
-        assert!(Instant::now() < deadline, "attempts of e2: {numbers:?}, {attempts_before} before the change");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    c.dispatch = second.client().await;
+    let e2 = wait_delivery(&mut c, &events[1], |d| d.attempts.len() == attempts_before + 1).await;
+    let numbers: Vec<u32> = e2.attempts.iter().map(|a| a.n).collect();
+    assert_eq!(numbers, (1..=numbers.len() as u32).collect::<Vec<_>>(), "{attempts_before} before the change");
     second.stop().await;
     stack.stop().await;
 }

@@ -80,8 +80,9 @@ async fn an_endpoint_created_again_under_its_profile_id_starts_clean() {
     // The old delivery's retry comes due now.
     let id = waiting["id"].as_str().unwrap();
     let mut redis = stack.redis().await;
-    let member: String = redis.hget(stack.keys.delivery(id), "retryMember").await.unwrap();
     let retry_set = stack.keys.retry_set(partition_of(&endpoint, stack.config.partitions));
+    let members: Vec<String> = redis.zrange(&retry_set, 0, -1).await.unwrap();
+    let member = members.into_iter().find(|m| m.contains(id)).expect("the old delivery's retry waits");
     let moved: i64 = redis::cmd("ZADD")
         .arg(&retry_set)
         .arg("XX")

@@ -269,18 +269,20 @@ async fn listing_by_another_tenants_endpoint_reveals_nothing() {
     publish(&stack, "acme", json!({"n": 1})).await;
     let real = wait_delivery(&stack, &acme, &id, |d| d["status"] == "delivered").await;
 
-    // A busy endpoint: copies of the real delivery record under 5,200 more ids.
+    // A busy endpoint: copies of the real delivery record under 5,200 more
+    // ids (same creation time, so the same hour bucket).
     let mut conn = stack.redis().await;
     let real_id = real["id"].as_str().unwrap();
-    let hash: Vec<(String, String)> =
-        redis::cmd("HGETALL").arg(stack.keys.delivery(real_id)).query_async(&mut conn).await.unwrap();
-    let mut pipe = redis::pipe();
+    let bucket = stack.keys.delivery_bucket(herald_dispatch::records::bucket_of(real_id).unwrap());
+    let state: String = redis::cmd("HGET").arg(&bucket).arg(real_id).query_async(&mut conn).await.unwrap();
     let copies: Vec<String> = (0..5_200).map(|n| format!("{}{n:05}", &real_id[..real_id.len() - 5])).collect();
-    for copy in &copies {
-        pipe.cmd("HSET").arg(stack.keys.delivery(copy)).arg(&hash).ignore();
-    }
+    let mut pipe = redis::pipe();
+    pipe.cmd("HSET")
+        .arg(&bucket)
+        .arg(copies.iter().flat_map(|c| [c.as_str(), state.as_str()]).collect::<Vec<_>>())
+        .ignore();
     pipe.cmd("ZADD")
-        .arg(stack.keys.endpoint_deliveries(&id))
+        .arg(stack.keys.tenant_deliveries("acme"))
         .arg(copies.iter().flat_map(|c| ["0", c.as_str()]).collect::<Vec<_>>())
         .ignore();
     let () = pipe.query_async(&mut conn).await.unwrap();

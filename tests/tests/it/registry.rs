@@ -562,10 +562,13 @@ async fn publish_fans_out_to_matching_active_endpoints() {
         assert_eq!(traceparent.split('-').nth(1), Some(trace_id), "the publish's trace continues: {traceparent}");
     }
 
-    // The payload is stored once, as the `json` body.
+    // The payload is stored once, as the `json` body, after the header
+    // that counts its deliveries.
     let mut conn = stack.redis().await;
-    let stored: String = conn.get(stack.keys.event("acme", &answer.id)).await.unwrap();
-    let stored: serde_json::Value = serde_json::from_str(&stored).unwrap();
+    let stored: Vec<u8> = conn.get(stack.keys.event("acme", &answer.id)).await.unwrap();
+    let (header, start) = herald_common::event_header::EventHeader::split(&stored);
+    assert_eq!(header.map(|h| h.deliveries), Some(3));
+    let stored: serde_json::Value = serde_json::from_slice(&stored[start..]).unwrap();
     assert_eq!(stored["type"], "order.created");
     assert_eq!(stored["data"]["orderId"], "o1");
     assert_eq!(stored["resource"]["org"], "tfo");

@@ -1,0 +1,272 @@
+//! The stored shape of a delivery: a JSON array of values in a fixed order,
+//! without field names, so a retained delivery costs its values only.
+//!
+//! Field `<id>` of the delivery's hour bucket holds its state and its latest
+//! attempt; field `<id>.<n>` holds attempt `n` when more attempts followed
+//! it (written with the outcome that schedules the next one), so the common
+//! case, delivered on the first attempt, is one field. A retry set member is
+//! not stored: it is the next job, rebuilt from the state
+//! ([`DeliveryRecord::retry_member`]).
+
+use herald_common::model::{Job, Millis};
+
+use super::{AttemptRecord, DeliveryRecord, DeliveryStatus};
+use crate::retry::encode_job;
+
+/// Layout version, the first value of every state.
+const VERSION: u8 = 1;
+
+/// Where a retrying delivery's next attempt waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Waiting {
+    /// Nowhere: pending, or settled for good.
+    Nothing,
+    /// In its partition's retry set, as [`DeliveryRecord::retry_member`].
+    RetrySet,
+    /// With its `fifo` actor, the stream entry still pending.
+    Actor,
+}
+
+impl Waiting {
+    fn code(self) -> u8 {
+        match self {
+            Waiting::Nothing => 0,
+            Waiting::RetrySet => 1,
+            Waiting::Actor => 2,
+        }
+    }
+
+    fn from_code(code: u8) -> Self {
+        match code {
+            1 => Waiting::RetrySet,
+            2 => Waiting::Actor,
+            _ => Waiting::Nothing,
+        }
+    }
+}
+
+pub(super) fn status_code(status: DeliveryStatus) -> u8 {
+    match status {
+        DeliveryStatus::Pending => 0,
+        DeliveryStatus::Delivered => 1,
+        DeliveryStatus::Retrying => 2,
+        DeliveryStatus::Failed => 3,
+    }
+}
+
+fn status_from_code(code: u8) -> Option<DeliveryStatus> {
+    match code {
+        0 => Some(DeliveryStatus::Pending),
+        1 => Some(DeliveryStatus::Delivered),
+        2 => Some(DeliveryStatus::Retrying),
+        3 => Some(DeliveryStatus::Failed),
+        _ => None,
+    }
+}
+
+type AttemptValues<'a> = (u32, Millis, Option<u16>, u64, Option<&'a str>, &'a str);
+type OwnedAttempt = (u32, Millis, Option<u16>, u64, Option<String>, String);
+#[allow(clippy::type_complexity)]
+type OwnedState = (
+    u8,
+    u8,
+    u32,
+    Millis,
+    Option<Millis>,
+    u8,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<OwnedAttempt>,
+);
+
+fn attempt_values(a: &AttemptRecord) -> AttemptValues<'_> {
+    (a.n, a.at, a.status_code, a.latency_ms, a.error.as_deref(), &a.response_body)
+}
+
+fn attempt_from(values: OwnedAttempt) -> AttemptRecord {
+    let (n, at, status_code, latency_ms, error, response_body) = values;
+    AttemptRecord { n, at, status_code, latency_ms, error, response_body }
+}
+
+/// What a state says besides the job's own ids.
+pub struct State<'a> {
+    pub status: DeliveryStatus,
+    pub attempt_count: u32,
+    pub updated_at: Millis,
+    pub next_attempt_at: Option<Millis>,
+    pub waiting: Waiting,
+    pub event_type: &'a str,
+    pub last_attempt: Option<&'a AttemptRecord>,
+}
+
+/// The stored state of `job`'s delivery.
+pub fn encode_state(job: &Job, state: &State<'_>) -> String {
+    let values = (
+        VERSION,
+        status_code(state.status),
+        state.attempt_count,
+        state.updated_at,
+        state.next_attempt_at,
+        state.waiting.code(),
+        job.tenant.as_str(),
+        job.endpoint_id.as_str(),
+        job.event_id.as_str(),
+        state.event_type,
+        job.generation.as_deref(),
+        job.traceparent.as_deref(),
+        state.last_attempt.map(attempt_values),
+    );
+    serde_json::to_string(&values).unwrap_or_default()
+}
+
+/// A stored attempt of its own field (`<id>.<n>`).
+pub fn encode_attempt(attempt: &AttemptRecord) -> String {
+    serde_json::to_string(&attempt_values(attempt)).unwrap_or_default()
+}
+
+pub fn decode_attempt(raw: &str) -> Option<AttemptRecord> {
+    serde_json::from_str::<OwnedAttempt>(raw).ok().map(attempt_from)
+}
+
+/// The field of attempt `n` of delivery `id`.
+pub fn attempt_field(id: &str, n: u32) -> String {
+    format!("{id}.{n}")
+}
+
+/// A delivery read back from its state; its attempts hold the latest one
+/// only (the caller adds the others). `None` for a corrupt state.
+pub fn decode_state(id: &str, raw: &str) -> Option<DeliveryRecord> {
+    let values: OwnedState = serde_json::from_str(raw).ok()?;
+    let (
+        version,
+        status,
+        attempt_count,
+        updated_at,
+        next_attempt_at,
+        waiting,
+        tenant,
+        endpoint_id,
+        event_id,
+        event_type,
+        generation,
+        traceparent,
+        last,
+    ) = values;
+    if version != VERSION {
+        return None;
+    }
+    Some(DeliveryRecord {
+        id: id.to_owned(),
+        tenant,
+        endpoint_id,
+        event_id,
+        event_type,
+        status: status_from_code(status)?,
+        attempt_count,
+        created_at: herald_common::ids::created_millis(id).unwrap_or(0),
+        updated_at,
+        next_attempt_at,
+        waiting: Waiting::from_code(waiting),
+        traceparent,
+        generation,
+        attempts: last.map(attempt_from).into_iter().collect(),
+    })
+}
+
+impl DeliveryRecord {
+    /// The job of its next attempt, as a retry or a manual requeue queues it.
+    pub fn next_job(&self) -> Job {
+        Job {
+            delivery_id: self.id.clone(),
+            tenant: self.tenant.clone(),
+            endpoint_id: self.endpoint_id.clone(),
+            event_id: self.event_id.clone(),
+            attempt: self.attempt_count.saturating_add(1),
+            traceparent: self.traceparent.clone(),
+            generation: self.generation.clone(),
+        }
+    }
+
+    /// Its member in the retry set, while a retry waits there. The member
+    /// is the next job, made the same way when it was scheduled.
+    pub fn retry_member(&self) -> Option<String> {
+        (self.waiting == Waiting::RetrySet).then(|| encode_job(&self.next_job()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job() -> Job {
+        Job {
+            delivery_id: herald_common::ids::new_id(herald_common::ids::DELIVERY),
+            tenant: "acme".into(),
+            endpoint_id: "ep_1".into(),
+            event_id: "e-\"1\"".into(),
+            attempt: 2,
+            traceparent: None,
+            generation: Some("gen_1".into()),
+        }
+    }
+
+    #[test]
+    fn states_read_back() {
+        let job = job();
+        let attempt = AttemptRecord {
+            n: 2,
+            at: 7,
+            status_code: Some(503),
+            latency_ms: 12,
+            error: Some("endpoint answered status 503".into()),
+            response_body: "<b>busy</b>".into(),
+        };
+        let state = State {
+            status: DeliveryStatus::Retrying,
+            attempt_count: 2,
+            updated_at: 9,
+            next_attempt_at: Some(60_009),
+            waiting: Waiting::RetrySet,
+            event_type: "order.created",
+            last_attempt: Some(&attempt),
+        };
+        let record = decode_state(&job.delivery_id, &encode_state(&job, &state)).unwrap();
+        assert_eq!(
+            (record.status, record.attempt_count, record.next_attempt_at),
+            (DeliveryStatus::Retrying, 2, Some(60_009))
+        );
+        assert_eq!(
+            (record.tenant.as_str(), record.event_id.as_str(), record.event_type.as_str()),
+            ("acme", "e-\"1\"", "order.created")
+        );
+        assert_eq!(record.attempts, vec![attempt.clone()]);
+        assert_eq!(record.generation.as_deref(), Some("gen_1"));
+        assert!(record.created_at > 0);
+        let next = Job { attempt: 3, ..job };
+        assert_eq!(record.retry_member(), Some(encode_job(&next)));
+        assert_eq!(decode_attempt(&encode_attempt(&attempt)), Some(attempt));
+    }
+
+    #[test]
+    fn a_state_without_an_attempt_or_a_retry_reads_back() {
+        let job = job();
+        let state = State {
+            status: DeliveryStatus::Pending,
+            attempt_count: 0,
+            updated_at: 1,
+            next_attempt_at: None,
+            waiting: Waiting::Nothing,
+            event_type: "t",
+            last_attempt: None,
+        };
+        let record = decode_state(&job.delivery_id, &encode_state(&job, &state)).unwrap();
+        assert!(record.attempts.is_empty());
+        assert_eq!(record.retry_member(), None);
+        assert_eq!(decode_state("dlv_x", "[2]"), None);
+        assert_eq!(decode_state("dlv_x", "not json"), None);
+    }
+}

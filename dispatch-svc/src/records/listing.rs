@@ -1,0 +1,146 @@
+//! Reading deliveries back in pages from a tenant's listing index: newest
+//! first for the API, oldest first from a time for recovery.
+//!
+//! The index holds delivery ids only, so a filtered page reads states
+//! chunk by chunk until it is full; a page that took too many chunks
+//! answers what it found and a cursor to carry on from. A list by event
+//! reads only the id range its deliveries were made in (the stored event's
+//! header, see [`herald_common::event_header`]).
+
+use herald_common::event_header::EventHeader;
+use herald_common::ids;
+use herald_common::model::Millis;
+
+use super::{DeliveryRecord, DeliveryStatus, Records};
+use crate::error::DispatchError;
+
+/// Most index members read per round trip while filling a page.
+const LIST_CHUNK: usize = 200;
+/// Most chunks scanned for one filtered page; the cursor then resumes.
+const LIST_MAX_CHUNKS: usize = 25;
+/// Bytes read from a stored event to find its header.
+const HEADER_BYTES: isize = 64;
+
+/// Which deliveries of a tenant a list shows.
+#[derive(Clone, Debug, Default)]
+pub struct ListFilter {
+    pub tenant: String,
+    pub endpoint_id: Option<String>,
+    pub event_id: Option<String>,
+    pub status: Option<DeliveryStatus>,
+}
+
+impl ListFilter {
+    fn keeps(&self, record: &DeliveryRecord) -> bool {
+        record.tenant == self.tenant
+            && self.endpoint_id.as_ref().is_none_or(|e| *e == record.endpoint_id)
+            && self.event_id.as_ref().is_none_or(|e| *e == record.event_id)
+            && self.status.is_none_or(|s| s == record.status)
+    }
+}
+
+impl Records {
+    /// One page of deliveries, newest first, and the cursor of the next page.
+    pub async fn list(
+        &self,
+        filter: &ListFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<DeliveryRecord>, Option<String>), DispatchError> {
+        let index = self.keys.tenant_deliveries(&filter.tenant);
+        let span = match &filter.event_id {
+            Some(event_id) => self.event_span(&filter.tenant, event_id).await?,
+            None => None,
+        };
+        // Bounds in `ZREVRANGEBYLEX` syntax: below the cursor (or the
+        // event's last delivery), down to the event's first delivery.
+        let upper = span.map(|(_, last)| ids::floor_id(ids::DELIVERY, last.saturating_add(1)));
+        let mut max = match (cursor, upper) {
+            (Some(c), Some(u)) => format!("({}", c.min(u.as_str())),
+            (Some(c), None) => format!("({c}"),
+            (None, Some(u)) => format!("({u}"),
+            (None, None) => "+".to_owned(),
+        };
+        let min = span.map_or_else(|| "-".to_owned(), |(first, _)| format!("[{}", ids::floor_id(ids::DELIVERY, first)));
+        let mut page: Vec<DeliveryRecord> = Vec::with_capacity(limit);
+        let mut conn = self.conn.clone();
+        for _ in 0..LIST_MAX_CHUNKS {
+            let ids: Vec<String> = redis::cmd("ZREVRANGEBYLEX")
+                .arg(&index)
+                .arg(&max)
+                .arg(&min)
+                .arg("LIMIT")
+                .arg(0)
+                .arg(LIST_CHUNK)
+                .query_async(&mut conn)
+                .await?;
+            let exhausted = ids.len() < LIST_CHUNK;
+            let Some(last) = ids.last() else { return Ok((page, None)) };
+            max = format!("({last}");
+            let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+            for mut record in self.load_many(&refs).await? {
+                if !filter.keeps(&record) {
+                    continue;
+                }
+                // Attempts are for a delivery read alone.
+                record.attempts.clear();
+                // A match beyond a full page: only now is there a next page.
+                if page.len() == limit {
+                    let cursor = page.last().map(|r| r.id.clone());
+                    return Ok((page, cursor));
+                }
+                page.push(record);
+            }
+            if exhausted {
+                return Ok((page, None));
+            }
+        }
+        let resume = max.trim_start_matches('(').to_owned();
+        Ok((page, Some(resume)))
+    }
+
+    /// An endpoint's deliveries created at or after `since`, oldest first,
+    /// one chunk of the tenant's index at a time: `after` is the cursor the
+    /// previous chunk answered. Answers the chunk's deliveries to the
+    /// endpoint and its cursor (`None` at the end).
+    pub async fn endpoint_deliveries_since(
+        &self,
+        tenant: &str,
+        endpoint_id: &str,
+        since: Millis,
+        after: Option<&str>,
+    ) -> Result<(Vec<DeliveryRecord>, Option<String>), DispatchError> {
+        let min = match after {
+            Some(after) => format!("({after}"),
+            None => format!("[{}", ids::floor_id(ids::DELIVERY, since)),
+        };
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = redis::cmd("ZRANGEBYLEX")
+            .arg(self.keys.tenant_deliveries(tenant))
+            .arg(&min)
+            .arg("+")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(LIST_CHUNK)
+            .query_async(&mut conn)
+            .await?;
+        let cursor = if ids.len() < LIST_CHUNK { None } else { ids.last().cloned() };
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let records = self.load_many(&refs).await?;
+        Ok((records.into_iter().filter(|r| r.tenant == tenant && r.endpoint_id == endpoint_id).collect(), cursor))
+    }
+
+    /// The creation times (first, last) of an event's deliveries, from its
+    /// stored header; `None` when the event is gone or has no header, and
+    /// the whole index is read.
+    async fn event_span(&self, tenant: &str, event_id: &str) -> Result<Option<(Millis, Millis)>, DispatchError> {
+        let mut conn = self.conn.clone();
+        let head: Vec<u8> = redis::cmd("GETRANGE")
+            .arg(self.keys.event(tenant, event_id))
+            .arg(0)
+            .arg(HEADER_BYTES - 1)
+            .query_async(&mut conn)
+            .await?;
+        Ok(EventHeader::split(&head).0.map(|h| (h.published_ms, h.published_ms.saturating_add(h.span_ms))))
+    }
+}
