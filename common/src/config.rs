@@ -129,7 +129,7 @@ impl HeraldConfig {
     /// one slot, so its atomic multi-key steps never cross slots.
     pub fn keys(&self) -> crate::keys::Keys {
         if self.redis.is_cluster() {
-            crate::keys::Keys::new(format!("{{{}}}", self.redis_prefix))
+            crate::keys::Keys::sharded(self.redis_prefix.clone(), self.partitions)
         } else {
             crate::keys::Keys::new(self.redis_prefix.clone())
         }
@@ -308,7 +308,7 @@ mod tests {
         assert_eq!(cfg.redis.cluster, ["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]);
         // Every key hashes on the prefix alone, partition keys included.
         assert_eq!(cfg.keys().endpoint("ep_1"), "{herald}:ep:ep_1");
-        assert_eq!(cfg.keys().partition_stream(3), "{herald}:{p3}:jobs");
+        assert_eq!(cfg.keys().partition_stream(3), "herald:{p3}:jobs");
         let env = Env::from_pairs([("HERALD_REDIS_CLUSTER_URLS", "")]);
         let cfg = HeraldConfig::from_env(&env, true).unwrap();
         assert!(!cfg.redis.is_cluster(), "an empty value means unset");

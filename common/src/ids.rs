@@ -18,6 +18,30 @@ pub fn new_id(prefix: &str) -> String {
     id
 }
 
+/// Bits of a delivery id's ULID randomness that carry its partition.
+const PARTITION_BITS: u32 = 16;
+const RANDOM_BITS: u32 = 80;
+
+/// A delivery id that also names its partition (in the top bits of the
+/// ULID's randomness), so a delivery's records are found from its id alone
+/// when they are spread over partitions. Still a ULID: it sorts by creation.
+pub fn new_delivery_id(partition: u32) -> String {
+    let ms = u64::try_from(crate::time_fmt::now_millis()).unwrap_or(0);
+    let random: u128 = rand::random::<u128>() & ((1u128 << (RANDOM_BITS - PARTITION_BITS)) - 1);
+    let random = random | (u128::from(partition & 0xffff) << (RANDOM_BITS - PARTITION_BITS));
+    let mut id = String::with_capacity(DELIVERY.len() + 26);
+    id.push_str(DELIVERY);
+    id.push_str(&ulid::Ulid::from_parts(ms, random).to_string().to_ascii_lowercase());
+    id
+}
+
+/// The partition a [`new_delivery_id`] id names.
+pub fn delivery_partition(id: &str) -> Option<u32> {
+    let ulid = id.strip_prefix(DELIVERY)?;
+    let ulid = ulid::Ulid::from_string(&ulid.to_ascii_uppercase()).ok()?;
+    u32::try_from(ulid.random() >> (RANDOM_BITS - PARTITION_BITS)).ok()
+}
+
 /// Ids chosen by callers (tenant ids, event ids, event type names) are limited
 /// to characters that are safe inside Redis key names and URLs.
 pub fn is_valid_external_id(id: &str, max_len: usize) -> bool {
@@ -56,6 +80,17 @@ mod tests {
         assert!(floor_id(DELIVERY, at) <= id);
         assert!(floor_id(DELIVERY, at + 1) > id);
         assert_eq!(created_millis("dlv_not-a-ulid"), None);
+    }
+
+    #[test]
+    fn delivery_ids_name_their_partition() {
+        for partition in [0, 1, 15, 4095] {
+            let id = new_delivery_id(partition);
+            assert_eq!(delivery_partition(&id), Some(partition), "{id}");
+            assert!(created_millis(&id).is_some() && id.len() == 30);
+        }
+        assert_ne!(new_delivery_id(3), new_delivery_id(3));
+        assert_eq!(delivery_partition("ep_01h0000000000000000000000"), None);
     }
 
     #[test]

@@ -2,39 +2,74 @@
 //!
 //! All keys start with the configured prefix (`HERALD_REDIS_PREFIX`, default
 //! `herald`), which lets several installations or tests share one Redis.
-//! On a Redis Cluster the prefix is given as a hash tag (`{herald}`, by
-//! [`crate::config::HeraldConfig::keys`]), so every key of an installation
-//! shares one slot and multi-key atomic steps never cross slots. Partition
-//! keys also carry a `{p<n>}` tag, which a Redis uses only when the prefix
-//! is not a tag: it keeps a partition's stream, retry set and lease together
-//! for a layout that spreads partitions over slots.
+//!
+//! Two layouts, chosen by how Redis runs ([`Keys::new`], [`Keys::sharded`]):
+//! - **one Redis**: partition keys carry a `{p<n>}` tag (which a single
+//!   Redis ignores), everything else sits under the plain prefix, and
+//!   delivery records and listing indexes are one family for the whole
+//!   installation (one *record shard*);
+//! - **Redis Cluster**: registry keys sit under the prefix as a hash tag
+//!   (`{herald}:…`, one slot, so the registry's scripts never cross slots),
+//!   and everything a partition owns carries that partition's tag: its
+//!   stream, retry set and lease, the delivery records and listing indexes
+//!   of its deliveries (one record shard per partition), its endpoints'
+//!   health, its publish markers. An event's payload carries the tag of its
+//!   *home* partition (a hash of tenant and id). Partitions, and so the
+//!   work, spread over every master.
 //!
 //! Ownership: the registry writes the registry families (tenant, key, event
-//! type, endpoint, subscription, event payload, idempotency, partition
-//! streams on publish, changes); the dispatcher writes the delivery families
-//! (delivery, attempts, retry sets, leases, endpoint health) and acknowledges
-//! stream entries.
+//! type, endpoint, subscription, event payload, partition streams and
+//! publish markers on publish, changes); the dispatcher writes the delivery
+//! families (deliveries, listing indexes, retry sets, leases, endpoint
+//! health) and acknowledges stream entries.
 
 /// The consumer group every dispatcher reads partition streams through.
 pub const CONSUMER_GROUP: &str = "dispatch";
 
 #[derive(Clone, Debug)]
 pub struct Keys {
+    /// The plain prefix: partition families start with it.
     prefix: String,
+    /// What registry families start with: the prefix, or on a cluster the
+    /// prefix as a hash tag.
+    registry: String,
+    /// Records spread over one shard per partition (a cluster).
+    sharded: bool,
+    partitions: u32,
 }
 
 impl Keys {
+    /// The layout for one Redis.
     pub fn new(prefix: impl Into<String>) -> Self {
-        Keys { prefix: prefix.into() }
+        let prefix = prefix.into();
+        Keys { registry: prefix.clone(), prefix, sharded: false, partitions: 1 }
+    }
+
+    /// The layout for a Redis Cluster of `partitions` partitions.
+    pub fn sharded(prefix: impl Into<String>, partitions: u32) -> Self {
+        let prefix = prefix.into();
+        Keys { registry: format!("{{{prefix}}}"), prefix, sharded: true, partitions: partitions.max(1) }
     }
 
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
 
+    /// Whether records spread over one shard per partition.
+    pub fn is_sharded(&self) -> bool {
+        self.sharded
+    }
+
     fn key(&self, parts: &[&str]) -> String {
-        let mut key = String::with_capacity(self.prefix.len() + parts.iter().map(|p| p.len() + 1).sum::<usize>());
+        join(&self.registry, parts)
+    }
+
+    fn partition_key(&self, partition: u32, parts: &[&str]) -> String {
+        use std::fmt::Write;
+        let mut key = String::with_capacity(self.prefix.len() + 8 + parts.iter().map(|p| p.len() + 1).sum::<usize>());
         key.push_str(&self.prefix);
+        // Writing to a String cannot fail.
+        let _ = write!(key, ":{{p{partition}}}");
         for part in parts {
             key.push(':');
             key.push_str(part);
@@ -93,8 +128,22 @@ impl Keys {
     pub fn routing_generation(&self, tenant: &str) -> String {
         self.key(&["tenant", tenant, "routing-gen"])
     }
+    /// A stored event (see `event_header`). On a cluster it lives with its
+    /// home partition.
     pub fn event(&self, tenant: &str, event_id: &str) -> String {
-        self.key(&["evt", tenant, event_id])
+        if self.sharded {
+            let home = partition_of_parts(&[tenant, "/", event_id], self.partitions);
+            self.partition_key(home, &["evt", tenant, event_id])
+        } else {
+            self.key(&["evt", tenant, event_id])
+        }
+    }
+    /// Marks that the jobs of a published event are in partition
+    /// `partition`'s stream, for the idempotency window: on a cluster a
+    /// publish is one step per partition, and a publish of the same id
+    /// again (after a failure between steps) redoes only the missing ones.
+    pub fn publish_marker(&self, partition: u32, tenant: &str, event_id: &str) -> String {
+        self.partition_key(partition, &["pub", tenant, event_id])
     }
     /// Stream of registry changes that dispatchers follow.
     pub fn changes(&self) -> String {
@@ -104,31 +153,48 @@ impl Keys {
     // --- partition families ---
 
     pub fn partition_stream(&self, partition: u32) -> String {
-        format!("{}:{{p{partition}}}:jobs", self.prefix)
+        self.partition_key(partition, &["jobs"])
     }
     /// Sorted set of jobs waiting for a retry, scored by due time in ms.
     pub fn retry_set(&self, partition: u32) -> String {
-        format!("{}:{{p{partition}}}:retry", self.prefix)
+        self.partition_key(partition, &["retry"])
     }
     /// Holds the id of the dispatcher that owns the partition, with a TTL.
     pub fn partition_lease(&self, partition: u32) -> String {
-        format!("{}:{{p{partition}}}:lease", self.prefix)
+        self.partition_key(partition, &["lease"])
     }
 
     // --- delivery families (dispatcher only) ---
 
-    /// Hash of the deliveries created in hour `hour` (ms since the epoch /
-    /// 3,600,000): field `<delivery id>` holds its state, `<id>.<n>` an
-    /// earlier attempt. One key per hour rather than per delivery, so a
-    /// retained delivery costs its values, not a key, a TTL and a
-    /// hash of its own.
-    pub fn delivery_bucket(&self, hour: i64) -> String {
-        self.key(&["dlv", &hour.to_string()])
+    /// How many record shards there are: one per partition on a cluster,
+    /// else one.
+    pub fn record_shards(&self) -> u32 {
+        if self.sharded { self.partitions } else { 1 }
     }
-    /// The one listing index of deliveries: a tenant's delivery ids, all
+    /// The record shard of a partition's deliveries.
+    pub fn record_shard(&self, partition: u32) -> u32 {
+        if self.sharded { partition } else { 0 }
+    }
+    /// The record shard of an endpoint's deliveries and health.
+    pub fn endpoint_shard(&self, endpoint_id: &str) -> u32 {
+        if self.sharded { partition_of(endpoint_id, self.partitions) } else { 0 }
+    }
+    fn shard_key(&self, shard: u32, parts: &[&str]) -> String {
+        if self.sharded { self.partition_key(shard, parts) } else { self.key(parts) }
+    }
+
+    /// Hash of a record shard's deliveries created in hour `hour` (ms since
+    /// the epoch / 3,600,000): field `<delivery id>` holds its state,
+    /// `<id>.<n>` an earlier attempt. One key per hour rather than per
+    /// delivery, so a retained delivery costs its values, not a key, a TTL
+    /// and a hash of its own.
+    pub fn delivery_bucket(&self, shard: u32, hour: i64) -> String {
+        self.shard_key(shard, &["dlv", &hour.to_string()])
+    }
+    /// The listing index of a tenant's deliveries in a record shard, all
     /// with score 0, read lexicographically (ULIDs sort by creation).
-    pub fn tenant_deliveries(&self, tenant: &str) -> String {
-        self.key(&["tenant", tenant, "dlvs"])
+    pub fn tenant_deliveries(&self, shard: u32, tenant: &str) -> String {
+        self.shard_key(shard, &["tenant", tenant, "dlvs"])
     }
     /// Sorted set of live dispatcher ids scored by their last heartbeat in ms,
     /// from which each dispatcher works out its fair share of partitions.
@@ -136,16 +202,37 @@ impl Keys {
         self.key(&["dispatchers"])
     }
     /// Live delivery health of an endpoint (circuit, failures, token error).
+    /// On a cluster it lives with the endpoint's partition, where the
+    /// outcomes that change it are stored.
     pub fn endpoint_health(&self, endpoint_id: &str) -> String {
-        self.key(&["ep", endpoint_id, "health"])
+        if self.sharded {
+            self.partition_key(partition_of(endpoint_id, self.partitions), &["ep", endpoint_id, "health"])
+        } else {
+            self.key(&["ep", endpoint_id, "health"])
+        }
     }
+}
+
+fn join(head: &str, parts: &[&str]) -> String {
+    let mut key = String::with_capacity(head.len() + parts.iter().map(|p| p.len() + 1).sum::<usize>());
+    key.push_str(head);
+    for part in parts {
+        key.push(':');
+        key.push_str(part);
+    }
+    key
 }
 
 /// Stable partition of an endpoint: FNV-1a of its id, modulo the partition
 /// count. Stable across versions and processes, which leases depend on.
 pub fn partition_of(endpoint_id: &str, partitions: u32) -> u32 {
+    partition_of_parts(&[endpoint_id], partitions)
+}
+
+/// [`partition_of`] the concatenation of `parts`.
+fn partition_of_parts(parts: &[&str], partitions: u32) -> u32 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in endpoint_id.bytes() {
+    for byte in parts.iter().flat_map(|p| p.bytes()) {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
@@ -163,6 +250,22 @@ mod tests {
         assert_eq!(keys.retry_set(3), "t1:{p3}:retry");
         assert_eq!(keys.partition_lease(3), "t1:{p3}:lease");
         assert_eq!(keys.endpoint("ep_1"), "t1:ep:ep_1");
+        assert_eq!(keys.delivery_bucket(keys.record_shard(3), 7), "t1:dlv:7");
+    }
+
+    #[test]
+    fn a_cluster_layout_keeps_what_a_partition_owns_in_its_slot() {
+        let keys = Keys::sharded("t1", 16);
+        assert_eq!(keys.endpoint("ep_1"), "{t1}:ep:ep_1");
+        assert_eq!(keys.partition_stream(3), "t1:{p3}:jobs");
+        assert_eq!(keys.delivery_bucket(keys.record_shard(3), 7), "t1:{p3}:dlv:7");
+        assert_eq!(keys.tenant_deliveries(3, "acme"), "t1:{p3}:tenant:acme:dlvs");
+        let p = partition_of("ep_1", 16);
+        assert_eq!(keys.endpoint_health("ep_1"), format!("t1:{{p{p}}}:ep:ep_1:health"));
+        assert!(keys.event("acme", "e-1").contains(":evt:acme:e-1"));
+        assert!(keys.event("acme", "e-1").starts_with("t1:{p"));
+        assert_eq!(keys.record_shards(), 16);
+        assert_eq!(Keys::new("t1").record_shards(), 1);
     }
 
     #[test]

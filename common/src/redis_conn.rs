@@ -5,9 +5,10 @@
 //! pipelines concurrent commands and reconnects by itself after Redis
 //! restarts, so no process needs a restart when Redis comes back. Against a
 //! Redis Cluster (`HERALD_REDIS_CLUSTER_URLS`) it is a cluster connection
-//! that follows the slot map; every Herald key then carries the prefix as
-//! its hash tag ([`crate::config::HeraldConfig::keys`]), so the multi-key
-//! atomic steps (publish, settle) stay within one slot.
+//! that follows the slot map; keys then follow the cluster layout
+//! ([`crate::keys::Keys::sharded`]): every atomic step (a script, a
+//! `MULTI`) names keys of one slot, and a plain pipeline over several
+//! slots is split per slot here.
 //! `rediss://` URLs speak TLS (rustls), verified against the Mozilla root
 //! certificates or, when `HERALD_REDIS_CA_FILE` names one, a private CA.
 
@@ -17,6 +18,7 @@ use std::time::Duration;
 use crate::backoff::{Backoff, retry_until_stopped};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::Slot;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 
 use crate::Result;
@@ -108,6 +110,9 @@ impl ConnectionLike for RedisConn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             RedisConn::Single(conn) => conn.req_packed_commands(cmd, offset, count),
+            RedisConn::Cluster(conn) if !cmd.is_transaction() && offset == 0 && count == cmd.len() => {
+                Box::pin(spread_by_slot(conn.clone(), cmd))
+            }
             RedisConn::Cluster(conn) => conn.req_packed_commands(cmd, offset, count),
         }
     }
@@ -118,6 +123,61 @@ impl ConnectionLike for RedisConn {
             RedisConn::Cluster(conn) => conn.get_db(),
         }
     }
+}
+
+/// Runs a (non-atomic) pipeline on a cluster whose commands may name keys
+/// of several slots: the cluster client sends a pipeline to one slot's node
+/// only, so the commands are split into one pipeline per slot (in their
+/// order, so a command still runs after the ones before it on the same
+/// key), sent at once, and their answers put back in order.
+async fn spread_by_slot(conn: ClusterConnection, pipeline: &Pipeline) -> redis::RedisResult<Vec<Value>> {
+    let mut groups: Vec<(Option<Slot>, Vec<usize>, Pipeline)> = Vec::new();
+    for (i, cmd) in pipeline.cmd_iter().enumerate() {
+        let slot = first_key(cmd).map(Slot::for_key);
+        match groups.iter_mut().find(|(s, _, _)| *s == slot) {
+            Some((_, indexes, group)) => {
+                indexes.push(i);
+                group.add_command(cmd.clone());
+            }
+            None => {
+                let mut group = redis::pipe();
+                group.add_command(cmd.clone());
+                groups.push((slot, vec![i], group));
+            }
+        }
+    }
+    let sent = groups.iter().map(|(_, _, group)| {
+        let mut conn = conn.clone();
+        async move { conn.req_packed_commands(group, 0, group.len()).await }
+    });
+    let answers = futures::future::join_all(sent).await;
+    let mut values = vec![Value::Nil; pipeline.len()];
+    for ((_, indexes, _), answer) in groups.iter().zip(answers) {
+        for (i, value) in indexes.iter().zip(answer?) {
+            values[*i] = value;
+        }
+    }
+    Ok(values)
+}
+
+/// The first key a command names: after the name, or after the script and
+/// key count of `EVAL`/`EVALSHA`/`FCALL`.
+fn first_key(cmd: &Cmd) -> Option<&[u8]> {
+    let simple = |arg| match arg {
+        redis::Arg::Simple(bytes) => Some(bytes),
+        _ => None,
+    };
+    let mut args = cmd.args_iter().filter_map(simple);
+    let name = args.next()?;
+    let scripted = [&b"EVALSHA"[..], b"EVAL", b"FCALL", b"EVALSHA_RO", b"EVAL_RO", b"FCALL_RO"]
+        .iter()
+        .any(|n| name.eq_ignore_ascii_case(n));
+    if scripted {
+        let _script = args.next()?;
+        let keys = std::str::from_utf8(args.next()?).ok()?.parse::<usize>().ok()?;
+        return if keys > 0 { args.next() } else { None };
+    }
+    args.next()
 }
 
 pub async fn connect(target: &RedisTarget) -> Result<RedisConn> {

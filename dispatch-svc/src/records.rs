@@ -199,6 +199,7 @@ impl Records {
         let now = time_fmt::now_millis();
         let writes = settlements.iter().map(|s| self.write_of(s, now)).collect();
         let health = health.map(|(endpoint_id, health)| HealthWrite {
+            shard: self.keys.endpoint_shard(endpoint_id),
             key: self.keys.endpoint_health(endpoint_id),
             fields: health.fields().into(),
         });
@@ -231,6 +232,8 @@ impl Records {
             fields.push((attempt_field(id, attempt.n), encode_attempt(attempt)));
         }
         Write {
+            // Beside the stream entry it acknowledges, so both are one step.
+            shard: self.keys.record_shard(s.entry.partition),
             bucket: bucket_of(id).unwrap_or(now.div_euclid(HOUR_MS)),
             fields,
             index: (!s.listed).then(|| (job.tenant.clone(), id.to_owned())),
@@ -249,8 +252,8 @@ impl Records {
             return Ok(());
         }
         let now = time_fmt::now_millis();
-        let mut buckets: BTreeMap<i64, Vec<(&str, String)>> = BTreeMap::new();
-        let mut indexes: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        let mut buckets: BTreeMap<(u32, i64), Vec<(&str, String)>> = BTreeMap::new();
+        let mut indexes: BTreeMap<(u32, &str), Vec<&str>> = BTreeMap::new();
         for (job, event_type) in waiting {
             let id = job.delivery_id.as_str();
             let state = State {
@@ -263,21 +266,34 @@ impl Records {
                 last_attempt: None,
             };
             let bucket = bucket_of(id).unwrap_or(now.div_euclid(HOUR_MS));
-            buckets.entry(bucket).or_default().push((id, encode_state(job, &state)));
-            indexes.entry(job.tenant.as_str()).or_default().push(id);
+            let shard = self.shard_of(id);
+            buckets.entry((shard, bucket)).or_default().push((id, encode_state(job, &state)));
+            indexes.entry((shard, job.tenant.as_str())).or_default().push(id);
         }
+        // Not atomic: each write stands alone, and on a cluster they go to
+        // the slots of their shards.
         let mut pipe = redis::pipe();
-        for (hour, fields) in &buckets {
-            let key = self.keys.delivery_bucket(*hour);
+        for ((shard, hour), fields) in &buckets {
+            let key = self.keys.delivery_bucket(*shard, *hour);
             pipe.hset_multiple(&key, fields).ignore();
             pipe.pexpire_at(&key, bucket_expiry(*hour, self.retention_ms)).ignore();
         }
-        for (tenant, ids) in &indexes {
-            add_to_index(&mut pipe, &self.keys, tenant, ids, now, self.retention_ms);
+        for ((shard, tenant), ids) in &indexes {
+            add_to_index(&mut pipe, &self.keys, *shard, tenant, ids, now, self.retention_ms);
         }
         let mut conn = self.conn.clone();
         pipe.query_async::<()>(&mut conn).await?;
         Ok(())
+    }
+
+    /// The record shard of a delivery, from the partition its id names.
+    fn shard_of(&self, id: &str) -> u32 {
+        self.keys.record_shard(ids::delivery_partition(id).unwrap_or(0))
+    }
+
+    /// The hour bucket holding a delivery.
+    fn bucket_key(&self, id: &str) -> String {
+        self.keys.delivery_bucket(self.shard_of(id), bucket_of(id).unwrap_or_default())
     }
 
     /// A delivery with all its attempts, if it exists and belongs to `tenant`.
@@ -291,8 +307,8 @@ impl Records {
         if earlier > 0 {
             let fields: Vec<String> = (1..=earlier).map(|n| attempt_field(id, n)).collect();
             let mut conn = self.conn.clone();
-            let bucket = self.keys.delivery_bucket(bucket_of(id).unwrap_or_default());
-            let raw: Vec<Option<String>> = redis::cmd("HMGET").arg(bucket).arg(&fields).query_async(&mut conn).await?;
+            let raw: Vec<Option<String>> =
+                redis::cmd("HMGET").arg(self.bucket_key(id)).arg(&fields).query_async(&mut conn).await?;
             record.attempts = raw.iter().flatten().filter_map(|a| decode_attempt(a)).collect();
         }
         record.attempts.extend(latest);
@@ -307,7 +323,7 @@ impl Records {
         }
         let mut pipe = redis::pipe();
         for id in ids {
-            pipe.hget(self.keys.delivery_bucket(bucket_of(id).unwrap_or_default()), id);
+            pipe.hget(self.bucket_key(id), id);
         }
         let mut conn = self.conn.clone();
         let states: Vec<Option<String>> = pipe.query_async(&mut conn).await?;

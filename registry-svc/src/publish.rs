@@ -148,7 +148,7 @@ impl Registry {
                 .into_iter()
                 .map(|route| {
                     let job = Job {
-                        delivery_id: ids::new_id(ids::DELIVERY),
+                        delivery_id: ids::new_delivery_id(route.partition),
                         tenant: p.tenant.clone(),
                         endpoint_id: route.endpoint_id.clone(),
                         event_id: event.id.clone(),

@@ -153,6 +153,17 @@ pub fn redis_cluster_nodes() -> Vec<(String, (u16, u16))> {
     CLUSTER.get_or_init(start_cluster).urls.iter().cloned().zip(CLUSTER_SLOTS).collect()
 }
 
+/// A Redis Cluster of its own for one test (three masters, as
+/// [`redis_cluster_urls`]), for tests that change how its nodes behave.
+/// Its servers stop with the test process.
+pub fn private_redis_cluster() -> Vec<(String, (u16, u16))> {
+    let cluster = start_cluster();
+    let nodes = cluster.urls.iter().cloned().zip(CLUSTER_SLOTS).collect();
+    // Kept running for the rest of the process, like the shared one.
+    std::mem::forget(cluster);
+    nodes
+}
+
 fn start_cluster() -> TestCluster {
     let dir = std::env::temp_dir().join(format!("herald-test-cluster-{}-{}", std::process::id(), free_port()));
     let mut children = Vec::new();

@@ -100,7 +100,7 @@ pub(super) async fn handle_entries(
             let mut seen = HashSet::new();
             unloaded.iter().map(|w| &w.taken.job.endpoint_id).filter(|id| seen.insert(*id)).cloned().collect()
         };
-        match load_endpoints(shared, redis::pipe(), ids).await {
+        match load_endpoints(shared, ids).await {
             Ok(endpoints) => {
                 for work in unloaded {
                     let loaded = endpoints.get(&work.taken.job.endpoint_id).map(Option::as_ref);
@@ -150,13 +150,30 @@ async fn load(shared: &Shared, actors: &Actors, taken: &[Taken]) -> Result<(Even
         }
     }
     let mut pipe = redis::pipe();
-    let mut mget = redis::cmd("MGET");
-    for (tenant, id) in &event_keys {
-        mget.arg(shared.keys.event(tenant, id));
-    }
-    pipe.add_command(mget);
-    let (first, endpoints) = query_with_endpoints(shared, pipe, endpoint_ids).await?;
-    let event_raw: Vec<Option<Vec<u8>>> = redis::from_redis_value_ref(&first)?;
+    // On a cluster events live in their home partitions' slots: one `GET`
+    // each, which the client sends to the right nodes.
+    let leading = if shared.keys.is_sharded() {
+        for (tenant, id) in &event_keys {
+            pipe.get(shared.keys.event(tenant, id));
+        }
+        event_keys.len()
+    } else {
+        let mut mget = redis::cmd("MGET");
+        for (tenant, id) in &event_keys {
+            mget.arg(shared.keys.event(tenant, id));
+        }
+        pipe.add_command(mget);
+        1
+    };
+    let (first, endpoints) = query_with_endpoints(shared, pipe, leading, endpoint_ids).await?;
+    let event_raw: Vec<Option<Vec<u8>>> = if shared.keys.is_sharded() {
+        first.iter().map(redis::from_redis_value_ref).collect::<Result<_, _>>()?
+    } else {
+        match first.first() {
+            Some(value) => redis::from_redis_value_ref(value)?,
+            None => Vec::new(),
+        }
+    };
 
     let mut events = HashMap::with_capacity(event_keys.len());
     for (key, raw) in event_keys.into_iter().zip(event_raw.into_iter().chain(std::iter::repeat(None))) {
@@ -203,20 +220,18 @@ async fn list_pending(shared: &Shared, taken: &mut [Taken], job_events: &[Option
 }
 
 /// The records and stored health of `ids`, in one round trip.
-async fn load_endpoints(shared: &Shared, pipe: redis::Pipeline, ids: Vec<String>) -> Result<Endpoints, DispatchError> {
-    let mut pipe = pipe;
-    // A placeholder first answer keeps the shape of `query_with_endpoints`.
-    pipe.cmd("PING");
-    Ok(query_with_endpoints(shared, pipe, ids).await?.1)
+async fn load_endpoints(shared: &Shared, ids: Vec<String>) -> Result<Endpoints, DispatchError> {
+    Ok(query_with_endpoints(shared, redis::pipe(), 0, ids).await?.1)
 }
 
-/// Runs `pipe` (whose one command answers first) with the endpoint
+/// Runs `pipe` (whose `leading` commands answer first) with the endpoint
 /// records (`MGET`) and health hashes (`HGETALL` each) of `ids` appended.
 async fn query_with_endpoints(
     shared: &Shared,
     mut pipe: redis::Pipeline,
+    leading: usize,
     ids: Vec<String>,
-) -> Result<(RedisValue, Endpoints), DispatchError> {
+) -> Result<(Vec<RedisValue>, Endpoints), DispatchError> {
     if !ids.is_empty() {
         let mut mget = redis::cmd("MGET");
         for id in &ids {
@@ -230,7 +245,7 @@ async fn query_with_endpoints(
     let mut conn = shared.records.conn();
     let answers: Vec<RedisValue> = pipe.query_async(&mut conn).await?;
     let mut answers = answers.into_iter();
-    let first = answers.next().unwrap_or(RedisValue::Nil);
+    let first: Vec<RedisValue> = answers.by_ref().take(leading).collect();
     let mut endpoints = HashMap::with_capacity(ids.len());
     if ids.is_empty() {
         return Ok((first, endpoints));

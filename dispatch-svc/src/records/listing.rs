@@ -1,6 +1,11 @@
 //! Reading deliveries back in pages from a tenant's listing index: newest
 //! first for the API, oldest first from a time for recovery.
 //!
+//! A tenant's index is one per record shard (one in all on a single Redis,
+//! one per partition on a cluster): each chunk reads every shard's next ids
+//! and merges them, keeping only what is certain to be in order, so the
+//! cursor (the last id answered) stays stable across shards.
+//!
 //! The index holds delivery ids only, so a filtered page reads states
 //! chunk by chunk until it is full; a page that took too many chunks
 //! answers what it found and a cursor to carry on from. A list by event
@@ -20,6 +25,12 @@ const LIST_CHUNK: usize = 200;
 const LIST_MAX_CHUNKS: usize = 25;
 /// Bytes read from a stored event to find its header.
 const HEADER_BYTES: isize = 64;
+
+#[derive(Clone, Copy)]
+enum Order {
+    NewestFirst,
+    OldestFirst,
+}
 
 /// Which deliveries of a tenant a list shows.
 #[derive(Clone, Debug, Default)]
@@ -47,7 +58,6 @@ impl Records {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<DeliveryRecord>, Option<String>), DispatchError> {
-        let index = self.keys.tenant_deliveries(&filter.tenant);
         let span = match &filter.event_id {
             Some(event_id) => self.event_span(&filter.tenant, event_id).await?,
             None => None,
@@ -62,19 +72,11 @@ impl Records {
             (None, None) => "+".to_owned(),
         };
         let min = span.map_or_else(|| "-".to_owned(), |(first, _)| format!("[{}", ids::floor_id(ids::DELIVERY, first)));
+        // An endpoint's deliveries are all in its partition's shard.
+        let shard = filter.endpoint_id.as_deref().map(|e| self.keys.endpoint_shard(e));
         let mut page: Vec<DeliveryRecord> = Vec::with_capacity(limit);
-        let mut conn = self.conn.clone();
         for _ in 0..LIST_MAX_CHUNKS {
-            let ids: Vec<String> = redis::cmd("ZREVRANGEBYLEX")
-                .arg(&index)
-                .arg(&max)
-                .arg(&min)
-                .arg("LIMIT")
-                .arg(0)
-                .arg(LIST_CHUNK)
-                .query_async(&mut conn)
-                .await?;
-            let exhausted = ids.len() < LIST_CHUNK;
+            let (ids, exhausted) = self.index_chunk(&filter.tenant, shard, Order::NewestFirst, &max, &min).await?;
             let Some(last) = ids.last() else { return Ok((page, None)) };
             max = format!("({last}");
             let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
@@ -114,20 +116,70 @@ impl Records {
             Some(after) => format!("({after}"),
             None => format!("[{}", ids::floor_id(ids::DELIVERY, since)),
         };
-        let mut conn = self.conn.clone();
-        let ids: Vec<String> = redis::cmd("ZRANGEBYLEX")
-            .arg(self.keys.tenant_deliveries(tenant))
-            .arg(&min)
-            .arg("+")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(LIST_CHUNK)
-            .query_async(&mut conn)
-            .await?;
-        let cursor = if ids.len() < LIST_CHUNK { None } else { ids.last().cloned() };
+        let shard = self.keys.endpoint_shard(endpoint_id);
+        let (ids, exhausted) = self.index_chunk(tenant, Some(shard), Order::OldestFirst, &min, "+").await?;
+        let cursor = if exhausted { None } else { ids.last().cloned() };
         let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
         let records = self.load_many(&refs).await?;
         Ok((records.into_iter().filter(|r| r.tenant == tenant && r.endpoint_id == endpoint_id).collect(), cursor))
+    }
+
+    /// The next chunk of a tenant's index from `from` towards `to` (bounds
+    /// in `ZRANGEBYLEX` syntax), over one shard or all of them, and whether
+    /// nothing lies beyond it. Each shard answers up to a chunk; past the
+    /// nearest last id of a shard that had more, another shard's ids could
+    /// be missing, so the merge stops there.
+    async fn index_chunk(
+        &self,
+        tenant: &str,
+        shard: Option<u32>,
+        order: Order,
+        from: &str,
+        to: &str,
+    ) -> Result<(Vec<String>, bool), DispatchError> {
+        let shards: Vec<u32> = match shard {
+            Some(shard) => vec![shard],
+            None => (0..self.keys.record_shards()).collect(),
+        };
+        let mut pipe = redis::pipe();
+        for shard in &shards {
+            let command = match order {
+                Order::NewestFirst => "ZREVRANGEBYLEX",
+                Order::OldestFirst => "ZRANGEBYLEX",
+            };
+            pipe.cmd(command)
+                .arg(self.keys.tenant_deliveries(*shard, tenant))
+                .arg(from)
+                .arg(to)
+                .arg("LIMIT")
+                .arg(0)
+                .arg(LIST_CHUNK);
+        }
+        let mut conn = self.conn.clone();
+        let answers: Vec<Vec<String>> = pipe.query_async(&mut conn).await?;
+        let exhausted = answers.iter().all(|ids| ids.len() < LIST_CHUNK);
+        // The nearest of the last ids of the shards that had more.
+        let cut = answers.iter().filter(|ids| ids.len() == LIST_CHUNK).filter_map(|ids| ids.last()).cloned();
+        let cut = match order {
+            Order::NewestFirst => cut.max(),
+            Order::OldestFirst => cut.min(),
+        };
+        let mut ids: Vec<String> = answers.into_iter().flatten().collect();
+        match order {
+            Order::NewestFirst => {
+                ids.sort_unstable_by(|a, b| b.cmp(a));
+                if let Some(cut) = &cut {
+                    ids.retain(|id| id >= cut);
+                }
+            }
+            Order::OldestFirst => {
+                ids.sort_unstable();
+                if let Some(cut) = &cut {
+                    ids.retain(|id| id <= cut);
+                }
+            }
+        }
+        Ok((ids, exhausted))
     }
 
     /// The creation times (first, last) of an event's deliveries, from its

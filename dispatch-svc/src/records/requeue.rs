@@ -60,7 +60,9 @@ impl Records {
         let mut queued = Vec::with_capacity(records.len());
         let mut conn = self.conn.clone();
         for record in records {
-            let Some(bucket) = bucket_of(&record.id) else { continue };
+            if bucket_of(&record.id).is_none() {
+                continue;
+            }
             let partition = partition_of(&record.endpoint_id, partitions);
             let job = record.next_job();
             let now = time_fmt::now_millis();
@@ -77,7 +79,7 @@ impl Records {
             let mut invocation = REQUEUE.prepare_invoke();
             invocation
                 .key(self.keys.retry_set(partition))
-                .key(self.keys.delivery_bucket(bucket))
+                .key(self.bucket_key(&record.id))
                 .key(self.keys.partition_stream(partition))
                 .arg(&record.id)
                 .arg(status_code(record.status))

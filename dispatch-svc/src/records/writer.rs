@@ -3,7 +3,8 @@
 //! flight and stores it all in one `MULTI`. Each caller still waits until
 //! its own outcome is stored, so the acknowledgement invariant holds; what
 //! changes is that many outcomes share one hash write per hour bucket, one
-//! `XACK` and one `XDEL` per partition, and one round trip.
+//! `XACK` and one `XDEL` per partition, and one round trip (one `MULTI`
+//! per record shard, which on a cluster is a slot of its own).
 
 use std::collections::BTreeMap;
 
@@ -23,6 +24,8 @@ const MAX_REQUESTS: usize = 512;
 /// One delivery's share of a write.
 #[derive(Debug)]
 pub struct Write {
+    /// Record shard of the delivery (see `Keys::record_shard`).
+    pub shard: u32,
     /// Hour bucket of the delivery (its creation hour).
     pub bucket: i64,
     /// Fields of the bucket hash: the state, and an attempt of its own.
@@ -38,6 +41,7 @@ pub struct Write {
 /// An endpoint's health hash, written with the outcome that changed it.
 #[derive(Debug)]
 pub struct HealthWrite {
+    pub shard: u32,
     pub key: String,
     pub fields: Vec<(&'static str, String)>,
 }
@@ -88,56 +92,88 @@ async fn run(conn: RedisConn, keys: Keys, retention_ms: i64, mut rx: mpsc::Unbou
     }
 }
 
+/// What one record shard gets from a batch: on a cluster each shard is a
+/// slot of its own, so each gets its own `MULTI`.
+#[derive(Default)]
+struct ShardWrites<'a> {
+    buckets: BTreeMap<i64, Vec<(&'a str, &'a str)>>,
+    acks: BTreeMap<u32, Vec<&'a str>>,
+    retries: BTreeMap<u32, Vec<(Millis, &'a str)>>,
+    indexes: BTreeMap<&'a str, Vec<&'a str>>,
+    health: Vec<&'a HealthWrite>,
+}
+
 async fn flush(conn: &RedisConn, keys: &Keys, retention_ms: i64, batch: &[Request]) -> Result<(), DispatchError> {
-    let mut buckets: BTreeMap<i64, Vec<(&str, &str)>> = BTreeMap::new();
-    let mut acks: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
-    let mut retries: BTreeMap<u32, Vec<(Millis, &str)>> = BTreeMap::new();
-    let mut indexes: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for write in batch.iter().flat_map(|r| &r.writes) {
-        let fields = buckets.entry(write.bucket).or_default();
-        fields.extend(write.fields.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        if let Some((tenant, id)) = &write.index {
-            indexes.entry(tenant).or_default().push(id);
+    let mut shards: BTreeMap<u32, ShardWrites<'_>> = BTreeMap::new();
+    for request in batch {
+        for write in &request.writes {
+            let shard = shards.entry(write.shard).or_default();
+            let fields = shard.buckets.entry(write.bucket).or_default();
+            fields.extend(write.fields.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            if let Some((tenant, id)) = &write.index {
+                shard.indexes.entry(tenant).or_default().push(id);
+            }
+            if let Some((partition, due, member)) = &write.retry {
+                shard.retries.entry(*partition).or_default().push((*due, member));
+            }
+            if let Some((partition, id)) = &write.ack {
+                shard.acks.entry(*partition).or_default().push(id);
+            }
         }
-        if let Some((partition, due, member)) = &write.retry {
-            retries.entry(*partition).or_default().push((*due, member));
-        }
-        if let Some((partition, id)) = &write.ack {
-            acks.entry(*partition).or_default().push(id);
+        if let Some(health) = &request.health {
+            shards.entry(health.shard).or_default().health.push(health);
         }
     }
+    let now = time_fmt::now_millis();
+    let writes = shards.iter().map(|(shard, writes)| {
+        let pipe = shard_pipeline(keys, *shard, writes, now, retention_ms);
+        let mut conn = conn.clone();
+        async move { pipe.query_async::<()>(&mut conn).await }
+    });
+    for result in futures::future::join_all(writes).await {
+        result?;
+    }
+    Ok(())
+}
+
+fn shard_pipeline(keys: &Keys, shard: u32, writes: &ShardWrites<'_>, now: Millis, retention_ms: i64) -> Pipeline {
     let mut pipe = redis::pipe();
     pipe.atomic();
-    for (hour, fields) in &buckets {
-        let key = keys.delivery_bucket(*hour);
+    for (hour, fields) in &writes.buckets {
+        let key = keys.delivery_bucket(shard, *hour);
         pipe.hset_multiple(&key, fields).ignore();
         pipe.pexpire_at(&key, bucket_expiry(*hour, retention_ms)).ignore();
     }
-    let now = time_fmt::now_millis();
-    for (tenant, ids) in &indexes {
-        add_to_index(&mut pipe, keys, tenant, ids, now, retention_ms);
+    for (tenant, ids) in &writes.indexes {
+        add_to_index(&mut pipe, keys, shard, tenant, ids, now, retention_ms);
     }
-    for (partition, members) in &retries {
+    for (partition, members) in &writes.retries {
         pipe.zadd_multiple(keys.retry_set(*partition), members).ignore();
     }
-    for health in batch.iter().filter_map(|r| r.health.as_ref()) {
+    for health in &writes.health {
         pipe.hset_multiple(&health.key, &health.fields).ignore();
         pipe.pexpire(&health.key, retention_ms).ignore();
     }
-    for (partition, ids) in &acks {
+    for (partition, ids) in &writes.acks {
         let stream = keys.partition_stream(*partition);
         pipe.xack(&stream, CONSUMER_GROUP, ids).ignore();
         pipe.xdel(&stream, ids).ignore();
     }
-    let mut conn = conn.clone();
-    pipe.query_async::<()>(&mut conn).await?;
-    Ok(())
+    pipe
 }
 
 /// Adds delivery ids to a tenant's listing index, drops ids past retention
 /// from it, and keeps it alive as long as it gains members.
-pub fn add_to_index(pipe: &mut Pipeline, keys: &Keys, tenant: &str, ids: &[&str], now: Millis, retention_ms: i64) {
-    let index = keys.tenant_deliveries(tenant);
+pub fn add_to_index(
+    pipe: &mut Pipeline,
+    keys: &Keys,
+    shard: u32,
+    tenant: &str,
+    ids: &[&str],
+    now: Millis,
+    retention_ms: i64,
+) {
+    let index = keys.tenant_deliveries(shard, tenant);
     let members: Vec<(u8, &str)> = ids.iter().map(|id| (0, *id)).collect();
     pipe.zadd_multiple(&index, &members).ignore();
     let oldest_kept =

@@ -70,7 +70,7 @@ pub struct Enqueue<'a> {
 impl Enqueue<'_> {
     /// The stored header: the delivery count, and the time span the
     /// delivery ids were made in (their ULID times).
-    fn header(&self, now: Millis) -> EventHeader {
+    pub(super) fn header(&self, now: Millis) -> EventHeader {
         let times = self.jobs.iter().filter_map(|(_, job)| ids::created_millis(&job.delivery_id));
         let (first, last) = times.fold((now, now), |(lo, hi), t| (lo.min(t), hi.max(t)));
         EventHeader { deliveries: self.jobs.len() as u32, published_ms: first, span_ms: last - first }
@@ -154,7 +154,8 @@ impl Store {
         Ok((subs, statuses))
     }
 
-    /// Runs the atomic publish step for the whole batch in one round trip.
+    /// Runs the atomic publish step for the whole batch in one round trip
+    /// (on a cluster, one step per partition, see `partition_steps`).
     pub async fn enqueue(
         &self,
         calls: &[Enqueue<'_>],
@@ -163,6 +164,9 @@ impl Store {
     ) -> Result<Vec<Enqueued>> {
         if calls.is_empty() {
             return Ok(Vec::new());
+        }
+        if self.keys.is_sharded() {
+            return self.enqueue_by_partition(calls, retention_ms, idempotency_ms).await;
         }
         let keys = &self.keys;
         let now = time_fmt::now_millis();
