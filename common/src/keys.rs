@@ -164,6 +164,16 @@ impl Keys {
         self.partition_key(partition, &["lease"])
     }
 
+    /// Jobs of endpoint `endpoint_id` parked while its actor's queue is
+    /// full (a list of retry-set members), fed back as the queue drains.
+    pub fn park_list(&self, partition: u32, endpoint_id: &str) -> String {
+        self.partition_key(partition, &["park", endpoint_id])
+    }
+    /// The endpoints of partition `partition` with parked jobs.
+    pub fn parked_endpoints(&self, partition: u32) -> String {
+        self.partition_key(partition, &["parked"])
+    }
+
     // --- delivery families (dispatcher only) ---
 
     /// How many record shards there are: one per partition on a cluster,

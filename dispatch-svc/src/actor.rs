@@ -19,7 +19,9 @@
 //! Back-pressure: mailboxes are bounded and the partition reader only ever
 //! uses `try_send` on the one stored address (actix parks a sender that
 //! filled the mailbox, so clones would not be bounded); a full mailbox or a
-//! full queue puts the job off through the retry set. The reader never waits.
+//! full queue parks the job (`records::parking`), and the partition feeds
+//! parked jobs back as the actor's queue drains ([`Actors::room_for_parked`]).
+//! The reader never waits, and a backlog costs nothing while it waits.
 //!
 //! Jobs for an endpoint that is deleted, deactivated or disabled are stored
 //! as failed with that reason and acknowledged, as Svix does for disabled
@@ -62,7 +64,7 @@
 //!   it is back.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -82,9 +84,8 @@ use crate::error::DispatchError;
 use crate::health::{Admission, Breaker, Health};
 use crate::lifecycle::{self, health_epoch};
 use crate::oauth::TokenCache;
-use crate::partition::PUT_OFF_DELAY;
 use crate::records::HealthRecord;
-use crate::retry::{Schedule, due_at};
+use crate::retry::Schedule;
 
 mod system;
 
@@ -124,10 +125,12 @@ pub struct Loaded {
     pub health: HealthRecord,
 }
 
-/// A live actor: its address, and whether it wants jobs past the mailbox bound.
+/// A live actor: its address, whether it wants jobs past the mailbox bound,
+/// and how many jobs it holds (for feeding parked jobs back).
 struct Handle {
     addr: Addr<EndpointActor>,
     fifo: Arc<AtomicBool>,
+    queued: Arc<AtomicUsize>,
 }
 
 type Directory = Mutex<HashMap<String, Handle>>;
@@ -202,17 +205,27 @@ impl Actors {
             return Err(Refused::Later(Box::new(work)));
         };
         let fifo = Arc::new(AtomicBool::new(false));
-        let actor = EndpointActor::new(self.shared.clone(), self.directory.clone(), loaded, fifo.clone());
+        let queued = Arc::new(AtomicUsize::new(0));
+        let actor =
+            EndpointActor::new(self.shared.clone(), self.directory.clone(), loaded, fifo.clone(), queued.clone());
         let addr = EndpointActor::start_in_arbiter(arbiter, move |ctx: &mut Context<EndpointActor>| {
             ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
             actor
         });
         let sent = addr.try_send(Deliver(work));
-        directory.insert(id, Handle { addr, fifo });
+        directory.insert(id, Handle { addr, fifo, queued });
         match sent {
             Ok(()) => Ok(()),
             Err(SendError::Full(Deliver(w)) | SendError::Closed(Deliver(w))) => Err(Refused::Later(Box::new(w))),
         }
+    }
+
+    /// How many parked jobs the endpoint's actor on this dispatcher can take
+    /// now: `None` when it has none here, and nothing until its queue is
+    /// down to half, so jobs come back in chunks rather than one by one.
+    pub fn room_for_parked(&self, endpoint_id: &str) -> Option<usize> {
+        let queued = lock(&self.directory).get(endpoint_id)?.queued.load(AtomicOrdering::Relaxed);
+        Some((QUEUE_CAPACITY / 2).saturating_sub(queued))
     }
 
     /// The endpoint changed (`None`: deleted); its actor, if any, reloads.
@@ -289,6 +302,8 @@ pub struct EndpointActor {
     max_batch: usize,
     /// `ordering: fifo`, shared with the directory entry.
     fifo: Arc<AtomicBool>,
+    /// The queue's length, shared with the directory entry.
+    queued: Arc<AtomicUsize>,
     /// Sorted by stream entry id when `fifo`.
     queue: VecDeque<Work>,
     in_flight: usize,
@@ -304,7 +319,13 @@ pub struct EndpointActor {
 }
 
 impl EndpointActor {
-    fn new(shared: Arc<Shared>, directory: Arc<Directory>, loaded: &Loaded, fifo: Arc<AtomicBool>) -> Self {
+    fn new(
+        shared: Arc<Shared>,
+        directory: Arc<Directory>,
+        loaded: &Loaded,
+        fifo: Arc<AtomicBool>,
+        queued: Arc<AtomicUsize>,
+    ) -> Self {
         let breaker = Breaker::from_config(&shared.config);
         let epoch = health_epoch(&loaded.record);
         let stored = loaded.health.clone().for_epoch(&epoch);
@@ -322,6 +343,7 @@ impl EndpointActor {
             rate_per_second: None,
             max_batch: 1,
             fifo,
+            queued,
             queue: VecDeque::new(),
             in_flight: 0,
             hold_until: None,
@@ -451,6 +473,11 @@ impl EndpointActor {
 
     /// Starts as many queued jobs as the limits allow.
     fn pump(&mut self, ctx: &mut Context<Self>) {
+        self.start_queued(ctx);
+        self.queued.store(self.queue.len(), AtomicOrdering::Relaxed);
+    }
+
+    fn start_queued(&mut self, ctx: &mut Context<Self>) {
         if self.queue.is_empty() {
             return;
         }
@@ -569,13 +596,6 @@ impl EndpointActor {
         }
     }
 
-    /// When a job that cannot be queued now should come back.
-    fn put_off_due(&self) -> i64 {
-        let now = Instant::now();
-        let delay = self.health.held_until(now).map_or(PUT_OFF_DELAY, |until| (until - now).max(PUT_OFF_DELAY));
-        due_at(time_fmt::now_millis(), delay)
-    }
-
     /// `fifo`: queues `work` in entry order; with the queue full, the newest
     /// of it and the queued jobs is let go (left pending) and remembered.
     fn enqueue_fifo(&mut self, work: Work) {
@@ -659,8 +679,7 @@ impl Handler<Deliver> for EndpointActor {
             return;
         }
         if self.queue.len() >= QUEUE_CAPACITY {
-            let due = self.put_off_due();
-            self.shared.rt.spawn(delivery::put_off(self.shared.clone(), vec![work], due));
+            self.shared.rt.spawn(delivery::park(self.shared.clone(), vec![work]));
             return;
         }
         self.queue.push_back(work);

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use herald_common::backoff::{Backoff, retry};
-use herald_common::model::{Job, Millis};
+use herald_common::model::Job;
 use herald_common::{telemetry, time_fmt};
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -343,24 +343,18 @@ pub async fn fail_unsent(shared: Arc<Shared>, taken: Vec<Taken>, event_types: Ve
     }
 }
 
-/// Puts jobs off until `due` without counting an attempt: a full mailbox or
-/// queue, or an open circuit. The job goes to the retry set, so it is
-/// durable and the partition reader never waits on a slow endpoint.
-pub async fn put_off(shared: Arc<Shared>, works: Vec<Work>, due: Millis) {
-    let settlements: Vec<Settlement<'_>> = works
-        .iter()
-        .map(|w| Settlement {
-            job: &w.taken.job,
-            entry: &w.taken.entry,
-            listed: w.taken.listed,
-            event_type: Some(w.event.event.event_type.as_str()),
-            attempt: None,
-            status: DeliveryStatus::Retrying,
-            retry: Some((due, w.taken.job.clone())),
-            held: None,
-        })
-        .collect();
-    if settle(&shared, &settlements, None).await {
-        metrics::counter!("herald_deliveries_put_off_total").increment(settlements.len() as u64);
+/// Parks jobs whose endpoint's queue (or mailbox) is full, without
+/// counting an attempt: they wait in the endpoint's park list, durable, and
+/// come back through the stream as the queue drains (see
+/// `records::parking`), so the partition reader never waits on a slow
+/// endpoint and never reads the same job twice a second.
+pub async fn park(shared: Arc<Shared>, works: Vec<Work>) {
+    let jobs: Vec<(&Job, &crate::records::Entry)> = works.iter().map(|w| (&w.taken.job, &w.taken.entry)).collect();
+    let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let store = || shared.records.park(&jobs);
+    let on_failure = |e: &_, delay: Duration| tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "parking jobs failed");
+    match retry(backoff, SETTLE_TRIES, store, on_failure).await {
+        Ok(()) => metrics::counter!("herald_deliveries_parked_total").increment(jobs.len() as u64),
+        Err(e) => tracing::error!(error = %e, jobs = jobs.len(), "jobs not parked; they stay pending"),
     }
 }

@@ -26,7 +26,7 @@ pub fn describe() {
     herald_common::admin::prometheus();
     herald_common::grpc_metrics::describe();
     metrics::describe_counter!("herald_deliveries_total", "settled delivery attempts, by outcome");
-    metrics::describe_counter!("herald_deliveries_put_off_total", "jobs moved to the retry set without an attempt");
+    metrics::describe_counter!("herald_deliveries_parked_total", "jobs parked because their endpoint's queue was full");
     metrics::describe_counter!("herald_retries_scheduled_total", "retries scheduled after a failed attempt");
     metrics::describe_histogram!(
         "herald_attempt_duration_seconds",
@@ -47,7 +47,7 @@ pub fn describe() {
     for result in ["ok", "error"] {
         metrics::counter!(TOKEN_REQUESTS, "result" => result).increment(0);
     }
-    metrics::counter!("herald_deliveries_put_off_total").increment(0);
+    metrics::counter!("herald_deliveries_parked_total").increment(0);
     metrics::counter!("herald_retries_scheduled_total").increment(0);
     metrics::gauge!("herald_live_actors").increment(0.0);
     metrics::gauge!(herald_common::admin::REDIS_UP).set(0.0);

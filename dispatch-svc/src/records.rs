@@ -45,6 +45,7 @@ use crate::error::DispatchError;
 mod codec;
 mod endpoint_health;
 mod listing;
+mod parking;
 mod requeue;
 mod writer;
 
@@ -239,6 +240,7 @@ impl Records {
             index: (!s.listed).then(|| (job.tenant.clone(), id.to_owned())),
             retry: s.retry.as_ref().map(|(due, next)| (s.entry.partition, *due, crate::retry::encode_job(next))),
             ack: s.held.is_none().then(|| (s.entry.partition, s.entry.id.clone())),
+            park: None,
         }
     }
 

@@ -7,17 +7,15 @@ use std::sync::Arc;
 
 use herald_common::keys::{CONSUMER_GROUP, partition_of};
 use herald_common::model::{EndpointRecord, Job};
-use herald_common::time_fmt;
 use redis::Value as RedisValue;
 
 use super::*;
 use crate::Shared;
 use crate::actor::{Actors, Loaded, Refused};
-use crate::delivery::{Taken, Work, fail_unsent, put_off};
+use crate::delivery::{Taken, Work, fail_unsent, park};
 use crate::error::DispatchError;
 use crate::records::{Entry, HealthRecord};
 use crate::render::LoadedEvent;
-use crate::retry::due_at;
 
 /// Loads what a batch of entries needs and routes each job to its actor.
 /// `reclaimed`: the entries come from the pending-entry claim.
@@ -127,7 +125,7 @@ pub(super) async fn handle_entries(
         fail_unsent(shared.clone(), taken, types, "endpoint deleted".to_owned()).await;
     }
     if !full.is_empty() {
-        put_off(shared, full, due_at(time_fmt::now_millis(), PUT_OFF_DELAY)).await;
+        park(shared, full).await;
     }
 }
 

@@ -37,6 +37,10 @@
 //! **Retry pump.** Per owned partition, moves due retries back into the
 //! stream (see [`crate::retry`]).
 //!
+//! **Parked jobs.** A job whose endpoint's queue is full is parked
+//! (`records::parking`); the read loop feeds parked jobs back as queues
+//! drain (`parked.rs`).
+//!
 //! A lost lease stops reading at once and stops the partition's actors
 //! (queued jobs stay pending for the next owner); attempts already running
 //! finish and their acknowledgement is harmless.
@@ -44,11 +48,13 @@
 //! Files: `lease.rs` (leases, fair share, hand-back), `reader.rs` (the
 //! consumer-group read loop and the pending claim), `batch.rs` (a read
 //! batch's payloads and endpoints, handed to the actors), `live.rs` (the
-//! entries this process holds), `pump.rs` (due retries back to the stream).
+//! entries this process holds), `pump.rs` (due retries back to the stream),
+//! `parked.rs` (parked jobs back to the stream).
 
 mod batch;
 mod lease;
 mod live;
+mod parked;
 mod pump;
 mod reader;
 
@@ -62,8 +68,6 @@ pub const LEASE_TTL: Duration = Duration::from_secs(10);
 pub const TICK: Duration = Duration::from_secs(1);
 pub const READ_COUNT: usize = 256;
 pub const READ_BLOCK: Duration = Duration::from_millis(1000);
-/// Delay of a job put off because its endpoint's queue is full.
-pub const PUT_OFF_DELAY: Duration = Duration::from_secs(1);
 
 #[cfg(test)]
 mod tests {

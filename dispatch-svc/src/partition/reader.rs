@@ -59,6 +59,7 @@ pub(super) async fn read_partition(
     let min_idle = shared.config.delivery_timeout + Duration::from_secs(5);
     let mut group_ready = false;
     let mut next_claim = Instant::now();
+    let mut next_sweep = Instant::now();
     let settle_by = Instant::now() + min_idle + RECLAIM_EVERY * 2;
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     while !stop.is_cancelled() {
@@ -90,6 +91,10 @@ pub(super) async fn read_partition(
                     next_claim = Instant::now() + Duration::from_secs(1);
                 }
             }
+        }
+        if Instant::now() >= next_sweep {
+            super::parked::sweep(&shared, &actors, p).await;
+            next_sweep = Instant::now() + super::parked::SWEEP_EVERY;
         }
         let read: Result<RedisValue, redis::RedisError> = redis::cmd("XREADGROUP")
             .arg("GROUP")

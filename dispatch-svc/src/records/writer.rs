@@ -36,6 +36,8 @@ pub struct Write {
     pub retry: Option<(u32, Millis, String)>,
     /// Partition and id of the stream entry to acknowledge and delete.
     pub ack: Option<(u32, String)>,
+    /// Partition, endpoint and member of a job to park (see `parking`).
+    pub park: Option<(u32, String, String)>,
 }
 
 /// An endpoint's health hash, written with the outcome that changed it.
@@ -100,6 +102,7 @@ struct ShardWrites<'a> {
     acks: BTreeMap<u32, Vec<&'a str>>,
     retries: BTreeMap<u32, Vec<(Millis, &'a str)>>,
     indexes: BTreeMap<&'a str, Vec<&'a str>>,
+    parks: BTreeMap<(u32, &'a str), Vec<&'a str>>,
     health: Vec<&'a HealthWrite>,
 }
 
@@ -108,8 +111,13 @@ async fn flush(conn: &RedisConn, keys: &Keys, retention_ms: i64, batch: &[Reques
     for request in batch {
         for write in &request.writes {
             let shard = shards.entry(write.shard).or_default();
-            let fields = shard.buckets.entry(write.bucket).or_default();
-            fields.extend(write.fields.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            if !write.fields.is_empty() {
+                let fields = shard.buckets.entry(write.bucket).or_default();
+                fields.extend(write.fields.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            }
+            if let Some((partition, endpoint, member)) = &write.park {
+                shard.parks.entry((*partition, endpoint)).or_default().push(member);
+            }
             if let Some((tenant, id)) = &write.index {
                 shard.indexes.entry(tenant).or_default().push(id);
             }
@@ -149,6 +157,10 @@ fn shard_pipeline(keys: &Keys, shard: u32, writes: &ShardWrites<'_>, now: Millis
     }
     for (partition, members) in &writes.retries {
         pipe.zadd_multiple(keys.retry_set(*partition), members).ignore();
+    }
+    for ((partition, endpoint), members) in &writes.parks {
+        pipe.rpush(keys.park_list(*partition, endpoint), members).ignore();
+        pipe.sadd(keys.parked_endpoints(*partition), *endpoint).ignore();
     }
     for health in &writes.health {
         pipe.hset_multiple(&health.key, &health.fields).ignore();

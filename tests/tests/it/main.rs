@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod backlog;
 mod catalog;
 mod cli;
 mod cluster;
