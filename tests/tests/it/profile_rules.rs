@@ -1,5 +1,6 @@
 //! Rules the compatibility profiles add on top of the canonical model,
-//! black box: seed 002's `client_credential` against a token endpoint that
+//! black box: seed 000's own message types and its send-once deliveries,
+//! and seed 002's `client_credential` against a token endpoint that
 //! accepts only `client_secret_post`.
 //!
 //! Every stack loads the shipped catalogue (`deploy/catalog`), as a fresh
@@ -11,7 +12,7 @@ use herald_tests::{ADMIN_TOKEN, Receiver, Reply, Stack, TokenServer};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::support::{call, expect, wait_until};
+use crate::support::{Answer, call, expect, wait_until};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -32,6 +33,71 @@ async fn publish(stack: &Stack, tenant: &str, kind: &str, resource: Option<Value
     let a = call(stack, ADMIN_TOKEN, Method::POST, "/v1/events", Some(body)).await;
     expect(&a, 202, &format!("publish {kind}"));
     a.body["deliveries"].as_u64().unwrap()
+}
+
+/// The `400` problem names `field` in its `errors`.
+#[track_caller]
+fn expect_invalid(a: &Answer, field: &str, context: &str) {
+    expect(a, 400, context);
+    let named = a.body["errors"].as_array().is_some_and(|errors| errors.iter().any(|e| e["field"] == field));
+    assert!(named, "{context}: the problem does not name {field}: {}", a.raw);
+}
+
+// ---------------------------------------------------------------- seed 000
+
+const N: &str = "/api/v1/notifications";
+const SEED_000_TYPES: [&str; 4] =
+    ["OrganizationsNotification", "ConfigurationNotification", "CheckNotification", "EmployeesNotification"];
+
+/// Seed 000 discovers only the message types of its own catalogue file,
+/// though the installation serves every seed's; a subscription to another
+/// seed's type is a `400` naming `messageType.id` and leaves nothing behind.
+/// The seed supports no retries, a notification is sent only once: the
+/// subscription's endpoint has `retry.maxAttempts: 1`, so a callback that
+/// fails gets the notification once and the delivery fails.
+#[tokio::test]
+async fn seed_000_has_its_own_message_types_and_sends_once() {
+    let (stack, key) = start("tfo").await;
+    let receiver = Receiver::start().await;
+    receiver.respond_with(500);
+
+    let a = call(&stack, &key, Method::GET, &format!("{N}/discovery"), None).await;
+    expect(&a, 200, "discovery");
+    let ids: Vec<&str> = a.body["messageTypes"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, SEED_000_TYPES, "{}", a.raw);
+    let catalogue = call(&stack, &key, Method::GET, "/v1/event-types?limit=1000", None).await;
+    let all = catalogue.body["data"].as_array().unwrap();
+    assert!(all.iter().any(|t| t["name"] == "WorkflowStateChange"), "the catalogue holds the other seeds' types too");
+
+    let a = call(&stack, &key, Method::PUT, &format!("{N}/registration"), Some(json!({"name": "TFO"}))).await;
+    expect(&a, 200, "register");
+    let subscription = |message_type: &str| json!({"callbackUri": receiver.url(), "messageType": {"id": message_type}, "orgShortName": "tfoinc"});
+    for other in ["WorkflowStateChange", "USER_PII_UPDATE", "purchase.delivery.completed"] {
+        let a = call(&stack, &key, Method::POST, &format!("{N}/subscriptions"), Some(subscription(other))).await;
+        expect_invalid(&a, "messageType.id", other);
+    }
+    let endpoints = call(&stack, &key, Method::GET, "/v1/endpoints", None).await;
+    assert_eq!(endpoints.body["data"], json!([]), "a refused subscription left an endpoint behind");
+
+    let a =
+        call(&stack, &key, Method::POST, &format!("{N}/subscriptions"), Some(subscription("CheckNotification"))).await;
+    expect(&a, 200, "subscribe");
+    let endpoints = call(&stack, &key, Method::GET, "/v1/endpoints", None).await;
+    let ep = endpoints.body["data"][0].clone();
+    assert_eq!(ep["retry"], json!({"maxAttempts": 1}), "{ep}");
+    let resource = json!({"orgShortName": "tfoinc", "locRef": "fdmnh144"});
+    let data = json!({"status": "Submitted"});
+    assert_eq!(publish(&stack, "tfo", "CheckNotification", Some(resource), data).await, 1);
+    let path = format!("/v1/deliveries?endpointId={}&status=failed", ep["id"].as_str().unwrap());
+    let failed = wait_until("the failed delivery", || async {
+        let a = call(&stack, &key, Method::GET, &path, None).await;
+        let id = a.body["data"].as_array()?.first()?["id"].as_str()?.to_owned();
+        Some(call(&stack, &key, Method::GET, &format!("/v1/deliveries/{id}"), None).await.body)
+    })
+    .await;
+    assert_eq!(failed["attempts"].as_array().unwrap().len(), 1, "{failed}");
+    assert_eq!(receiver.count(), 1);
+    stack.stop().await;
 }
 
 // ---------------------------------------------------------------- seed 002
