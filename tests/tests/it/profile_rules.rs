@@ -1,7 +1,8 @@
 //! Rules the compatibility profiles add on top of the canonical model,
 //! black box: seed 000's own message types and its send-once deliveries,
-//! and seed 002's `client_credential` against a token endpoint that
-//! accepts only `client_secret_post`.
+//! seed 002's `client_credential` against a token endpoint that accepts
+//! only `client_secret_post`, and the ids profile-made endpoints carry
+//! (not `ep_…`) working under `/v1`.
 //!
 //! Every stack loads the shipped catalogue (`deploy/catalog`), as a fresh
 //! install does; `profiles.rs` covers each seed's own requests and bodies.
@@ -145,5 +146,98 @@ async fn seed_002_client_credential_works_with_a_post_only_token_endpoint() {
     })
     .await;
     assert!(health.get("tokenError").is_none_or(Value::is_null), "{health}");
+    stack.stop().await;
+}
+
+// ---------------------------------------------------------------- ids
+
+/// Profile-made endpoints keep the ids their seed shows or derives: a UUID
+/// (seed 002), `s003.{type}.{partner}`, `s004.{company}`. `/v1` serves them
+/// as it serves an `ep_` id: listed once each when paged one by one, read,
+/// changed, deactivated and activated, their secret, health, subscriptions
+/// and deliveries, and deleted.
+#[tokio::test]
+async fn profile_endpoint_ids_work_under_v1() {
+    let (stack, key) = start("acme").await;
+    let receiver = Receiver::start().await;
+    let url = receiver.url();
+    let made = [
+        call(&stack, &key, Method::POST, W, Some(json!({"targetURL": url}))).await,
+        call(&stack, &key, Method::PUT, "/partners/acme/callbacks/1", Some(json!({"callbackUrl": url}))).await,
+        call(
+            &stack,
+            &key,
+            Method::POST,
+            "/company/webhook",
+            Some(json!({"companyAccessCode": "acme", "webhookURL": url})),
+        )
+        .await,
+    ];
+    for a in &made {
+        expect(a, 200, "a profile endpoint");
+    }
+    let a = call(&stack, &key, Method::POST, "/v1/endpoints", Some(json!({"url": url}))).await;
+    expect(&a, 201, "a /v1 endpoint");
+    let ep = a.body["id"].as_str().unwrap().to_owned();
+    let subscription = json!({"endpointId": ep, "eventTypes": ["WorkflowStateChange"]});
+    expect(&call(&stack, &key, Method::POST, "/v1/subscriptions", Some(subscription)).await, 201, "subscribe");
+    let uuid = made[0].body["id"].as_str().unwrap().to_owned();
+    let ids = [uuid.clone(), "s003.1.acme".to_owned(), "s004.acme".to_owned(), ep];
+
+    let mut listed = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let a = call(&stack, &key, Method::GET, &format!("/v1/endpoints?limit=1{cursor}"), None).await;
+        expect(&a, 200, "a page of endpoints");
+        listed.extend(a.body["data"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap().to_owned()));
+        match a.body["nextCursor"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => break,
+        }
+    }
+    listed.sort();
+    let mut want = ids.to_vec();
+    want.sort();
+    assert_eq!(listed, want);
+
+    for id in &ids {
+        let path = format!("/v1/endpoints/{id}");
+        let a = call(&stack, &key, Method::GET, &path, None).await;
+        expect(&a, 200, id);
+        assert_eq!(a.body["id"], id.as_str());
+        let a = call(&stack, &key, Method::PATCH, &path, Some(json!({"description": "seen from /v1"}))).await;
+        expect(&a, 200, id);
+        assert_eq!(a.body["description"], "seen from /v1");
+        for (action, status) in [("deactivate", "deactivated"), ("activate", "active")] {
+            let a = call(&stack, &key, Method::POST, &format!("{path}/{action}"), None).await;
+            expect(&a, 200, id);
+            assert_eq!(a.body["status"], status, "{id}");
+        }
+        let a = call(&stack, &key, Method::GET, &format!("{path}/secret"), None).await;
+        assert!(a.body["secret"].as_str().is_some_and(|s| s.starts_with("whsec_")), "{id}: {}", a.raw);
+        let a = call(&stack, &key, Method::GET, &format!("{path}/health"), None).await;
+        assert_eq!(a.body["endpointId"], id.as_str(), "{}", a.raw);
+        let a = call(&stack, &key, Method::GET, &format!("/v1/subscriptions?endpointId={id}"), None).await;
+        assert_eq!(a.body["data"].as_array().map(Vec::len), Some(1), "{id}: {}", a.raw);
+    }
+
+    // Each gets a delivery, found under its id.
+    let workflow = json!({"processUniqueId": "p-1", "state": "Approved"});
+    assert_eq!(publish(&stack, "acme", "WorkflowStateChange", None, workflow).await, 3);
+    let pii = json!({"userAccessCode": "u-1"});
+    assert_eq!(publish(&stack, "acme", "USER_PII_UPDATE", None, pii).await, 2);
+    receiver.wait_for(5, WAIT).await;
+    for id in &ids {
+        wait_until(&format!("a delivered delivery of {id}"), || async {
+            let path = format!("/v1/deliveries?endpointId={id}&status=delivered");
+            let a = call(&stack, &key, Method::GET, &path, None).await;
+            a.body["data"].as_array().is_some_and(|d| !d.is_empty()).then_some(())
+        })
+        .await;
+    }
+
+    // Deleted under /v1, the seed 002 webhook is gone from its own API too.
+    expect(&call(&stack, &key, Method::DELETE, &format!("/v1/endpoints/{uuid}"), None).await, 204, "delete");
+    expect(&call(&stack, &key, Method::GET, &format!("{W}/{uuid}"), None).await, 404, "the deleted webhook");
     stack.stop().await;
 }
