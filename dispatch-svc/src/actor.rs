@@ -33,8 +33,10 @@
 //! **Delivery control.** `maxInFlight` bounds the attempts running at once
 //! (`fifo`: one); `rateLimitPerSecond` bounds the attempts started in any
 //! one-second window (a sliding window of start times, so the first second
-//! may start `rate` at once and no window ever sees more); the circuit
-//! breaker ([`crate::health`]) holds the queue while open. A new actor's
+//! may start `rate` at once and no window ever sees more); a receiver's
+//! `Retry-After` pauses every delivery to the endpoint until it ends
+//! ([`crate::health::Pause`]); the circuit breaker ([`crate::health`]) holds
+//! the queue while open. The gates are in `actor/gate.rs`. A new actor's
 //! breaker carries on from the endpoint's stored health.
 //!
 //! **`fifo` ordering.** An endpoint with `ordering: fifo` gets one attempt
@@ -79,14 +81,14 @@ use tokio::time::Instant;
 use crate::Shared;
 use crate::attempt::PreparedEndpoint;
 use crate::delivery::{self, Taken, Target, Work};
-use crate::envelope;
 use crate::error::DispatchError;
-use crate::health::{Admission, Breaker, Health};
+use crate::health::{Breaker, Health, Pause};
 use crate::lifecycle::{self, health_epoch};
 use crate::oauth::TokenCache;
 use crate::records::HealthRecord;
 use crate::retry::Schedule;
 
+mod gate;
 mod system;
 
 pub use system::ActorSystem;
@@ -295,6 +297,8 @@ pub struct EndpointActor {
     state: State,
     tokens: Arc<TokenCache>,
     health: Arc<Health>,
+    /// The receiver's `Retry-After`, which holds every delivery.
+    pause: Arc<Pause>,
     /// The incarnation and activation `health` and `tokens` belong to.
     epoch: String,
     max_in_flight: usize,
@@ -330,6 +334,7 @@ impl EndpointActor {
         let epoch = health_epoch(&loaded.record);
         let stored = loaded.health.clone().for_epoch(&epoch);
         let health = Health::restore(breaker, &stored, Instant::now(), time_fmt::now_millis());
+        let pause = Arc::new(Pause::new(shared.config.retry_after_max));
         let mut actor = EndpointActor {
             id: loaded.record.id.clone(),
             shared,
@@ -338,6 +343,7 @@ impl EndpointActor {
             state: State::Inactive(String::new()),
             tokens: Arc::new(TokenCache::new()),
             health: Arc::new(health),
+            pause,
             epoch,
             max_in_flight: 1,
             rate_per_second: None,
@@ -372,9 +378,10 @@ impl EndpointActor {
         let epoch = health_epoch(&record);
         if epoch != self.epoch {
             // Created again under this id, or activated again: neither the
-            // old breaker (an open circuit, a running disable clock) nor the
-            // old token carries over.
+            // old breaker (an open circuit, a running disable clock), nor a
+            // pause, nor the old token carries over.
             self.health = Arc::new(Health::new(Breaker::from_config(&self.shared.config)));
+            self.pause = Arc::new(Pause::new(self.shared.config.retry_after_max));
             self.tokens = Arc::new(TokenCache::new());
             self.epoch = epoch;
         } else if self.record.as_ref().is_some_and(|old| old.auth != record.auth) {
@@ -403,7 +410,7 @@ impl EndpointActor {
                     Ok(prepared) => {
                         self.max_batch = prepared.max_batch_size().max(1);
                         State::Ready(Arc::new(Target {
-                            prepared,
+                            prepared: prepared.pausing(self.pause.clone()),
                             tokens: self.tokens.clone(),
                             health: self.health.clone(),
                             handshake_needed: record.handshake,
@@ -447,30 +454,6 @@ impl EndpointActor {
         }
     }
 
-    /// `fifo`: may the head of the queue start now, and with how many of
-    /// the jobs behind it (an envelope batch)? `Err` is when to look again.
-    fn fifo_gate(&mut self, now: Instant) -> Result<usize, Instant> {
-        if let Some(until) = self.hold_until {
-            if now < until {
-                return Err(until);
-            }
-            self.hold_until = None;
-        }
-        let Some(head) = self.queue.front() else { return Ok(0) };
-        if !head.taken.guard.partition_settled() {
-            return Err(now + SETTLE_POLL);
-        }
-        self.let_go.retain(|_, at| now.duration_since(*at) < LET_GO_FORGET);
-        let older_outside = self.let_go.first_key_value().map(|(k, at)| (*k, *at + LET_GO_FORGET));
-        match older_outside {
-            Some((oldest_out, forget_at)) if oldest_out < work_order(head) => Err(forget_at),
-            Some((oldest_out, _)) => {
-                Ok(self.queue.iter().take(self.max_batch).take_while(|w| work_order(w) < oldest_out).count())
-            }
-            None => Ok(self.max_batch.min(self.queue.len())),
-        }
-    }
-
     /// Starts as many queued jobs as the limits allow.
     fn pump(&mut self, ctx: &mut Context<Self>) {
         self.start_queued(ctx);
@@ -490,46 +473,15 @@ impl EndpointActor {
                 return;
             }
         };
-        let fifo = self.is_fifo();
         while self.in_flight < self.max_in_flight && !self.queue.is_empty() {
-            let now = Instant::now();
-            let n = if fifo {
-                match self.fifo_gate(now) {
-                    Ok(n) => n,
-                    Err(at) => {
-                        self.wake_at(at, ctx);
-                        return;
-                    }
-                }
-            } else {
-                self.max_batch.min(self.queue.len())
-            };
-            if n == 0 {
-                return;
-            }
-            let n = if n > 1 {
-                let queued = self.queue.iter().map(|w| w.event.as_ref());
-                envelope::batch_len(queued, n, self.shared.config.max_batch_bytes)
-            } else {
-                n
-            };
-            if let Some(rate) = self.rate_per_second {
-                while self.recent.front().is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1)) {
-                    self.recent.pop_front();
-                }
-                if self.recent.len() >= rate {
-                    let at = self.recent.front().map_or(now, |t| *t + Duration::from_secs(1));
+            let n = match self.gate(&target, Instant::now()) {
+                Ok(0) => return,
+                Ok(n) => n,
+                Err(at) => {
                     self.wake_at(at, ctx);
                     return;
                 }
-            }
-            if let Admission::HoldUntil(until) = target.health.admit(now) {
-                self.wake_at(until, ctx);
-                return;
-            }
-            if self.rate_per_second.is_some() {
-                self.recent.push_back(now);
-            }
+            };
             let batch: Vec<Work> = self.queue.drain(..n).collect();
             self.in_flight += 1;
             let attempt = self.shared.rt.spawn(delivery::deliver(self.shared.clone(), target.clone(), batch));

@@ -10,8 +10,10 @@
 //!
 //! Classification follows the delivery contract: `2xx` delivered, `410`
 //! gone (the endpoint is disabled), `429`/`503` with `Retry-After` wait at
-//! least that long, `415` the format is refused (no retry), anything else,
-//! including transport and token failures, is retried on the schedule. A
+//! least that long (and pause the whole endpoint, through the [`Pause`] its
+//! actor handed over), `415` the format is refused (no retry), anything
+//! else, including transport and token failures, is retried on the
+//! schedule. A
 //! `401` from an OAuth endpoint drops the token it refused and the request is
 //! sent once more, at once, with a fresh token.
 //!
@@ -34,6 +36,7 @@ use serde_json::Value;
 use url::Url;
 
 use crate::error::DispatchError;
+use crate::health::Pause;
 use crate::http_client::{describe, read_prefix};
 use crate::oauth::{OAuthConfig, TokenCache};
 use crate::render::{LoadedEvent, RenderPlan};
@@ -155,6 +158,8 @@ pub struct PreparedEndpoint {
     /// `WebHook-Request-Origin`: sent on the handshake and, for CloudEvents
     /// formats, on every delivery (it is among the static headers then).
     origin: HeaderValue,
+    /// The endpoint's `Retry-After` pause, when an actor delivers through it.
+    pause: Option<Arc<Pause>>,
 }
 
 /// Header values may carry credentials, so only their names are shown.
@@ -172,6 +177,7 @@ impl std::fmt::Debug for PreparedEndpoint {
             .field("token_url_refused", &self.token_url_refused)
             .field("max_batch_size", &self.max_batch_size)
             .field("origin", &self.origin)
+            .field("pause", &self.pause)
             .finish()
     }
 }
@@ -274,7 +280,14 @@ impl PreparedEndpoint {
             token_url_refused,
             max_batch_size,
             origin,
+            pause: None,
         })
+    }
+
+    /// Attempts that get `Retry-After` extend `pause`, which the endpoint's
+    /// actor waits out before it starts any other attempt.
+    pub fn pausing(self, pause: Arc<Pause>) -> Self {
+        PreparedEndpoint { pause: Some(pause), ..self }
     }
 
     pub fn id(&self) -> &str {
@@ -452,6 +465,11 @@ impl PreparedEndpoint {
         let latency = started.elapsed();
         let status = response.status();
         let verdict = classify(status, response.headers().get(RETRY_AFTER), SystemTime::now());
+        if let (Verdict::RetryAfter(wait), Some(pause)) = (verdict, &self.pause) {
+            // Told now, not when this attempt is settled, so attempts that
+            // are about to start already wait.
+            pause.extend(wait, tokio::time::Instant::now());
+        }
         // A body that fails half-way still leaves the status to go by.
         let response_body = read_prefix(response, RESPONSE_BODY_LIMIT).await.map(utf8_prefix).unwrap_or_default();
         let error = match verdict {

@@ -23,6 +23,9 @@
 //! cool-down, as wall-clock milliseconds — and a new actor starts from the
 //! stored snapshot ([`Health::restore`]). How long an endpoint has been
 //! failing is measured on the wall clock for the same reason.
+//!
+//! Beside the breaker, [`Pause`] holds the endpoint while a receiver's
+//! `Retry-After` runs.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -34,8 +37,10 @@ use crate::observe::{Circuit, CircuitGauge};
 use crate::records::HealthRecord;
 
 mod breaker;
+mod pause;
 
 pub use breaker::Breaker;
+pub use pause::Pause;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Admission {

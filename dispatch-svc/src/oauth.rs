@@ -17,6 +17,18 @@
 //! `client_secret_basic`) or with `client_id`/`client_secret` in the body
 //! (`client_secret_post`). The client secret never appears in an error, a log
 //! line or a `Debug` output.
+//!
+//! **Finding the style a token endpoint accepts.** `basic` is the default
+//! (RFC 6749 §2.3.1 says servers must support it), but some token endpoints
+//! accept only `client_secret_post`, and an integrator (seed 002's
+//! `client_credential` among them) cannot say which. So a `basic` client
+//! that the token endpoint refuses as `invalid_client` (`400` or `401`,
+//! §5.2) asks once more, at once, with `client_secret_post`; the style that
+//! got a token is remembered by the cache and used alone from then on. The
+//! cache is made again when the endpoint's `auth` changes, so a new secret
+//! or token URL is tried both ways again. When both are refused, the error
+//! kept and shown is the `basic` refusal. A `post` client is never tried
+//! with `basic`: it was chosen on purpose.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -102,6 +114,12 @@ impl TokenError {
         TokenError { code: None, status: Some(status.as_u16()), reason: format!("unusable token answer: {why}") }
     }
 
+    /// The token endpoint refused the client's credentials as presented
+    /// (RFC 6749 §5.2 `invalid_client`, answered `400` or `401`).
+    fn refuses_client(&self) -> bool {
+        self.code.as_deref() == Some("invalid_client") && matches!(self.status, Some(400 | 401))
+    }
+
     fn config(why: &str) -> Self {
         TokenError { code: None, status: None, reason: why.to_owned() }
     }
@@ -119,6 +137,8 @@ struct State {
     /// can tell that it happened.
     fetches: u64,
     last_error: Option<TokenError>,
+    /// The client authentication the token endpoint gave a token for.
+    accepted: Option<ClientAuth>,
 }
 
 impl State {
@@ -141,6 +161,7 @@ impl std::fmt::Debug for TokenCache {
         f.debug_struct("TokenCache")
             .field("cached", &state.current.is_some())
             .field("last_error", &state.last_error)
+            .field("accepted", &state.accepted)
             .finish()
     }
 }
@@ -166,7 +187,7 @@ impl TokenCache {
             state.fetches
         };
         let _flight = self.refresh.lock().await;
-        {
+        let accepted = {
             let state = self.lock();
             if let Some(token) = state.fresh(Instant::now()) {
                 return Ok(token);
@@ -176,17 +197,18 @@ impl TokenCache {
             {
                 return Err(err.clone());
             }
-        }
+            state.accepted
+        };
         let started = Instant::now();
-        let result = fetch(client, cfg).await;
-        crate::observe::token_request(result.is_ok());
+        let result = fetch_either_way(client, cfg, accepted).await;
         let mut state = self.lock();
         state.fetches += 1;
         match result {
-            Ok((token, lifetime)) => {
+            Ok((token, lifetime, style)) => {
                 let margin = (lifetime / 10).min(MAX_REFRESH_MARGIN);
                 state.current = Some(Cached { token: token.clone(), refresh_at: started + (lifetime - margin) });
                 state.last_error = None;
+                state.accepted = Some(style);
                 Ok(token)
             }
             Err(err) => {
@@ -225,7 +247,46 @@ struct ErrorAnswer {
     error: String,
 }
 
-async fn fetch(client: &reqwest::Client, cfg: &OAuthConfig) -> Result<(Arc<str>, Duration), TokenError> {
+/// A token and its lifetime, and the client authentication that got it:
+/// the one that worked before, else the configured one and, for a refused
+/// `basic` client, `post` once more.
+async fn fetch_either_way(
+    client: &reqwest::Client,
+    cfg: &OAuthConfig,
+    accepted: Option<ClientAuth>,
+) -> Result<(Arc<str>, Duration, ClientAuth), TokenError> {
+    let style = accepted.unwrap_or(cfg.client_auth);
+    let refused = match fetch(client, cfg, style).await {
+        Ok((token, lifetime)) => return Ok((token, lifetime, style)),
+        Err(err) if accepted.is_none() && style == ClientAuth::Basic && err.refuses_client() => err,
+        Err(err) => return Err(err),
+    };
+    tracing::info!(
+        token_host = cfg.token_url.host_str(),
+        "token endpoint refused client_secret_basic; trying client_secret_post"
+    );
+    match fetch(client, cfg, ClientAuth::Post).await {
+        Ok((token, lifetime)) => Ok((token, lifetime, ClientAuth::Post)),
+        Err(_) => Err(refused),
+    }
+}
+
+/// One token request authenticating the client as `style`.
+async fn fetch(
+    client: &reqwest::Client,
+    cfg: &OAuthConfig,
+    style: ClientAuth,
+) -> Result<(Arc<str>, Duration), TokenError> {
+    let result = request_token(client, cfg, style).await;
+    crate::observe::token_request(result.is_ok());
+    result
+}
+
+async fn request_token(
+    client: &reqwest::Client,
+    cfg: &OAuthConfig,
+    style: ClientAuth,
+) -> Result<(Arc<str>, Duration), TokenError> {
     let mut form: Vec<(&str, &str)> = vec![("grant_type", "client_credentials")];
     if let Some(scope) = &cfg.scope {
         form.push(("scope", scope));
@@ -234,7 +295,7 @@ async fn fetch(client: &reqwest::Client, cfg: &OAuthConfig) -> Result<(Arc<str>,
         form.push(("audience", audience));
     }
     let mut request = client.post(cfg.token_url.clone()).header(ACCEPT, "application/json");
-    match cfg.client_auth {
+    match style {
         ClientAuth::Basic => request = request.header(AUTHORIZATION, client_basic_auth(cfg)?),
         ClientAuth::Post => {
             form.push(("client_id", &cfg.client_id));
@@ -290,224 +351,4 @@ fn client_basic_auth(cfg: &OAuthConfig) -> Result<HeaderValue, TokenError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::collections::HashMap;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use axum::extract::State as AxState;
-    use axum::http::HeaderMap;
-    use axum::response::{IntoResponse, Response};
-    use axum::{Form, Json, Router};
-    use herald_common::url_policy::UrlPolicy;
-    use serde_json::json;
-
-    use super::*;
-
-    #[derive(Clone, Copy)]
-    enum Mode {
-        Ok { expires_in: Option<u64> },
-        StringExpiry,
-        InvalidClient,
-        NotBearer,
-    }
-
-    /// The Authorization header and form of one token request.
-    type Seen = (Option<String>, HashMap<String, String>);
-
-    struct Server {
-        requests: AtomicUsize,
-        mode: Mutex<Mode>,
-        seen: Mutex<Vec<Seen>>,
-    }
-
-    async fn token_endpoint(
-        AxState(server): AxState<Arc<Server>>,
-        headers: HeaderMap,
-        Form(form): Form<HashMap<String, String>>,
-    ) -> Response {
-        let n = server.requests.fetch_add(1, Ordering::SeqCst) + 1;
-        let auth = headers.get("authorization").map(|v| v.to_str().unwrap().to_owned());
-        server.seen.lock().unwrap().push((auth, form));
-        // Long enough that concurrent callers really overlap with the request.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let mode = *server.mode.lock().unwrap();
-        match mode {
-            Mode::Ok { expires_in } => {
-                let mut body = json!({"access_token": format!("tok-{n}"), "token_type": "Bearer"});
-                if let Some(e) = expires_in {
-                    body["expires_in"] = json!(e);
-                }
-                Json(body).into_response()
-            }
-            Mode::StringExpiry => {
-                Json(json!({"access_token": format!("tok-{n}"), "token_type": "bearer", "expires_in": "3600"}))
-                    .into_response()
-            }
-            Mode::InvalidClient => {
-                (StatusCode::UNAUTHORIZED, Json(json!({"error": "invalid_client", "error_description": "bad secret"})))
-                    .into_response()
-            }
-            Mode::NotBearer => Json(json!({"access_token": "t", "token_type": "mac"})).into_response(),
-        }
-    }
-
-    async fn start(mode: Mode) -> (Arc<Server>, Url) {
-        let server =
-            Arc::new(Server { requests: AtomicUsize::new(0), mode: Mutex::new(mode), seen: Mutex::new(Vec::new()) });
-        let app = Router::new().route("/token", axum::routing::post(token_endpoint)).with_state(server.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        (server, format!("http://{addr}/token").parse().unwrap())
-    }
-
-    fn config(token_url: Url, client_auth: ClientAuth) -> OAuthConfig {
-        OAuthConfig {
-            token_url,
-            client_id: "herald client".into(),
-            client_secret: "s3cr:et&=".into(),
-            scope: Some("events.write".into()),
-            audience: None,
-            client_auth,
-        }
-    }
-
-    fn client() -> reqwest::Client {
-        let policy = UrlPolicy { allow_private_networks: true, allow_http: true, ..UrlPolicy::default() };
-        crate::http_client::build(policy, Duration::from_secs(5)).unwrap()
-    }
-
-    #[tokio::test]
-    async fn concurrent_callers_share_one_token_request() {
-        let (server, url) = start(Mode::Ok { expires_in: Some(3600) }).await;
-        let cfg = config(url, ClientAuth::Basic);
-        let cache = Arc::new(TokenCache::new());
-        let client = client();
-        let calls = (0..100).map(|_| {
-            let (cache, client, cfg) = (cache.clone(), client.clone(), cfg.clone());
-            tokio::spawn(async move { cache.token(&client, &cfg).await })
-        });
-        for result in futures::future::join_all(calls).await {
-            assert_eq!(&*result.unwrap().unwrap(), "tok-1");
-        }
-        assert_eq!(server.requests.load(Ordering::SeqCst), 1);
-        assert_eq!(&*cache.token(&client, &cfg).await.unwrap(), "tok-1");
-        assert_eq!(server.requests.load(Ordering::SeqCst), 1);
-    }
-
-    #[tokio::test]
-    async fn basic_client_auth_is_form_urlencoded() {
-        let (server, url) = start(Mode::Ok { expires_in: None }).await;
-        TokenCache::new().token(&client(), &config(url, ClientAuth::Basic)).await.unwrap();
-        let seen = server.seen.lock().unwrap();
-        let (auth, form) = &seen[0];
-        let expected = format!("Basic {}", B64.encode("herald+client:s3cr%3Aet%26%3D"));
-        assert_eq!(auth.as_deref(), Some(expected.as_str()));
-        assert_eq!(form.get("grant_type").map(String::as_str), Some("client_credentials"));
-        assert_eq!(form.get("scope").map(String::as_str), Some("events.write"));
-        assert!(!form.contains_key("client_secret") && !form.contains_key("audience"));
-    }
-
-    #[tokio::test]
-    async fn post_client_auth_puts_credentials_in_the_body() {
-        let (server, url) = start(Mode::StringExpiry).await;
-        let cfg = OAuthConfig { audience: Some("https://api.example.com".into()), ..config(url, ClientAuth::Post) };
-        let cache = TokenCache::new();
-        assert_eq!(&*cache.token(&client(), &cfg).await.unwrap(), "tok-1");
-        let seen = server.seen.lock().unwrap();
-        let (auth, form) = &seen[0];
-        assert_eq!(auth, &None);
-        assert_eq!(form.get("client_id").map(String::as_str), Some("herald client"));
-        assert_eq!(form.get("client_secret").map(String::as_str), Some("s3cr:et&="));
-        assert_eq!(form.get("audience").map(String::as_str), Some("https://api.example.com"));
-    }
-
-    #[tokio::test]
-    async fn an_expiring_token_is_refreshed() {
-        let (server, url) = start(Mode::Ok { expires_in: Some(1) }).await;
-        let cfg = config(url, ClientAuth::Basic);
-        let (cache, client) = (TokenCache::new(), client());
-        assert_eq!(&*cache.token(&client, &cfg).await.unwrap(), "tok-1");
-        // A one-second token is refreshed 100 ms before it runs out.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let token = cache.token(&client, &cfg).await.unwrap();
-            if &*token == "tok-2" {
-                break;
-            }
-            assert_eq!(&*token, "tok-1");
-            assert!(Instant::now() < deadline, "token was never refreshed");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert_eq!(server.requests.load(Ordering::SeqCst), 2);
-    }
-
-    #[tokio::test]
-    async fn invalidate_drops_only_the_matching_token() {
-        let (server, url) = start(Mode::Ok { expires_in: Some(3600) }).await;
-        let cfg = config(url, ClientAuth::Basic);
-        let (cache, client) = (TokenCache::new(), client());
-        let first = cache.token(&client, &cfg).await.unwrap();
-        cache.invalidate("some-older-token");
-        assert_eq!(cache.token(&client, &cfg).await.unwrap(), first);
-        assert_eq!(server.requests.load(Ordering::SeqCst), 1);
-
-        cache.invalidate(&first);
-        let second = cache.token(&client, &cfg).await.unwrap();
-        assert_eq!(&*second, "tok-2");
-        // A late 401 for the first token must not throw away the second.
-        cache.invalidate(&first);
-        assert_eq!(cache.token(&client, &cfg).await.unwrap(), second);
-        assert_eq!(server.requests.load(Ordering::SeqCst), 2);
-    }
-
-    #[tokio::test]
-    async fn invalid_client_surfaces_without_the_secret() {
-        let (server, url) = start(Mode::InvalidClient).await;
-        let cfg = config(url, ClientAuth::Basic);
-        let cache = Arc::new(TokenCache::new());
-        let client = client();
-        let calls = (0..20).map(|_| {
-            let (cache, client, cfg) = (cache.clone(), client.clone(), cfg.clone());
-            tokio::spawn(async move { cache.token(&client, &cfg).await })
-        });
-        for result in futures::future::join_all(calls).await {
-            let err = result.unwrap().unwrap_err();
-            assert_eq!(err.code(), Some("invalid_client"));
-            assert_eq!(err.status(), Some(401));
-            assert_eq!(err.to_string(), "token endpoint: invalid_client (401)");
-        }
-        assert_eq!(server.requests.load(Ordering::SeqCst), 1, "waiters share the failed request");
-        let last = cache.last_error().unwrap();
-        assert_eq!(last.code(), Some("invalid_client"));
-        assert!(!format!("{last} {last:?} {cfg:?}").contains("s3cr"));
-
-        *server.mode.lock().unwrap() = Mode::Ok { expires_in: None };
-        assert_eq!(&*cache.token(&client, &cfg).await.unwrap(), "tok-2");
-        assert!(cache.last_error().is_none());
-    }
-
-    #[tokio::test]
-    async fn non_bearer_tokens_and_dead_endpoints_are_errors() {
-        let (_server, url) = start(Mode::NotBearer).await;
-        let err = TokenCache::new().token(&client(), &config(url, ClientAuth::Post)).await.unwrap_err();
-        assert_eq!(err.to_string(), "token endpoint: unusable token answer: token_type is not bearer");
-
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let dead: Url = format!("http://{}/token", listener.local_addr().unwrap()).parse().unwrap();
-        drop(listener);
-        let err = TokenCache::new().token(&client(), &config(dead, ClientAuth::Basic)).await.unwrap_err();
-        assert!(err.to_string().starts_with("token endpoint: connection failed"), "{err}");
-        assert_eq!(err.code(), None);
-    }
-
-    #[test]
-    fn expires_in_accepts_numbers_and_numeric_strings() {
-        assert_eq!(lifetime_of(&json!(3600)), Some(Duration::from_secs(3600)));
-        assert_eq!(lifetime_of(&json!("120")), Some(Duration::from_secs(120)));
-        assert_eq!(lifetime_of(&json!(59.9)), Some(Duration::from_secs(59)));
-        assert_eq!(lifetime_of(&json!("soon")), None);
-        assert_eq!(lifetime_of(&json!(-5)), None);
-        assert_eq!(lifetime_of(&json!(null)), None);
-    }
-}
+mod tests;

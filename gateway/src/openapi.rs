@@ -34,7 +34,7 @@ use crate::error::{FieldProblem, Problem};
         (name = "tenants", description = "Tenants and their API keys (admin)"),
         (name = "event-types", description = "The event type catalogue"),
         (name = "events", description = "Publishing events (admin)"),
-        (name = "endpoints", description = "Where a tenant's webhooks are delivered"),
+        (name = "endpoints", description = "Where a tenant's webhooks are delivered. Endpoint ids are `ep_…`, except those a compatibility profile made, which keep their seed's id: a UUID (seed 002), `s003.{notificationType}.{partner}`, `s004.{company}`; every route takes them alike"),
         (name = "subscriptions", description = "Which events go to which endpoint"),
         (name = "deliveries", description = "Delivery history, retries and recovery"),
         (name = "operations", description = "Health, readiness, metrics and this document"),

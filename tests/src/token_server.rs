@@ -1,4 +1,10 @@
 //! A real OAuth 2.0 client-credentials token endpoint for the tests.
+//!
+//! By default it issues a token to any client. [`TokenServer::accept_only_post`]
+//! makes it one of the token endpoints that accept only
+//! `client_secret_post`: a client must send exactly the given id and secret
+//! in the form body, and any other request, one with HTTP Basic client
+//! authentication included, is refused `401 invalid_client` (RFC 6749 §5.2).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,6 +25,16 @@ struct TokenState {
     fail_with: Mutex<Option<(u16, String)>>,
     delay: Mutex<Duration>,
     seen: Mutex<Vec<(HashMap<String, String>, String)>>,
+    /// `client_secret_post` only, for this client id and secret.
+    post_only: Mutex<Option<(String, String)>>,
+}
+
+/// Does this request authenticate `client` by `client_secret_post` alone?
+fn posts_client(headers: &HeaderMap, body: &str, (id, secret): &(String, String)) -> bool {
+    let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes()).into_owned().collect();
+    !headers.contains_key("authorization")
+        && form.get("client_id") == Some(id)
+        && form.get("client_secret") == Some(secret)
 }
 
 /// A real OAuth 2.0 client-credentials token endpoint (RFC 6749 §4.4) on
@@ -35,12 +51,15 @@ async fn issue_token(State(state): State<Arc<TokenState>>, headers: HeaderMap, b
         .iter()
         .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
         .collect();
+    let refused = state.post_only.lock().unwrap().as_ref().is_some_and(|client| !posts_client(&headers, &body, client));
     state.seen.lock().unwrap().push((flat, body));
     let delay = *state.delay.lock().unwrap();
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    if let Some((status, error)) = state.fail_with.lock().unwrap().clone() {
+    let failure =
+        if refused { Some((401, "invalid_client".to_owned())) } else { state.fail_with.lock().unwrap().clone() };
+    if let Some((status, error)) = failure {
         return (
             StatusCode::from_u16(status).unwrap(),
             [("content-type", "application/json")],
@@ -84,6 +103,12 @@ impl TokenServer {
     /// Answer every request with this status and OAuth `error` code.
     pub fn fail_with(&self, status: u16, error: &str) {
         *self.state.fail_with.lock().unwrap() = Some((status, error.to_owned()));
+    }
+
+    /// Issue tokens only to `client_id` with `client_secret` sent in the
+    /// form body (`client_secret_post`); refuse everything else.
+    pub fn accept_only_post(&self, client_id: &str, client_secret: &str) {
+        *self.state.post_only.lock().unwrap() = Some((client_id.to_owned(), client_secret.to_owned()));
     }
 
     pub fn recover(&self) {

@@ -20,7 +20,9 @@ pub enum EndpointCommand {
     Get { id: String },
     /// Register an endpoint; the answer holds its signing secret.
     Create(EndpointFields),
-    /// Change some of an endpoint's fields (the others are kept).
+    /// Change some of an endpoint's fields (the others are kept; given one
+    /// of --retry-schedule and --max-attempts, the policy's other part is
+    /// kept too).
     Update {
         id: String,
         #[command(flatten)]
@@ -96,6 +98,13 @@ pub struct EndpointFields {
     /// {"type":"bearer","token":"…"}.
     #[arg(long)]
     pub auth: Option<String>,
+    /// The endpoint's own retry waits before the 2nd, 3rd, … attempt, in
+    /// place of the installation's, e.g. 5s,1m,10m (retry.schedule).
+    #[arg(long, value_name = "WAITS")]
+    pub retry_schedule: Option<String>,
+    /// Most attempts, the first included; 1 never retries (retry.maxAttempts).
+    #[arg(long, value_name = "N")]
+    pub max_attempts: Option<u32>,
     /// The request body as JSON (@file, -); the flags above override its fields.
     #[arg(long)]
     pub body: Option<String>,
@@ -116,6 +125,8 @@ impl EndpointFields {
             max_batch_size,
             handshake,
             auth,
+            retry_schedule,
+            max_attempts,
             body,
         } = self;
         let mut map = match body.map(|b| input::json_arg("--body", &b)).transpose()? {
@@ -140,8 +151,53 @@ impl EndpointFields {
         set("maxBatchSize", max_batch_size.map(Value::from));
         set("handshake", handshake.map(Value::Bool));
         set("auth", auth.map(|a| input::json_arg("--auth", &a)).transpose()?);
+        if retry_schedule.is_some() || max_attempts.is_some() {
+            // The flags override the fields of a `retry` in --body, not all of it.
+            let mut retry = match map.remove("retry") {
+                Some(Value::Object(retry)) => retry,
+                _ => Map::new(),
+            };
+            if let Some(raw) = retry_schedule {
+                retry.insert("schedule".into(), schedule(&raw)?);
+            }
+            if let Some(n) = max_attempts {
+                retry.insert("maxAttempts".into(), Value::from(n));
+            }
+            map.insert("retry".into(), Value::Object(retry));
+        }
         Ok(Value::Object(map))
     }
+
+    /// Only one of the retry flags: an update keeps the policy's other part.
+    fn sets_part_of_retry(&self) -> bool {
+        self.retry_schedule.is_some() != self.max_attempts.is_some()
+    }
+}
+
+/// `5s,1m,10m` as the list of waits `retry.schedule` takes; the API judges
+/// each wait and names the one it refuses (`retry.schedule[2]`).
+fn schedule(raw: &str) -> Result<Value, CliError> {
+    let waits: Vec<&str> = raw.split(',').map(str::trim).collect();
+    if waits.iter().any(|w| w.is_empty()) {
+        return Err(CliError::usage(format!("--retry-schedule {raw:?} must list waits like 5s,1m,10m")));
+    }
+    Ok(Value::from(waits))
+}
+
+/// Fills in the part of `body`'s retry policy that the flags left out from
+/// the endpoint's current one, so `--max-attempts` alone keeps the schedule.
+async fn keep_rest_of_retry(ctx: &Ctx, id: &str, body: &mut Value) -> Result<(), CliError> {
+    let current = ctx.client.call(Method::GET, ["v1", "endpoints", id]).scoped().send().await?.unwrap_or_default();
+    let (Some(Value::Object(current)), Some(Value::Object(retry))) = (current.get("retry"), body.get_mut("retry"))
+    else {
+        return Ok(());
+    };
+    for key in ["schedule", "maxAttempts"] {
+        if let (false, Some(value)) = (retry.contains_key(key), current.get(key)) {
+            retry.insert(key.to_owned(), value.clone());
+        }
+    }
+    Ok(())
 }
 
 const COLUMNS: &[Column] =
@@ -164,9 +220,13 @@ pub async fn run(ctx: &Ctx, command: EndpointCommand) -> Result<(), CliError> {
             one(client.call(Method::POST, ["v1", "endpoints"]).scoped().json(&body).send().await?)
         }
         EndpointCommand::Update { id, fields } => {
-            let body = fields.into_body()?;
+            let partial_retry = fields.sets_part_of_retry();
+            let mut body = fields.into_body()?;
             if body.as_object().is_some_and(Map::is_empty) {
                 return Err(CliError::usage("endpoints update needs at least one field to change"));
+            }
+            if partial_retry {
+                keep_rest_of_retry(ctx, &id, &mut body).await?;
             }
             one(client.call(Method::PATCH, ["v1", "endpoints", &id]).scoped().json(&body).send().await?)
         }
@@ -239,5 +299,21 @@ mod tests {
         );
         let body = fields(&["--body", r#"{"url":"https://a","description":"d"}"#, "--url", "https://b"]);
         assert_eq!(body, json!({"url": "https://b", "description": "d"}));
+    }
+
+    #[test]
+    fn retry_flags_make_the_retry_policy() {
+        let body = fields(&["--url", "https://x", "--retry-schedule", "5s, 1m,10m", "--max-attempts", "4"]);
+        assert_eq!(body["retry"], json!({"schedule": ["5s", "1m", "10m"], "maxAttempts": 4}));
+        let body = fields(&["--body", r#"{"url":"https://x","retry":{"schedule":["1s"]}}"#, "--max-attempts", "2"]);
+        assert_eq!(body["retry"], json!({"schedule": ["1s"], "maxAttempts": 2}));
+        assert!(fields(&["--url", "https://x"]).get("retry").is_none());
+        for bad in ["", "5s,,1m", "5s,"] {
+            let argv = ["herald", "endpoints", "create", "--url", "https://x", "--retry-schedule", bad];
+            match Cli::try_parse_from(argv).unwrap().command {
+                Command::Endpoints(EndpointCommand::Create(fields)) => assert!(fields.into_body().is_err(), "{bad:?}"),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 }

@@ -12,7 +12,11 @@
 //!   only events about that scope are delivered. The seed's own fields are
 //!   kept in the subscription's metadata (`seed000.subscription`), and
 //!   `subscriptionId` is the canonical subscription id;
-//! - message types (discovery) are the event type catalogue.
+//! - the endpoint's retry policy is `maxAttempts: 1`: the seed supports no
+//!   retries, a notification is sent only once;
+//! - message types (discovery) are the seed's own event types, those its
+//!   catalogue file defines ([`message_types`]); a subscription may name
+//!   no other.
 //!
 //! Callback URIs pass the global URL policy (in the registry) and, when
 //! private networks are not allowed, the seed's own rule: https on port 443
@@ -29,11 +33,13 @@ use utoipa::ToSchema;
 
 use super::shared::{self, finish, optional_text, required_text};
 use crate::AppState;
-use crate::auth::{Caller, Scope};
+use crate::auth::Scope;
 use crate::error::{FieldProblem, GatewayError};
 use crate::extract::{Path, TenantParam, resource_id};
 use crate::json::Json;
 use crate::openapi::{ApiRouter, Problems};
+
+mod message_types;
 
 /// The top-level domains seed 000 supports for callback URIs.
 pub const CALLBACK_TLDS: &[&str] = &["com", "net", "org", "edu", "ca", "io", "site", "se", "sa"];
@@ -59,7 +65,7 @@ pub fn routes() -> ApiRouter<AppState> {
         .route(__path_delete_subscriptions, delete_subscriptions)
         .route(__path_get_subscription, get_subscription)
         .route(__path_delete_subscription, delete_subscription)
-        .route(__path_discovery, discovery)
+        .route(message_types::__path_discovery, message_types::discovery)
 }
 
 // ------------------------------------------------------------------ bodies
@@ -138,19 +144,6 @@ impl Seed000Subscription {
     }
 }
 
-/// The message types a subscription may name.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Seed000Discovery {
-    pub message_types: Vec<Seed000MessageTypeInfo>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Seed000MessageTypeInfo {
-    pub id: String,
-    pub description: String,
-}
-
 // ------------------------------------------------------------------ validation
 
 fn validate_registration(input: &Seed000RegistrationInput) -> Result<(), GatewayError> {
@@ -181,6 +174,15 @@ fn validate_subscription(
         errors.push(problem);
     }
     required_text(&mut errors, "messageType.id", &message_type.id, MAX_TEXT);
+    if !message_type.id.trim().is_empty() && !message_types::is_message_type(&message_type.id) {
+        errors.push(FieldProblem::new(
+            "messageType.id",
+            format!(
+                "{} is not a seed 000 message type; GET /api/v1/notifications/discovery lists them",
+                message_type.id
+            ),
+        ));
+    }
     required_text(&mut errors, "orgShortName", &org_short_name, MAX_TEXT);
     for (field, value) in [("locRef", &loc_ref), ("rvcRef", &rvc_ref)] {
         if let Some(value) = value {
@@ -417,6 +419,8 @@ pub async fn create_subscription(
         description: format!("seed 000 subscription to {event_type} of {}", record.org_short_name),
         format: v1::EndpointFormat::Envelope as i32,
         metadata: shared::tag(PROFILE, [(SUBSCRIBER_ID_KEY.to_owned(), record.subscriber_id.clone())]),
+        // The seed supports no retries: a notification is sent only once.
+        retry: Some(v1::RetryPolicy { schedule: Vec::new(), max_attempts: Some(1) }),
         ..Default::default()
     };
     let endpoint = shared::create_endpoint(&state, &tenant, String::new(), spec)
@@ -489,16 +493,6 @@ pub async fn delete_subscription(
     let (subscription, _) = find(&state, &scope.tenant, &id).await?;
     remove(&state, &scope.tenant, &subscription).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// The message types: the event type catalogue.
-#[utoipa::path(get, path = "/api/v1/notifications/discovery", tag = "seed000",
-    responses((status = 200, description = "OK", body = Seed000Discovery), Problems))]
-pub async fn discovery(State(state): State<AppState>, _: Caller) -> Result<axum::Json<Seed000Discovery>, GatewayError> {
-    let types = shared::all_event_types(&state).await?;
-    let message_types =
-        types.into_iter().map(|t| Seed000MessageTypeInfo { id: t.name, description: t.description }).collect();
-    Ok(axum::Json(Seed000Discovery { message_types }))
 }
 
 #[cfg(test)]

@@ -7,12 +7,15 @@
 //! the seed shows, so it is served by `GetEndpoint` directly (the random id
 //! cannot collide with another tenant's; a collision would be answered
 //! `ALREADY_EXISTS` and another id drawn). `client_credential` is
-//! `oauth2_client_credentials`, so tokens come from the dispatcher's shared
-//! token cache. The seed's platform notifies a webhook of everything it has
-//! for the account (purchase delivery completion is its example), so the
-//! endpoint is subscribed to `*`, every event type of the tenant. A webhook
-//! Herald disabled (`410 Gone`, long failure) shows as `deactivated`, the
-//! seed's only other status.
+//! `oauth2_client_credentials` with `clientAuth: basic`, so tokens come from
+//! the dispatcher's shared token cache, which also tries
+//! `client_secret_post` when the token endpoint refuses Basic (the seed
+//! does not say which its integrators' token endpoints take). The seed's
+//! platform notifies a webhook of everything it has for the account
+//! (purchase delivery completion is its example), so the endpoint is
+//! subscribed to `*`, every event type of the tenant. A webhook Herald
+//! disabled (`410 Gone`, long failure) shows as `deactivated`, the seed's
+//! only other status.
 
 use axum::extract::State;
 use axum::http::StatusCode;

@@ -11,7 +11,8 @@ use utoipa::ToSchema;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ClientAuth {
-    /// `client_secret_basic` (the default).
+    /// `client_secret_basic` (the default); refused as `invalid_client`, the
+    /// client is tried once more as `client_secret_post`.
     Basic,
     /// `client_secret_post`.
     Post,

@@ -289,6 +289,9 @@ impl EndpointPatch {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Endpoint {
+    /// `ep_…`; an endpoint a compatibility profile made keeps its seed's id
+    /// (a UUID for seed 002, `s003.{notificationType}.{partner}`,
+    /// `s004.{company}`).
     pub id: String,
     pub url: String,
     pub description: String,

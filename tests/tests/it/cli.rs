@@ -2,7 +2,8 @@
 //! resources created through it (parsed from `--output json`), `herald
 //! listen` receiving and verifying real deliveries, `herald verify` on a
 //! delivery's own headers and body, `recover` following re-sent deliveries,
-//! and the exit statuses scripts rely on.
+//! retry policies and subscription updates, and the exit statuses scripts
+//! rely on.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -193,6 +194,55 @@ async fn the_walk_through_runs_on_the_command_line() {
     assert!(tail.stdout.contains("delivered") && tail.stdout.contains(&event_id), "{}", tail.stdout);
 
     listen.kill().await.unwrap();
+    stack.stop().await;
+}
+
+/// Publishes an `order.paid` of `amount` to `acme`; answers its deliveries.
+async fn publish_paid(admin: &Herald, amount: u32) -> u64 {
+    let data = format!(r#"{{"amount":{amount}}}"#);
+    let published =
+        admin.json(&["events", "publish", "--tenant", "acme", "--type", "order.paid", "--data", &data]).await;
+    published["deliveries"].as_u64().unwrap()
+}
+
+/// `--retry-schedule`/`--max-attempts` set an endpoint's `retry` (on
+/// update, one of them keeps the policy's other part), and `subscriptions
+/// update` changes what a subscription routes, which the next event follows.
+#[tokio::test]
+async fn retry_policies_and_subscription_updates() {
+    let stack = Stack::start().await;
+    let admin = Herald::new(&stack, ADMIN_TOKEN);
+    let integrator = admin.with_token(&tenant_and_type(&admin).await);
+    admin.json(&["event-types", "create", "--name", "order.paid"]).await;
+    let receiver = Receiver::start().await;
+    let url = receiver.url();
+    let args = ["endpoints", "create", "--url", &url, "--retry-schedule", "1s,5s", "--max-attempts", "3"];
+    let ep = integrator.json(&args).await;
+    assert_eq!(ep["retry"], json!({"schedule": ["1s", "5s"], "maxAttempts": 3}), "{ep}");
+    let id = text(&ep, "id");
+    let ep = integrator.json(&["endpoints", "update", &id, "--max-attempts", "1"]).await;
+    assert_eq!(ep["retry"], json!({"schedule": ["1s", "5s"], "maxAttempts": 1}), "{ep}");
+    let ep = integrator.json(&["endpoints", "update", &id, "--retry-schedule", "2s"]).await;
+    assert_eq!(ep["retry"], json!({"schedule": ["2s"], "maxAttempts": 1}), "{ep}");
+    let refused = integrator.run(&["endpoints", "update", &id, "--retry-schedule", "5s,soon"]).await;
+    assert!(refused.code == 1 && refused.stderr.contains("retry.schedule[1]"), "{}", refused.stderr);
+    let usage = integrator.run(&["endpoints", "update", &id, "--retry-schedule", "5s,,1m"]).await;
+    assert_eq!(usage.code, 2, "{}", usage.stderr);
+
+    let sub = integrator.json(&["subscriptions", "create", "--endpoint", &id, "--type", "order.shipped"]).await;
+    let sub_id = text(&sub, "id");
+    let filter = r#"{"data.amount":{"$gte":100}}"#;
+    let sub =
+        integrator.json(&["subscriptions", "update", &sub_id, "--event-type", "order.paid", "--filter", filter]).await;
+    assert_eq!((&sub["eventTypes"], &sub["filter"]), (&json!(["order.paid"]), &json!({"data.amount": {"$gte": 100}})));
+    assert_eq!(publish_paid(&admin, 50).await, 0);
+    assert_eq!(publish_paid(&admin, 150).await, 1);
+    assert_eq!(receiver.wait_for(1, WAIT).await[0].json()["data"]["amount"], 150);
+    let sub = integrator.json(&["subscriptions", "update", &sub_id, "--filter", "null"]).await;
+    assert!(sub["eventTypes"] == json!(["order.paid"]) && sub.get("filter").is_none(), "{sub}");
+    assert_eq!(publish_paid(&admin, 50).await, 1);
+    let usage = integrator.run(&["subscriptions", "update", &sub_id]).await;
+    assert_eq!(usage.code, 2, "{}", usage.stderr);
     stack.stop().await;
 }
 

@@ -18,6 +18,7 @@ mod observability;
 mod observe;
 mod payloads;
 mod policies;
+mod profile_rules;
 mod profiles;
 mod registry;
 mod republish;

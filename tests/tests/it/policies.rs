@@ -1,11 +1,11 @@
 //! What an integrator controls per subscription and per endpoint, over
 //! REST end to end: filter operators, subscription updates, retry
-//! policies, and seed 003's list of active callbacks; each also in
-//! `/openapi.json`.
+//! policies, the endpoint-wide pause a receiver's `Retry-After` asks for,
+//! and seed 003's list of active callbacks; each also in `/openapi.json`.
 
 use std::time::{Duration, Instant};
 
-use herald_tests::{ADMIN_TOKEN, Receiver, Stack};
+use herald_tests::{ADMIN_TOKEN, Receiver, Reply, Stack};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -215,6 +215,97 @@ async fn endpoint_retry_policies_replace_the_schedule() {
             .await;
         expect_invalid(&a, field, field);
     }
+    stack.stop().await;
+}
+
+/// Publishes event `id` of `kind` to tenant `acme`; answers its deliveries.
+async fn publish_id(stack: &Stack, kind: &str, id: &str) -> u64 {
+    let body = json!({"tenant": "acme", "id": id, "type": kind, "data": {}});
+    let a = call(stack, ADMIN_TOKEN, Method::POST, "/v1/events", Some(body)).await;
+    expect(&a, 202, "publish");
+    a.body["deliveries"].as_u64().unwrap()
+}
+
+/// Once `n` deliveries of `endpoint` are delivered: each one's event id
+/// and the status codes of its attempts, by event id.
+async fn delivered(stack: &Stack, key: &str, endpoint: &str, n: usize) -> Vec<(String, Vec<u64>)> {
+    let deadline = Instant::now() + WAIT;
+    let path = format!("/v1/deliveries?endpointId={endpoint}&status=delivered");
+    let ids = loop {
+        let a = call(stack, key, Method::GET, &path, None).await;
+        let ids: Vec<String> =
+            a.body["data"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap().to_owned()).collect();
+        if ids.len() >= n {
+            break ids;
+        }
+        assert!(Instant::now() < deadline, "{} of {n} deliveries of {endpoint} delivered", ids.len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut all = Vec::new();
+    for id in ids {
+        let d = call(stack, key, Method::GET, &format!("/v1/deliveries/{id}"), None).await.body;
+        let codes = d["attempts"].as_array().unwrap().iter().map(|a| a["statusCode"].as_u64().unwrap()).collect();
+        all.push((d["eventId"].as_str().unwrap().to_owned(), codes));
+    }
+    all.sort();
+    all
+}
+
+/// A `429` with `Retry-After: 2` pauses the whole endpoint, not only the
+/// delivery that got it: the jobs queued behind it and a job published
+/// during the pause wait in the endpoint's actor without an attempt, and
+/// everything goes out once the pause is over.
+#[tokio::test]
+async fn retry_after_pauses_the_whole_endpoint() {
+    let (stack, key) = setup(&["job.done"]).await;
+    let receiver = Receiver::start().await;
+    receiver.script([Reply::status(429).header("retry-after", "2")]);
+    // One attempt at a time, so the 429 is back before the next one could start.
+    let ep = endpoint(&stack, &key, json!({"url": receiver.url(), "maxInFlight": 1})).await;
+    subscribe(&stack, &key, json!({"endpointId": ep, "eventTypes": ["job.done"]})).await;
+    for id in ["job-1", "job-2", "job-3"] {
+        assert_eq!(publish_id(&stack, "job.done", id).await, 1);
+    }
+    settled(&stack, &key, &ep, "retrying").await;
+    assert_eq!(publish_id(&stack, "job.done", "job-4").await, 1);
+
+    let got = receiver.wait_for(5, WAIT).await;
+    let paused_at = got[0].at;
+    for r in &got[1..] {
+        let after = r.at - paused_at;
+        assert!(after >= Duration::from_millis(1500), "{} was sent {after:?} after the 429", r.json()["id"]);
+    }
+    // The delivery that got the 429 was tried again; the others only once.
+    let first = got[0].json()["id"].as_str().unwrap().to_owned();
+    let attempts = delivered(&stack, &key, &ep, 4).await;
+    assert_eq!(attempts.len(), 4, "{attempts:?}");
+    for (event, codes) in attempts {
+        let want: &[u64] = if event == first { &[429, 204] } else { &[204] };
+        assert_eq!(codes, want, "attempts of {event}");
+    }
+    assert_eq!(receiver.count(), 5);
+    stack.stop().await;
+}
+
+/// The pause is cut to `HERALD_RETRY_AFTER_MAX` like the retry it comes
+/// with: an hour asked for is a second here, then everything goes out.
+#[tokio::test]
+async fn a_retry_after_pause_ends_at_the_cap() {
+    let stack = Stack::start_with(|env| env.set("HERALD_RETRY_AFTER_MAX", "1s")).await;
+    let key = stack.tenant_with_key("acme").await;
+    let a = call(&stack, ADMIN_TOKEN, Method::POST, "/v1/event-types", Some(json!({"name": "job.done"}))).await;
+    expect(&a, 201, "event type");
+    let receiver = Receiver::start().await;
+    receiver.script([Reply::status(503).header("retry-after", "3600")]);
+    let ep = endpoint(&stack, &key, json!({"url": receiver.url(), "maxInFlight": 1})).await;
+    subscribe(&stack, &key, json!({"endpointId": ep, "eventTypes": ["job.done"]})).await;
+    for id in ["job-1", "job-2"] {
+        assert_eq!(publish_id(&stack, "job.done", id).await, 1);
+    }
+    let got = receiver.wait_for(3, WAIT).await;
+    let after = got[1].at - got[0].at;
+    assert!(after >= Duration::from_millis(900) && after < Duration::from_secs(5), "sent {after:?} after the 503");
+    assert_eq!(delivered(&stack, &key, &ep, 2).await.len(), 2);
     stack.stop().await;
 }
 

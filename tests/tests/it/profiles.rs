@@ -122,7 +122,7 @@ async fn seed_000_subscriber_subscriptions_and_envelope_deliveries() {
     let (stack, key) = start("tfo").await;
     let receiver = Receiver::start().await;
 
-    // Discovery: the message types are the catalogue, the seed's four among them.
+    // Discovery: the seed's four message types (`profile_rules` checks there are no others).
     let a = call(&stack, &key, Method::GET, &format!("{N}/discovery"), None).await;
     expect(&a, 200, "discovery");
     let types = a.body["messageTypes"].as_array().unwrap();
