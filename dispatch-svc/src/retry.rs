@@ -97,29 +97,38 @@ pub fn due_at(now: Millis, delay: Duration) -> Millis {
     now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// Lua: `add_job(stream, member)` appends a retry-set member (the JSON of a
+/// job's stream fields, [`encode_job`]) to a stream; a member that is not a
+/// job is skipped. Shared by every script that moves jobs back to a stream.
+pub const ADD_JOB_LUA: &str = r"
+local function add_job(stream, member)
+  local ok, job = pcall(cjson.decode, member)
+  if not ok or type(job) ~= 'table' then return 0 end
+  local args = {stream, '*'}
+  for k, v in pairs(job) do
+    args[#args + 1] = k
+    args[#args + 1] = tostring(v)
+  end
+  redis.call('XADD', unpack(args))
+  return 1
+end
+";
+
 /// Moves due members of a retry set into the stream.
 /// KEYS: retry set, stream. ARGV: now ms, batch size.
 /// Answers {moved, score of the next member or ''}.
 pub static PUMP: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+    Script::new(&format!(
+        r"{ADD_JOB_LUA}
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, member in ipairs(due) do
-  local ok, job = pcall(cjson.decode, member)
-  if ok and type(job) == 'table' then
-    local args = {KEYS[2], '*'}
-    for k, v in pairs(job) do
-      args[#args + 1] = k
-      args[#args + 1] = tostring(v)
-    end
-    redis.call('XADD', unpack(args))
-  end
+  add_job(KEYS[2], member)
   redis.call('ZREM', KEYS[1], member)
 end
 local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return {#due, head[2] or ''}
-",
-    )
+return {{#due, head[2] or ''}}
+"
+    ))
 });
 
 #[cfg(test)]

@@ -66,6 +66,10 @@ fn status_from_code(code: u8) -> Option<DeliveryStatus> {
 
 type AttemptValues<'a> = (u32, Millis, Option<u16>, u64, Option<&'a str>, &'a str);
 type OwnedAttempt = (u32, Millis, Option<u16>, u64, Option<String>, String);
+/// The latest attempt inside a state: its time is left out (`null`) when it
+/// is the state's `updatedAt`, as it is whenever the attempt settled it.
+type LatestValues<'a> = (u32, Option<Millis>, Option<u16>, u64, Option<&'a str>, &'a str);
+type OwnedLatest = (u32, Option<Millis>, Option<u16>, u64, Option<String>, String);
 #[allow(clippy::type_complexity)]
 type OwnedState = (
     u8,
@@ -80,7 +84,7 @@ type OwnedState = (
     String,
     Option<String>,
     Option<String>,
-    Option<OwnedAttempt>,
+    Option<OwnedLatest>,
 );
 
 fn attempt_values(a: &AttemptRecord) -> AttemptValues<'_> {
@@ -103,8 +107,15 @@ pub struct State<'a> {
     pub last_attempt: Option<&'a AttemptRecord>,
 }
 
-/// The stored state of `job`'s delivery.
+/// The stored state of `job`'s delivery. The publisher's `traceparent` is
+/// kept only while a retry waits in the retry set (its member carries it,
+/// and is rebuilt from the state); a settled delivery does not need it.
 pub fn encode_state(job: &Job, state: &State<'_>) -> String {
+    let latest = state.last_attempt.map(|a| -> LatestValues<'_> {
+        let at = (a.at != state.updated_at).then_some(a.at);
+        (a.n, at, a.status_code, a.latency_ms, a.error.as_deref(), &a.response_body)
+    });
+    let traceparent = if state.waiting == Waiting::RetrySet { job.traceparent.as_deref() } else { None };
     let values = (
         VERSION,
         status_code(state.status),
@@ -117,8 +128,8 @@ pub fn encode_state(job: &Job, state: &State<'_>) -> String {
         job.event_id.as_str(),
         state.event_type,
         job.generation.as_deref(),
-        job.traceparent.as_deref(),
-        state.last_attempt.map(attempt_values),
+        traceparent,
+        latest,
     );
     serde_json::to_string(&values).unwrap_or_default()
 }
@@ -173,7 +184,12 @@ pub fn decode_state(id: &str, raw: &str) -> Option<DeliveryRecord> {
         waiting: Waiting::from_code(waiting),
         traceparent,
         generation,
-        attempts: last.map(attempt_from).into_iter().collect(),
+        attempts: last
+            .map(|(n, at, status_code, latency_ms, error, response_body)| {
+                attempt_from((n, at.unwrap_or(updated_at), status_code, latency_ms, error, response_body))
+            })
+            .into_iter()
+            .collect(),
     })
 }
 
@@ -249,6 +265,35 @@ mod tests {
         let next = Job { attempt: 3, ..job };
         assert_eq!(record.retry_member(), Some(encode_job(&next)));
         assert_eq!(decode_attempt(&encode_attempt(&attempt)), Some(attempt));
+    }
+
+    #[test]
+    fn settled_states_keep_no_trace_and_no_second_time() {
+        let job = Job { traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()), ..job() };
+        let attempt = AttemptRecord {
+            n: 1,
+            at: 9,
+            status_code: Some(204),
+            latency_ms: 3,
+            error: None,
+            response_body: String::new(),
+        };
+        let mut state = State {
+            status: DeliveryStatus::Delivered,
+            attempt_count: 1,
+            updated_at: 9,
+            next_attempt_at: None,
+            waiting: Waiting::Nothing,
+            event_type: "t",
+            last_attempt: Some(&attempt),
+        };
+        let raw = encode_state(&job, &state);
+        assert!(!raw.contains("0af7651916cd43dd") && !raw.contains(",9,204"), "{raw}");
+        let record = decode_state(&job.delivery_id, &raw).unwrap();
+        assert_eq!((record.traceparent, record.attempts), (None, vec![attempt.clone()]));
+        state.waiting = Waiting::RetrySet;
+        let record = decode_state(&job.delivery_id, &encode_state(&job, &state)).unwrap();
+        assert_eq!(record.traceparent, job.traceparent);
     }
 
     #[test]

@@ -15,35 +15,25 @@ use redis::Script;
 use super::writer::Write;
 use super::{Entry, Records};
 use crate::error::DispatchError;
-use crate::retry::encode_job;
+use crate::retry::{ADD_JOB_LUA, encode_job};
 
 /// KEYS: the park list, the partition's parked set, the partition stream.
 /// ARGV: the endpoint id, how many jobs to move. Moves up to that many jobs
 /// from the head of the list to the stream; answers {moved, left}.
 static UNPARK: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
         r"#!lua
+{ADD_JOB_LUA}
 local members = redis.call('LPOP', KEYS[1], tonumber(ARGV[2]))
 local moved = 0
 if members then
-  for _, member in ipairs(members) do
-    local ok, job = pcall(cjson.decode, member)
-    if ok and type(job) == 'table' then
-      local args = {KEYS[3], '*'}
-      for k, v in pairs(job) do
-        args[#args + 1] = k
-        args[#args + 1] = tostring(v)
-      end
-      redis.call('XADD', unpack(args))
-      moved = moved + 1
-    end
-  end
+  for _, member in ipairs(members) do moved = moved + add_job(KEYS[3], member) end
 end
 local left = redis.call('LLEN', KEYS[1])
 if left == 0 then redis.call('SREM', KEYS[2], ARGV[1]) end
-return {moved, left}
-",
-    )
+return {{moved, left}}
+"
+    ))
 });
 
 impl Records {
