@@ -47,6 +47,7 @@ mod endpoint_health;
 mod listing;
 mod parking;
 mod requeue;
+pub mod retry_set;
 mod writer;
 
 pub use codec::Waiting;
@@ -238,7 +239,7 @@ impl Records {
             bucket: bucket_of(id).unwrap_or(now.div_euclid(HOUR_MS)),
             fields,
             index: (!s.listed).then(|| (job.tenant.clone(), id.to_owned())),
-            retry: s.retry.as_ref().map(|(due, next)| (s.entry.partition, *due, crate::retry::encode_job(next))),
+            retry: s.retry.as_ref().map(|(due, next)| (s.entry.partition, *due, retry_set::encode_job(next))),
             ack: s.held.is_none().then(|| (s.entry.partition, s.entry.id.clone())),
             park: None,
         }

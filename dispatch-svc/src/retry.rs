@@ -1,5 +1,5 @@
-//! Retries: when the next attempt is due, how a waiting job is stored, and
-//! the pump that moves due jobs back into their partition stream.
+//! Retries: when the next attempt is due. How a waiting job is stored and
+//! moved back into its stream is the store's (`records::retry_set`).
 //!
 //! A delivery that must be tried again is not kept in memory. Its next job
 //! (the same delivery id and event, `attempt + 1`) is added to the
@@ -10,7 +10,7 @@
 //! can `XADD` it back without knowing what a job is.
 //!
 //! The pump runs for each partition this dispatcher owns. One script call
-//! moves up to [`PUMP_BATCH`] due members into the stream and removes them
+//! moves up to `PUMP_BATCH` due members into the stream and removes them
 //! from the set, atomically, so a job is never both waiting and queued, and
 //! answers the score of the next member so the pump sleeps until then.
 //!
@@ -23,18 +23,13 @@
 //! `HERALD_RETRY_AFTER_MAX`: a receiver must not park its deliveries for
 //! years (or overflow a clock) by answering a huge delay or a far date.
 
-use std::sync::LazyLock;
 use std::time::Duration;
 
-use herald_common::model::{Job, Millis};
+use herald_common::model::Millis;
 pub use herald_common::retry_schedule::Schedule;
-use redis::Script;
-use serde_json::{Map, Value};
 
 use crate::attempt::Verdict;
 
-/// Most jobs moved by one pump step.
-pub const PUMP_BATCH: usize = 256;
 /// Jitter applied to scheduled delays: ±20 % (the start-up check of the
 /// event retention counts it, hence one constant).
 pub const JITTER: f64 = herald_common::config::RETRY_JITTER;
@@ -79,57 +74,10 @@ pub fn random_unit() -> f64 {
     rand::random::<f64>()
 }
 
-/// The retry-set member of a job: its stream fields as a JSON object.
-pub fn encode_job(job: &Job) -> String {
-    let map: Map<String, Value> = job.fields().into_iter().map(|(k, v)| (k.to_owned(), Value::String(v))).collect();
-    Value::Object(map).to_string()
-}
-
-/// Reads a retry-set member back; `None` if it is not a job.
-pub fn decode_job(member: &str) -> Option<Job> {
-    let value: Value = serde_json::from_str(member).ok()?;
-    let map = value.as_object()?;
-    Job::from_fields(map.iter().filter_map(|(k, v)| Some((k.as_str(), v.as_str()?))))
-}
-
 /// Due time in ms of a job delayed by `delay` from `now`.
 pub fn due_at(now: Millis, delay: Duration) -> Millis {
     now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX))
 }
-
-/// Lua: `add_job(stream, member)` appends a retry-set member (the JSON of a
-/// job's stream fields, [`encode_job`]) to a stream; a member that is not a
-/// job is skipped. Shared by every script that moves jobs back to a stream.
-pub const ADD_JOB_LUA: &str = r"
-local function add_job(stream, member)
-  local ok, job = pcall(cjson.decode, member)
-  if not ok or type(job) ~= 'table' then return 0 end
-  local args = {stream, '*'}
-  for k, v in pairs(job) do
-    args[#args + 1] = k
-    args[#args + 1] = tostring(v)
-  end
-  redis.call('XADD', unpack(args))
-  return 1
-end
-";
-
-/// Moves due members of a retry set into the stream.
-/// KEYS: retry set, stream. ARGV: now ms, batch size.
-/// Answers {moved, score of the next member or ''}.
-pub static PUMP: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        r"{ADD_JOB_LUA}
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-for _, member in ipairs(due) do
-  add_job(KEYS[2], member)
-  redis.call('ZREM', KEYS[1], member)
-end
-local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return {{#due, head[2] or ''}}
-"
-    ))
-});
 
 #[cfg(test)]
 mod tests {
@@ -224,25 +172,6 @@ mod tests {
         assert_eq!(next_step(&installation(), cap, 1, Verdict::RetryAfter(wait), 0.5), Next::RetryIn(wait));
         let long = Schedule::new(&[Duration::from_secs(90)], None);
         assert_eq!(next_step(&long, cap, 1, huge, 0.5), Next::RetryIn(Duration::from_secs(90)));
-    }
-
-    #[test]
-    fn jobs_round_trip_through_the_retry_set() {
-        let job = Job {
-            delivery_id: "dlv_1".into(),
-            tenant: "acme".into(),
-            endpoint_id: "ep_1".into(),
-            event_id: "evt_\"quoted\"".into(),
-            attempt: 4,
-            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
-            generation: Some("gen_01".into()),
-        };
-        let member = encode_job(&job);
-        assert_eq!(decode_job(&member), Some(job.clone()));
-        let plain = Job { traceparent: None, generation: None, ..job };
-        assert_eq!(decode_job(&encode_job(&plain)), Some(plain));
-        assert_eq!(decode_job("not json"), None);
-        assert_eq!(decode_job("{\"d\":\"x\"}"), None);
     }
 
     #[test]

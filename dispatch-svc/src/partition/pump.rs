@@ -8,7 +8,7 @@ use herald_common::time_fmt;
 use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
-use crate::retry::{PUMP, PUMP_BATCH};
+use crate::records::retry_set::{PUMP, PUMP_BATCH};
 
 const PUMP_MAX_SLEEP: Duration = Duration::from_millis(250);
 const PUMP_MIN_SLEEP: Duration = Duration::from_millis(20);

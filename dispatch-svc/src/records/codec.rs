@@ -10,8 +10,8 @@
 
 use herald_common::model::{Job, Millis};
 
+use super::retry_set::encode_job;
 use super::{AttemptRecord, DeliveryRecord, DeliveryStatus};
-use crate::retry::encode_job;
 
 /// Layout version, the first value of every state.
 const VERSION: u8 = 1;

@@ -12,10 +12,10 @@ use std::sync::LazyLock;
 use herald_common::model::Job;
 use redis::Script;
 
+use super::retry_set::{ADD_JOB_LUA, encode_job};
 use super::writer::Write;
 use super::{Entry, Records};
 use crate::error::DispatchError;
-use crate::retry::{ADD_JOB_LUA, encode_job};
 
 /// KEYS: the park list, the partition's parked set, the partition stream.
 /// ARGV: the endpoint id, how many jobs to move. Moves up to that many jobs
