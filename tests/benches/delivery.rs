@@ -13,11 +13,21 @@
 //! every endpoint), publish-to-receipt latency at a light load, dispatcher
 //! memory per live actor, and unicast throughput as the endpoint count grows.
 //! Receipts are counted and deduplicated, so a lost delivery shows.
+//!
+//! With `--cluster` Redis is a three-master Redis Cluster and two
+//! dispatchers share the partitions (`delivery/cluster.rs`); every figure
+//! read from Redis or the dispatcher is then summed over them.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "delivery/cluster.rs"]
+mod cluster;
+#[path = "delivery/machine.rs"]
+mod machine;
 #[path = "delivery/redis_cost.rs"]
 mod redis_cost;
+#[path = "delivery/services.rs"]
+mod services;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
@@ -31,13 +41,16 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
+use cluster::RedisNodes;
 use futures::StreamExt;
 use herald_proto::v1::registry_client::RegistryClient;
 use herald_proto::v1::{
     CreateEndpointRequest, CreateSubscriptionRequest, CreateTenantRequest, EndpointSpec, EventType,
     PublishBatchRequest, PublishRequest,
 };
+use machine::{Cpu, Pids, machine_info, nproc};
 use redis_cost::RedisCost;
+use services::{Guarded, TempDir, log_summary, start_services};
 use tonic::transport::Channel;
 
 const ADMIN_TOKEN: &str = "bench-admin-token";
@@ -73,6 +86,7 @@ struct Args {
     setup_grpc: bool,
     service_env: Vec<(String, String)>,
     keep: bool,
+    cluster: bool,
 }
 
 impl Default for Args {
@@ -102,6 +116,7 @@ impl Default for Args {
             setup_grpc: false,
             service_env: Vec::new(),
             keep: false,
+            cluster: false,
         }
     }
 }
@@ -132,9 +147,13 @@ Herald delivery benchmark. Every count has a default; all are optional.
   --setup rest|grpc           create tenants, endpoints and subscriptions over the admin REST API
                               or straight over gRPC, without starting the gateway (rest)
   --timeout-secs N            longest wait for the deliveries of one scenario (180)
-  --perf FILE                 record the dispatcher with `perf record --call-graph dwarf` into FILE
+  --perf FILE                 record the dispatcher (both with --cluster) with `perf record --call-graph dwarf` into FILE
                               during the unicast scenario (`perf report -i FILE` reads it)
   --service-env KEY=VALUE     extra environment for the three services (repeatable)
+  --cluster                   run against a three-master Redis Cluster on loopback (HERALD_REDIS_CLUSTER_URLS)
+                              with two dispatchers: Redis commands, memory and CPU are summed over the three
+                              masters, dispatcher CPU and settlements over both dispatchers, and the report
+                              shows how many partition streams each master holds
   --keep                      keep the temporary directory (Redis data, service logs)
 ";
 
@@ -152,6 +171,10 @@ fn parse_args() -> Result<Args> {
         }
         if flag == "--keep" {
             args.keep = true;
+            continue;
+        }
+        if flag == "--cluster" {
+            args.cluster = true;
             continue;
         }
         let value = it.next().ok_or_else(|| anyhow!("{flag} needs a value"))?;
@@ -213,336 +236,18 @@ impl Args {
             Some(list) => list.iter().any(|s| s == scenario),
         }
     }
-}
 
-// ---------------------------------------------------------------- processes
-
-/// A child process killed when dropped (also on panic), plus a shell
-/// watchdog that kills it should this benchmark itself be killed.
-struct Guarded {
-    name: &'static str,
-    child: Child,
-    watchdog: Option<Child>,
-}
-
-impl Guarded {
-    fn new(name: &'static str, child: Child) -> Guarded {
-        let script = format!(
-            "while kill -0 {me} 2>/dev/null; do sleep 1; done; kill -9 {it} 2>/dev/null",
-            me = std::process::id(),
-            it = child.id()
-        );
-        let watchdog = Command::new("bash")
-            .arg("-c")
-            .arg(script)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .ok();
-        Guarded { name, child, watchdog }
+    /// The `./deploy/bench.sh` line (in backticks) that measures a figure
+    /// again: `flags` (each with a leading space) after `--cluster` when set.
+    fn command(&self, flags: &str) -> String {
+        let cluster = if self.cluster { " --cluster" } else { "" };
+        format!("`./deploy/bench.sh{cluster}{flags}`")
     }
 
-    fn pid(&self) -> u32 {
-        self.child.id()
+    /// What the services see for `key`: the last `--service-env` for it.
+    fn service_setting(&self, key: &str) -> Option<&str> {
+        self.service_env.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
-
-    fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().ok().flatten()
-    }
-}
-
-impl Drop for Guarded {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some(mut w) = self.watchdog.take() {
-            let _ = w.kill();
-            let _ = w.wait();
-        }
-    }
-}
-
-/// Removes the temporary directory unless `--keep`.
-struct TempDir {
-    path: PathBuf,
-    keep: bool,
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if !self.keep {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
-    }
-}
-
-struct Services {
-    registry: Guarded,
-    dispatch: Guarded,
-    /// Not started with `--setup grpc`: nothing on the delivery path goes through it.
-    gateway: Option<Guarded>,
-    gateway_url: String,
-    registry_url: String,
-    dispatch_admin_url: String,
-    logs: PathBuf,
-}
-
-impl Services {
-    fn all_mut(&mut self) -> Vec<&mut Guarded> {
-        let mut all = vec![&mut self.registry, &mut self.dispatch];
-        all.extend(self.gateway.as_mut());
-        all
-    }
-}
-
-fn addr() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], herald_tests::free_port()))
-}
-
-fn spawn_service(name: &'static str, env: &[(String, String)], logs: &Path) -> Result<Guarded> {
-    let binary = herald_tests::binary(name);
-    let log = std::fs::File::create(logs.join(format!("{name}.log")))?;
-    let child = Command::new(&binary)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .with_context(|| format!("starting {}", binary.display()))?;
-    Ok(Guarded::new(name, child))
-}
-
-async fn start_services(redis_url: &str, args: &Args, dir: &Path) -> Result<Services> {
-    let (registry, registry_admin, dispatch, dispatch_admin, gateway) = (addr(), addr(), addr(), addr(), addr());
-    let mut env: Vec<(String, String)> = vec![
-        ("HERALD_REDIS_URL".into(), redis_url.into()),
-        ("HERALD_SECRET_KEY".into(), herald_tests::SECRET_KEY.into()),
-        ("HERALD_ADMIN_TOKEN".into(), ADMIN_TOKEN.into()),
-        ("HERALD_ALLOW_PRIVATE_NETWORKS".into(), "true".into()),
-        ("HERALD_ALLOW_HTTP".into(), "true".into()),
-        ("HERALD_REGISTRY_LISTEN".into(), registry.to_string()),
-        ("HERALD_REGISTRY_ADMIN_LISTEN".into(), registry_admin.to_string()),
-        ("HERALD_DISPATCH_LISTEN".into(), dispatch.to_string()),
-        ("HERALD_DISPATCH_ADMIN_LISTEN".into(), dispatch_admin.to_string()),
-        ("HERALD_GATEWAY_LISTEN".into(), gateway.to_string()),
-        ("HERALD_REGISTRY_URL".into(), format!("http://{registry}")),
-        ("HERALD_DISPATCH_URL".into(), format!("http://{dispatch}")),
-        ("RUST_LOG".into(), "warn".into()),
-    ];
-    env.extend(args.service_env.iter().cloned());
-    let logs = dir.join("logs");
-    std::fs::create_dir_all(&logs)?;
-    let mut services = Services {
-        registry: spawn_service("herald-registry", &env, &logs)?,
-        dispatch: spawn_service("herald-dispatch", &env, &logs)?,
-        gateway: if args.setup_grpc { None } else { Some(spawn_service("herald-gateway", &env, &logs)?) },
-        gateway_url: format!("http://{gateway}"),
-        registry_url: format!("http://{registry}"),
-        dispatch_admin_url: format!("http://{dispatch_admin}"),
-        logs: logs.clone(),
-    };
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut ready = vec![format!("http://{registry_admin}/readyz"), format!("http://{dispatch_admin}/readyz")];
-    if services.gateway.is_some() {
-        ready.push(format!("http://{gateway}/readyz"));
-    }
-    for url in ready {
-        loop {
-            for service in services.all_mut() {
-                if let Some(status) = service.exited() {
-                    bail!(
-                        "{} exited during start-up ({status}); see its log:\n{}",
-                        service.name,
-                        tail_log(&logs, service.name)
-                    );
-                }
-            }
-            match http.get(&url).send().await {
-                Ok(r) if r.status().is_success() => break,
-                _ if Instant::now() > deadline => bail!("{url} never became ready"),
-                _ => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    }
-    Ok(services)
-}
-
-fn tail_log(logs: &Path, name: &str) -> String {
-    let text = std::fs::read_to_string(logs.join(format!("{name}.log"))).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(20)..].join("\n")
-}
-
-/// Warnings and errors the services logged, counted per service.
-fn log_summary(logs: &Path) -> String {
-    let mut out = String::new();
-    for name in ["herald-registry", "herald-dispatch", "herald-gateway"] {
-        let text = std::fs::read_to_string(logs.join(format!("{name}.log"))).unwrap_or_default();
-        let mut warn = 0usize;
-        let mut error = 0usize;
-        let mut samples: Vec<String> = Vec::new();
-        for line in text.lines() {
-            let upper = line.to_ascii_uppercase();
-            let is_error =
-                upper.contains("\"LEVEL\":\"ERROR\"") || upper.contains(" ERROR ") || upper.contains("PANICKED");
-            let is_warn = upper.contains("\"LEVEL\":\"WARN\"") || upper.contains(" WARN ");
-            if is_error {
-                error += 1;
-            } else if is_warn {
-                warn += 1;
-            } else {
-                continue;
-            }
-            let sample: String = line.chars().take(300).collect();
-            if samples.len() < 3 && !samples.contains(&sample) {
-                samples.push(sample);
-            }
-        }
-        let _ = writeln!(out, "- {name}: {error} error and {warn} warning lines");
-        for s in samples {
-            let _ = writeln!(out, "    {s}");
-        }
-    }
-    out
-}
-
-// ---------------------------------------------------------------- /proc
-
-fn vm_rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok())
-}
-
-static CLK_TCK: OnceLock<f64> = OnceLock::new();
-
-fn clk_tck() -> f64 {
-    *CLK_TCK.get_or_init(|| {
-        Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(100.0)
-    })
-}
-
-/// User + system CPU seconds a process has used so far.
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / clk_tck())
-}
-
-#[derive(Clone, Copy)]
-struct Pids {
-    registry: u32,
-    dispatch: u32,
-    gateway: u32,
-    redis: Option<u32>,
-    bench: u32,
-}
-
-/// CPU seconds every process on the machine has used so far (`/proc/stat`).
-fn machine_busy_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else { return 0.0 };
-    let ticks: Vec<f64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
-    // user nice system idle iowait irq softirq steal: all but idle and iowait.
-    let busy: f64 = ticks.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, t)| t).sum();
-    busy / clk_tck()
-}
-
-#[derive(Clone, Copy, Default)]
-struct Cpu {
-    /// Everything else on the machine: anything but noise here skews the figures.
-    other: f64,
-    registry: f64,
-    dispatch: f64,
-    gateway: f64,
-    redis: f64,
-    bench: f64,
-    wall: f64,
-}
-
-impl Pids {
-    fn sample(&self, at: Instant) -> (Instant, Cpu) {
-        let c = |pid: u32| cpu_seconds(pid).unwrap_or(0.0);
-        (
-            at,
-            Cpu {
-                registry: c(self.registry),
-                dispatch: c(self.dispatch),
-                gateway: c(self.gateway),
-                redis: self.redis.map(c).unwrap_or(0.0),
-                bench: c(self.bench),
-                other: machine_busy_seconds(),
-                wall: 0.0,
-            },
-        )
-    }
-
-    fn since(&self, (at, before): (Instant, Cpu)) -> Cpu {
-        let (now, after) = self.sample(Instant::now());
-        Cpu {
-            registry: after.registry - before.registry,
-            dispatch: after.dispatch - before.dispatch,
-            gateway: after.gateway - before.gateway,
-            redis: after.redis - before.redis,
-            bench: after.bench - before.bench,
-            other: {
-                let ours = after.registry + after.dispatch + after.gateway + after.redis + after.bench
-                    - (before.registry + before.dispatch + before.gateway + before.redis + before.bench);
-                (after.other - before.other - ours).max(0.0)
-            },
-            wall: (now - at).as_secs_f64(),
-        }
-    }
-}
-
-fn nproc() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-}
-
-fn machine_info() -> String {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, m)| m.trim().to_owned()))
-        .unwrap_or_else(|| "unknown".to_owned());
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let mem_kib: u64 = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0);
-    let nproc = nproc();
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let version = |cmd: &str, arg: &str| {
-        Command::new(cmd)
-            .arg(arg)
-            .output()
-            .ok()
-            .map(|o| {
-                let text = if o.stdout.is_empty() { o.stderr } else { o.stdout };
-                String::from_utf8_lossy(&text).lines().next().unwrap_or("").to_owned()
-            })
-            .unwrap_or_else(|| "missing".to_owned())
-    };
-    format!(
-        "- CPU: {model}, nproc {nproc}\n- memory: {:.1} GiB\n- kernel: {}\n- {}\n- {}\n",
-        mem_kib as f64 / 1024.0 / 1024.0,
-        kernel.trim(),
-        version("redis-server", "--version"),
-        version("wrk", "--version"),
-    )
 }
 
 // ---------------------------------------------------------------- receiver
@@ -798,9 +503,11 @@ struct Bench {
     receiver: SocketAddr,
     sink: Arc<Sink>,
     pids: Pids,
-    dispatch_admin_url: String,
-    /// Reads Redis's own counters around each scenario.
-    redis: redis::aio::MultiplexedConnection,
+    /// Every dispatcher's admin URL, the first one's first.
+    dispatch_admin_urls: Vec<String>,
+    /// Reads Redis's own counters around each scenario: one connection per
+    /// server (per master on a cluster).
+    redis: Vec<redis::aio::MultiplexedConnection>,
     next_fleet: u16,
     next_seq: u64,
     lost: Vec<String>,
@@ -871,7 +578,7 @@ impl Bench {
             seqs.clone().map(|s| self.event(fleet, (s - seqs.start) as usize % fleet.n.max(1), s)).collect();
         let batches: Vec<Vec<PublishRequest>> = requests.chunks(self.args.batch).map(<[_]>::to_vec).collect();
         let http = self.admin.http.clone();
-        let settled_before = redis_cost::settled_attempts(&http, &self.dispatch_admin_url).await;
+        let settled_before = redis_cost::settled_attempts(&http, &self.dispatch_admin_urls).await;
         let redis_before = redis_cost::read(&mut self.redis).await?;
         let cpu = self.pids.sample(Instant::now());
         let started = Instant::now();
@@ -904,7 +611,7 @@ impl Bench {
         }
         let arrivals = self.wait(fleet.id, seqs.clone(), raw_before, expected, label).await;
         let cpu = self.pids.since(cpu);
-        redis_cost::wait_settled(&http, &self.dispatch_admin_url, settled_before, expected, Duration::from_secs(30))
+        redis_cost::wait_settled(&http, &self.dispatch_admin_urls, settled_before, expected, Duration::from_secs(30))
             .await;
         let redis_after = redis_cost::read(&mut self.redis).await?;
         let unique: HashSet<(u32, u64)> = arrivals.iter().map(|a| (a.endpoint, a.seq)).collect();
@@ -1131,24 +838,27 @@ fn redis_line(label: &str, run: &Run, payload_bytes: usize) -> String {
     )
 }
 
-/// The dispatcher's metrics whose name mentions actors, summed per name,
-/// and the live-actor gauge among them when there is one.
-async fn actor_metrics(http: &reqwest::Client, url: &str) -> (String, Option<f64>) {
-    let Ok(r) = http.get(format!("{url}/metrics")).send().await else {
-        return ("metrics unavailable".to_owned(), None);
-    };
-    let text = r.text().await.unwrap_or_default();
+/// The dispatchers' metrics whose name mentions actors, summed per name
+/// over every dispatcher, and the live-actor gauge among them when there
+/// is one.
+async fn actor_metrics(http: &reqwest::Client, urls: &[String]) -> (String, Option<f64>) {
     let mut sums: Vec<(String, f64)> = Vec::new();
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((name_labels, value)) = line.rsplit_once(' ') else { continue };
-        let name = name_labels.split('{').next().unwrap_or(name_labels);
-        if !name.contains("actor") {
-            continue;
-        }
-        let Ok(v) = value.parse::<f64>() else { continue };
-        match sums.iter_mut().find(|(n, _)| n == name) {
-            Some((_, total)) => *total += v,
-            None => sums.push((name.to_owned(), v)),
+    for url in urls {
+        let Ok(r) = http.get(format!("{url}/metrics")).send().await else {
+            return ("metrics unavailable".to_owned(), None);
+        };
+        let text = r.text().await.unwrap_or_default();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let Some((name_labels, value)) = line.rsplit_once(' ') else { continue };
+            let name = name_labels.split('{').next().unwrap_or(name_labels);
+            if !name.contains("actor") {
+                continue;
+            }
+            let Ok(v) = value.parse::<f64>() else { continue };
+            match sums.iter_mut().find(|(n, _)| n == name) {
+                Some((_, total)) => *total += v,
+                None => sums.push((name.to_owned(), v)),
+            }
         }
     }
     if sums.is_empty() {
@@ -1179,28 +889,41 @@ async fn run(args: Args) -> Result<()> {
     let dir =
         TempDir { path: std::env::temp_dir().join(format!("herald-bench-{}", std::process::id())), keep: args.keep };
     std::fs::create_dir_all(&dir.path)?;
-    let redis_port = herald_tests::free_port();
     let redis_dir = dir.path.join("redis");
-    let redis_child = herald_tests::spawn_redis(redis_port, &redis_dir, &["--appendfsync", "everysec"]);
-    let redis = Guarded::new("redis-server", redis_child);
-    let redis_url = format!("redis://127.0.0.1:{redis_port}");
-    herald_tests::wait_for_redis(&redis_url, Duration::from_secs(10));
-    let redis_pid = redis_server_pid(&redis_url);
+    let (redis, dispatchers, mut setup) = if args.cluster {
+        (RedisNodes::cluster(&redis_dir), cluster::CLUSTER_DISPATCHERS, cluster::CLUSTER_SETUP.to_owned())
+    } else {
+        (RedisNodes::single(&redis_dir), 1, cluster::SINGLE_SETUP.to_owned())
+    };
+    let prefix = args.service_setting("HERALD_REDIS_PREFIX").unwrap_or("herald").to_owned();
+    let partitions = args.service_setting("HERALD_PARTITIONS").and_then(|p| p.parse().ok()).unwrap_or(16);
 
     let sink = Arc::new(Sink::new());
     let receiver = start_receiver(sink.clone()).await?;
-    let mut services = start_services(&redis_url, &args, &dir.path).await?;
+    let mut services = start_services(redis.service_env(), dispatchers, &args, &dir.path).await?;
     let pids = Pids {
         registry: services.registry.pid(),
-        dispatch: services.dispatch.pid(),
+        dispatch: services.dispatchers.iter().map(Guarded::pid).collect(),
         gateway: services.gateway.as_ref().map_or(0, Guarded::pid),
-        redis: redis_pid,
+        redis: redis.pids.clone(),
         bench: std::process::id(),
     };
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).pool_max_idle_per_host(256).build()?;
     let channel = tonic::transport::Endpoint::from_shared(services.registry_url.clone())?.connect().await?;
     let registry = RegistryClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20);
-    let redis_conn = redis::Client::open(redis_url.as_str())?.get_multiplexed_async_connection().await?;
+    let redis_conns = redis.connections().await?;
+    if args.cluster {
+        let started = Instant::now();
+        let owned =
+            cluster::wait_balanced(&http, &services.dispatch_admin_urls, partitions, Duration::from_secs(60)).await;
+        let owned: Vec<String> = owned.iter().map(u64::to_string).collect();
+        let _ = write!(
+            setup,
+            "; partitions owned per dispatcher when the scenarios began: {} of {partitions} (waited {:.1}s for a fair share)",
+            owned.join(" + "),
+            started.elapsed().as_secs_f64()
+        );
+    }
     let mut bench = Bench {
         args: args.clone(),
         admin: Admin {
@@ -1212,8 +935,8 @@ async fn run(args: Args) -> Result<()> {
         receiver,
         sink: sink.clone(),
         pids,
-        dispatch_admin_url: services.dispatch_admin_url.clone(),
-        redis: redis_conn,
+        dispatch_admin_urls: services.dispatch_admin_urls.clone(),
+        redis: redis_conns,
         next_fleet: 0,
         next_seq: 1,
         lost: Vec::new(),
@@ -1226,7 +949,13 @@ async fn run(args: Args) -> Result<()> {
             crashed.push(format!("{} exited during the run ({status})", service.name));
         }
     }
-    let logs = log_summary(&services.logs);
+    let logs = log_summary(&services.logs, &services.names());
+    // Read while the services and Redis still run.
+    let spread = if outcome.is_ok() {
+        redis.spread(&prefix, partitions).await.unwrap_or_else(|e| Some(format!("not read: {e:#}\n")))
+    } else {
+        None
+    };
     drop(services);
     drop(redis);
     let report = match outcome {
@@ -1240,9 +969,12 @@ async fn run(args: Args) -> Result<()> {
         }
     };
 
-    println!("\n## Machine\n\n{}", machine_info());
+    println!("\n## Machine\n\n{}", machine_info(&setup));
     println!("## Figures\n");
     println!("{report}");
+    if let Some(spread) = spread {
+        println!("## Partition streams per master\n\n{spread}");
+    }
     println!("## Delivery accounting\n");
     if bench.lost.is_empty() && crashed.is_empty() {
         println!("Every expected delivery arrived (receipts deduplicated by endpoint and event).");
@@ -1261,21 +993,16 @@ async fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-fn redis_server_pid(url: &str) -> Option<u32> {
-    let client = redis::Client::open(url).ok()?;
-    let mut conn = client.get_connection().ok()?;
-    let info: String = redis::cmd("INFO").arg("server").query(&mut conn).ok()?;
-    info.lines().find_map(|l| l.strip_prefix("process_id:")).and_then(|v| v.trim().parse().ok())
-}
-
 /// Stops a `perf record` when dropped, so its data file is complete.
 struct Perf(Option<Child>);
 
 impl Perf {
-    fn start(file: Option<&PathBuf>, pid: u32) -> Perf {
+    /// Records `pids` (every dispatcher) into `file`, if given.
+    fn start(file: Option<&PathBuf>, pids: &[u32]) -> Perf {
         let Some(file) = file else { return Perf(None) };
+        let pids = pids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
         let child = Command::new("perf")
-            .args(["record", "--call-graph", "dwarf,16384", "-F", "499", "-p", &pid.to_string(), "-o"])
+            .args(["record", "--call-graph", "dwarf,16384", "-F", "499", "-p", &pids, "-o"])
             .arg(file)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -1327,7 +1054,7 @@ async fn scenarios(bench: &mut Bench, args: &Args, dir: &Path) -> Result<String>
             command: "(part of every scenario)".into(),
         });
         if args.runs("unicast") {
-            let perf = Perf::start(args.perf.as_ref(), bench.pids.dispatch);
+            let perf = Perf::start(args.perf.as_ref(), &bench.pids.dispatch);
             let run =
                 bench.publish_and_wait(&fleet, args.unicast_events, args.unicast_events as u64, "unicast").await?;
             drop(perf);
@@ -1362,8 +1089,11 @@ async fn scenarios(bench: &mut Bench, args: &Args, dir: &Path) -> Result<String>
             ratio: if limit.is_some() { "1.000".into() } else { "—".into() },
             target: "—".into(),
             command: format!(
-                "`./deploy/bench.sh` (wrk flags: --wrk-threads {} --wrk-connections {} --wrk-secs {})",
-                args.wrk_threads, args.wrk_connections, args.wrk_secs
+                "{} (wrk flags: --wrk-threads {} --wrk-connections {} --wrk-secs {})",
+                args.command(""),
+                args.wrk_threads,
+                args.wrk_connections,
+                args.wrk_secs
             ),
         },
     );
@@ -1378,10 +1108,10 @@ async fn scenarios(bench: &mut Bench, args: &Args, dir: &Path) -> Result<String>
             value: format!("{} deliveries/s{}", thousands(run.rate()), status(run)),
             ratio: ratio(run.rate(), limit),
             target: ">= 0.25 (stretch 0.5)".into(),
-            command: format!(
-                "`./deploy/bench.sh --only unicast --unicast-endpoints {} --unicast-events {}{routing_flag}`",
+            command: args.command(&format!(
+                " --only unicast --unicast-endpoints {} --unicast-events {}{routing_flag}",
                 fleet.n, run.expected
-            ),
+            )),
         });
     }
 
@@ -1402,10 +1132,10 @@ async fn scenarios(bench: &mut Bench, args: &Args, dir: &Path) -> Result<String>
             value: format!("{} deliveries/s{}{vs_unicast}", thousands(run.rate()), status(&run)),
             ratio: ratio(run.rate(), limit),
             target: ">= unicast".into(),
-            command: format!(
-                "`./deploy/bench.sh --only fanout --fanout-endpoints {} --fanout-events {}`",
+            command: args.command(&format!(
+                " --only fanout --fanout-endpoints {} --fanout-events {}",
                 fleet.n, args.fanout_events
-            ),
+            )),
         });
         fanout = Some(run);
     }
@@ -1450,11 +1180,11 @@ async fn scenarios(bench: &mut Bench, args: &Args, dir: &Path) -> Result<String>
                 ),
                 ratio: ratio(run.rate(), limit),
                 target: "flat from 100 to 10,000".into(),
-                command: format!(
-                    "`./deploy/bench.sh --only growth --growth {} --growth-events {}{routing_flag}`",
+                command: args.command(&format!(
+                    " --only growth --growth {} --growth-events {}{routing_flag}",
                     args.growth.iter().map(usize::to_string).collect::<Vec<_>>().join(","),
                     args.growth_events
-                ),
+                )),
             });
         }
     }
@@ -1472,6 +1202,11 @@ async fn scenarios(bench: &mut Bench, args: &Args, dir: &Path) -> Result<String>
     }
     out.push_str("\nCPU seconds each process used during each scenario (first publish to last receipt), in brackets CPU µs per delivery. \
 The last column is every other process on the machine: more than a few percent there skews the figures.\n\n");
+    if args.cluster {
+        out.push_str(
+            "With `--cluster`, dispatch is both dispatchers together and redis the three masters together.\n\n",
+        );
+    }
     out.push_str("| scenario | wall s | dispatch | registry | redis | gateway | bench (publisher + receiver) | rest of the machine |\n|---|---|---|---|---|---|---|---|\n");
     for line in cpu_rows {
         out.push_str(&line);
@@ -1482,6 +1217,11 @@ The last column is every other process on the machine: more than a few percent t
 and after the dispatcher counted every settlement), per delivery: commands by name, and memory still held for the \
 retention (delivery records, indexes, stored events).\n\n",
     );
+    if args.cluster {
+        out.push_str(
+            "With `--cluster`, both are summed over the three masters, and settlements over both dispatchers.\n\n",
+        );
+    }
     out.push_str("| scenario | Redis commands per delivery | Redis memory per retained delivery |\n|---|---|---|\n");
     for line in redis_rows {
         out.push_str(&line);
@@ -1567,10 +1307,10 @@ async fn latency(bench: &mut Bench, fleet: &Fleet, args: &Args) -> Result<Row> {
         ),
         ratio: "—".into(),
         target: "p99 <= 10 ms".into(),
-        command: format!(
-            "`./deploy/bench.sh --only latency --latency-rate {} --latency-secs {}`",
+        command: args.command(&format!(
+            " --only latency --latency-rate {} --latency-secs {}",
             args.latency_rate, args.latency_secs
-        ),
+        )),
     })
 }
 
@@ -1580,16 +1320,16 @@ async fn memory(bench: &mut Bench, args: &Args) -> Result<(Row, String)> {
     // registry would match every event against all N filters, and this
     // scenario is about the dispatcher.
     let fleet = bench.fleet(n, Routing::Types).await?;
-    let pid = bench.pids.dispatch;
+    let pids = bench.pids.clone();
     let http = bench.admin.http.clone();
     // Let whatever the creation stirred up in the dispatcher settle first.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let before = vm_rss_kib(pid).unwrap_or(0);
-    let (actors_before, _) = actor_metrics(&http, &bench.dispatch_admin_url).await;
+    let before = pids.dispatch_rss_kib();
+    let (actors_before, _) = actor_metrics(&http, &bench.dispatch_admin_urls).await;
     let run = bench.publish_and_wait(&fleet, n, n as u64, "memory").await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let live = vm_rss_kib(pid).unwrap_or(0);
-    let (actors_live, _) = actor_metrics(&http, &bench.dispatch_admin_url).await;
+    let live = pids.dispatch_rss_kib();
+    let (actors_live, _) = actor_metrics(&http, &bench.dispatch_admin_urls).await;
     let per_actor = (live.saturating_sub(before) * 1024) as f64 / n.max(1) as f64;
 
     // Watch the dispatcher while the actors sit idle. An idle timeout shows
@@ -1602,8 +1342,8 @@ async fn memory(bench: &mut Bench, args: &Args) -> Result<(Row, String)> {
     let mut last_gauge = None;
     while watch_started.elapsed() < Duration::from_secs(args.idle_wait_secs) {
         tokio::time::sleep(Duration::from_secs(10).min(Duration::from_secs(args.idle_wait_secs.max(1)))).await;
-        idle = vm_rss_kib(pid).unwrap_or(0);
-        let (_, gauge) = actor_metrics(&http, &bench.dispatch_admin_url).await;
+        idle = pids.dispatch_rss_kib();
+        let (_, gauge) = actor_metrics(&http, &bench.dispatch_admin_urls).await;
         let secs = watch_started.elapsed().as_secs();
         // Only the changes are worth printing.
         if last_gauge != Some(gauge) {
@@ -1621,14 +1361,16 @@ async fn memory(bench: &mut Bench, args: &Args) -> Result<(Row, String)> {
             break;
         }
     }
-    let (actors_idle, _) = actor_metrics(&http, &bench.dispatch_admin_url).await;
+    let (actors_idle, _) = actor_metrics(&http, &bench.dispatch_admin_urls).await;
     let watched = watch_started.elapsed().as_secs();
     let idle_note = match stopped_after {
         Some(secs) => format!("the dispatcher stopped the idle actors within {secs}s"),
         None => format!("the idle actors were still live after {watched}s"),
     };
+    // With `--cluster` the figures are both dispatchers' together.
+    let summed = if pids.dispatch.len() > 1 { " (both dispatchers summed)" } else { "" };
     let note = format!(
-        "memory: dispatcher RSS {} KiB before, {} KiB with {n} live actors, {} KiB after {watched}s idle; \
+        "memory: dispatcher RSS{summed} {} KiB before, {} KiB with {n} live actors, {} KiB after {watched}s idle; \
          {idle_note}; actor metrics before: {actors_before}; live: {actors_live}; after idle: {actors_idle}; \
          while idle: {}",
         thousands(before as f64),
@@ -1637,7 +1379,7 @@ async fn memory(bench: &mut Bench, args: &Args) -> Result<(Row, String)> {
         samples.join("; ")
     );
     let row = Row {
-        figure: format!("dispatcher memory: {n} endpoints with one delivery each (VmRSS)"),
+        figure: format!("dispatcher memory{summed}: {n} endpoints with one delivery each (VmRSS)"),
         value: format!(
             "{} B per live actor ({} → {} MiB; {} MiB after {watched}s idle: {idle_note}){}",
             thousands(per_actor),
@@ -1648,7 +1390,7 @@ async fn memory(bench: &mut Bench, args: &Args) -> Result<(Row, String)> {
         ),
         ratio: "—".into(),
         target: "<= 2 KiB per idle actor".into(),
-        command: format!("`./deploy/bench.sh --only memory --memory-endpoints {n}`"),
+        command: args.command(&format!(" --only memory --memory-endpoints {n}")),
     };
     Ok((row, note))
 }

@@ -166,12 +166,30 @@ pub fn private_redis_cluster() -> Vec<(String, (u16, u16))> {
 
 fn start_cluster() -> TestCluster {
     let dir = std::env::temp_dir().join(format!("herald-test-cluster-{}-{}", std::process::id(), free_port()));
+    let cluster = spawn_redis_cluster(&dir, &[]);
+    TestCluster { urls: cluster.nodes.into_iter().map(|(url, _)| url).collect(), _children: cluster.servers, _dir: dir }
+}
+
+/// A Redis Cluster's masters, as [`spawn_redis_cluster`] started them.
+pub struct ClusterServers {
+    /// Each node's URL and the slots it serves.
+    pub nodes: Vec<(String, (u16, u16))>,
+    /// The node processes, in the order of `nodes`.
+    pub servers: Vec<Child>,
+}
+
+/// Starts a Redis Cluster of three masters on loopback (no replicas), each
+/// node's data in a directory under `dir` and `extra` passed to every
+/// `redis-server`, and waits until every node sees the cluster formed.
+/// Each node runs under the watchdog of [`spawn_redis`].
+pub fn spawn_redis_cluster(dir: &std::path::Path, extra: &[&str]) -> ClusterServers {
     let mut children = Vec::new();
     let mut nodes = Vec::new();
     for i in 0..CLUSTER_SLOTS.len() {
         let (port, bus) = (free_port(), free_port());
         let bus_arg = bus.to_string();
-        let args = ["--cluster-enabled", "yes", "--cluster-port", &bus_arg, "--cluster-node-timeout", "2000"];
+        let mut args = vec!["--cluster-enabled", "yes", "--cluster-port", &bus_arg, "--cluster-node-timeout", "2000"];
+        args.extend_from_slice(extra);
         children.push(spawn_redis(port, &dir.join(format!("node{i}")), &args));
         let url = format!("redis://127.0.0.1:{port}");
         wait_for_redis(&url, Duration::from_secs(10));
@@ -197,7 +215,7 @@ fn start_cluster() -> TestCluster {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-    TestCluster { urls: nodes.into_iter().map(|(url, _, _)| url).collect(), _children: children, _dir: dir }
+    ClusterServers { nodes: nodes.into_iter().map(|(url, _, _)| url).zip(CLUSTER_SLOTS).collect(), servers: children }
 }
 
 /// Every key matching `pattern` (a `SCAN MATCH` glob), on the node `conn`

@@ -3,6 +3,8 @@
 //! dispatcher has stored every outcome, so the figures are per settled
 //! delivery and include everything amortized over them (reads, leases,
 //! claims, health writes). The benchmark's own `INFO` calls are left out.
+//! On a cluster every figure is the sum over its masters, and settlement is
+//! counted over every dispatcher.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -17,10 +19,25 @@ pub struct RedisReading {
     used_memory: u64,
 }
 
-pub async fn read(conn: &mut MultiplexedConnection) -> Result<RedisReading> {
+/// One reading summed over `nodes` (one connection per server).
+pub async fn read(nodes: &mut [MultiplexedConnection]) -> Result<RedisReading> {
+    let mut sum = RedisReading::default();
+    for conn in nodes {
+        let stats: String = redis::cmd("INFO").arg("commandstats").query_async(conn).await?;
+        let memory: String = redis::cmd("INFO").arg("memory").query_async(conn).await?;
+        for (name, calls) in parse_commandstats(&stats) {
+            *sum.calls.entry(name).or_insert(0) += calls;
+        }
+        sum.used_memory += info_field(&memory, "used_memory").unwrap_or(0);
+    }
+    Ok(sum)
+}
+
+/// Every command a server has run since it started, its benchmark's
+/// `INFO` calls left out.
+pub async fn total_calls(conn: &mut MultiplexedConnection) -> Result<u64> {
     let stats: String = redis::cmd("INFO").arg("commandstats").query_async(conn).await?;
-    let memory: String = redis::cmd("INFO").arg("memory").query_async(conn).await?;
-    Ok(RedisReading { calls: parse_commandstats(&stats), used_memory: info_field(&memory, "used_memory").unwrap_or(0) })
+    Ok(parse_commandstats(&stats).values().sum())
 }
 
 /// `cmdstat_xack:calls=12,usec=…` → `xack` → 12. Subcommands (`xinfo|groups`) keep their name.
@@ -81,13 +98,19 @@ impl RedisCost {
     }
 }
 
-/// Waits until the dispatcher has counted `expected` more settled attempts
-/// than `before` (its `herald_deliveries_total`), so the outcome writes are
-/// in the reading; at most `limit`.
-pub async fn wait_settled(http: &reqwest::Client, dispatch_admin: &str, before: f64, expected: u64, limit: Duration) {
+/// Waits until the dispatchers together have counted `expected` more
+/// settled attempts than `before` (their `herald_deliveries_total`), so the
+/// outcome writes are in the reading; at most `limit`.
+pub async fn wait_settled(
+    http: &reqwest::Client,
+    dispatch_admins: &[String],
+    before: f64,
+    expected: u64,
+    limit: Duration,
+) {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
-        if settled_attempts(http, dispatch_admin).await - before >= expected as f64 {
+        if settled_attempts(http, dispatch_admins).await - before >= expected as f64 {
             // Settlements are acknowledged in the same step; a beat for the
             // last index trims that follow them.
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -95,15 +118,21 @@ pub async fn wait_settled(http: &reqwest::Client, dispatch_admin: &str, before: 
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    eprintln!("the dispatcher had not counted every settlement after {}s", limit.as_secs());
+    eprintln!("the dispatchers had not counted every settlement after {}s", limit.as_secs());
 }
 
-/// The dispatcher's `herald_deliveries_total`, all outcomes.
-pub async fn settled_attempts(http: &reqwest::Client, dispatch_admin: &str) -> f64 {
-    let Ok(answer) = http.get(format!("{dispatch_admin}/metrics")).send().await else { return 0.0 };
-    let text = answer.text().await.unwrap_or_default();
-    text.lines()
-        .filter(|l| l.starts_with("herald_deliveries_total"))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
+/// `herald_deliveries_total`, all outcomes, summed over the dispatchers (a
+/// dispatcher that does not answer counts 0).
+pub async fn settled_attempts(http: &reqwest::Client, dispatch_admins: &[String]) -> f64 {
+    let mut total = 0.0;
+    for admin in dispatch_admins {
+        let Ok(answer) = http.get(format!("{admin}/metrics")).send().await else { continue };
+        let text = answer.text().await.unwrap_or_default();
+        total += text
+            .lines()
+            .filter(|l| l.starts_with("herald_deliveries_total"))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum::<f64>();
+    }
+    total
 }
