@@ -8,7 +8,8 @@
 //! endpoint URL policy and SSRF address classifier ([`url_policy`]), logging
 //! and tracing ([`telemetry`]), the `/healthz` `/readyz` `/metrics`
 //! surface every process serves ([`admin`]), the header a stored event
-//! starts with ([`event_header`]), the request metrics of the
+//! starts with ([`event_header`]), the operational event types
+//! ([`operational`]), the request metrics of the
 //! gRPC servers ([`grpc_metrics`]), and the origin webhooks announce ([`origin`]).
 
 pub mod admin;
@@ -23,6 +24,7 @@ pub mod grpc_metrics;
 pub mod ids;
 pub mod keys;
 pub mod model;
+pub mod operational;
 pub mod origin;
 pub mod redis_conn;
 pub mod retry_schedule;

@@ -34,6 +34,7 @@ use crate::Shared;
 use crate::attempt::{AttemptOutcome, PreparedEndpoint, Verdict};
 use crate::health::Health;
 use crate::oauth::TokenCache;
+use crate::operational;
 use crate::partition::LiveGuard;
 use crate::records::{AttemptRecord, DeliveryStatus, Entry, HealthRecord, Settlement};
 use crate::render::LoadedEvent;
@@ -196,7 +197,21 @@ async fn deliver_in_span(shared: Arc<Shared>, target: Arc<Target>, mut batch: Ve
             if s.retry.is_some() || s.held.is_some() {
                 metrics::counter!("herald_retries_scheduled_total").increment(1);
             }
+            if let (DeliveryStatus::Failed, Some(last)) = (s.status, &s.attempt) {
+                let failed = operational::FailedDelivery {
+                    tenant: &s.job.tenant,
+                    delivery_id: &s.job.delivery_id,
+                    endpoint_id: &s.job.endpoint_id,
+                    event_id: &s.job.event_id,
+                    event_type: s.event_type.unwrap_or_default(),
+                    last,
+                };
+                operational::delivery_failed(&shared, &failed);
+            }
         }
+    }
+    if let Some(error) = &recorded.token_failed {
+        operational::token_failed(&shared, target.prepared.tenant(), target.prepared.id(), error);
     }
     let keep: Vec<bool> = settlements.iter().map(|s| s.held.is_some()).collect();
     drop(settlements);

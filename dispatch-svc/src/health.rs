@@ -85,6 +85,9 @@ pub struct Recorded {
     pub persist: bool,
     /// The endpoint has failed for longer than allowed: disable it.
     pub disable: bool,
+    /// The token endpoint started failing with this error, or with another
+    /// than before (`herald.endpoint.token_failed`, once per change).
+    pub token_failed: Option<String>,
 }
 
 /// A healthy endpoint's stored record changes only in `lastSuccessAt` and
@@ -165,7 +168,9 @@ impl Health {
         state.in_flight = state.in_flight.saturating_sub(1);
         state.probing = false;
         let was_clean = state.consecutive_failures == 0 && state.open_until.is_none();
-        let mut persist = !delivered || !was_clean || state.token_error != token_error;
+        let token_changed = state.token_error != token_error;
+        let mut persist = !delivered || !was_clean || token_changed;
+        let token_failed = if token_changed { token_error.clone() } else { None };
         state.token_error = token_error;
         let mut disable = false;
         if delivered {
@@ -201,7 +206,7 @@ impl Health {
             state.quiet_persisted_at = None;
         }
         track(&mut state);
-        Recorded { snapshot: snapshot(&state, now, now_ms), persist, disable }
+        Recorded { snapshot: snapshot(&state, now, now_ms), persist, disable, token_failed }
     }
 
     /// Forgets an admitted attempt that never ran.

@@ -45,6 +45,7 @@ pub mod http_client;
 pub mod lifecycle;
 pub mod oauth;
 pub mod observe;
+pub mod operational;
 pub mod partition;
 pub mod records;
 pub mod registry_client;

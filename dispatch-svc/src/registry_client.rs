@@ -1,15 +1,16 @@
 //! The dispatcher's calls to `herald.v1.Registry`.
 //!
 //! Only the registry writes endpoint records, so disabling an endpoint (on
-//! `410 Gone`, or after failing for too long) is a `DisableEndpoint` call;
+//! `410 Gone`, or after failing for too long) is a `DisableEndpoint` call,
+//! and operational events are published through it like any event;
 //! the registry then announces the change and every dispatcher's actor for
 //! the endpoint stops delivering. The channel connects lazily and
 //! reconnects by itself, so a registry that restarts needs nothing here.
 
 use std::time::Duration;
 
-use herald_proto::v1::DisableEndpointRequest;
 use herald_proto::v1::registry_client::RegistryClient as Rpc;
+use herald_proto::v1::{DisableEndpointRequest, PublishRequest};
 use tonic::Request;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
@@ -61,6 +62,14 @@ impl RegistryClient {
             Err(status) if status.code() == tonic::Code::NotFound => Ok(()),
             Err(status) => Err(DispatchError::Registry(format!("disable endpoint: {}", status.message()))),
             Ok(_) => Ok(()),
+        }
+    }
+
+    /// Publishes one event (an operational event, see `crate::operational`).
+    pub async fn publish(&self, message: PublishRequest) -> Result<(), DispatchError> {
+        match Rpc::new(self.channel.clone()).publish(self.request(message)).await {
+            Ok(_) => Ok(()),
+            Err(status) => Err(DispatchError::Registry(format!("publish: {}", status.message()))),
         }
     }
 

@@ -1,6 +1,9 @@
 //! The shipped event type catalogue (`deploy/catalog/*.json`), loaded at
 //! start-up when `HERALD_CATALOG_DIR` names it.
 //!
+//! The operational event types (`catalog/operational.json`, built into the
+//! binary) are loaded the same way at every start, whatever the directory.
+//!
 //! Loading is an upsert: a missing type is created, an existing one is
 //! brought to the file's description, schema and code, and an identical one
 //! is left alone. Several registries starting together converge on the same
@@ -45,7 +48,17 @@ fn catalog_error(path: &Path, detail: impl std::fmt::Display) -> RegistryError {
     RegistryError::Catalog(format!("{}: {detail}", path.display()))
 }
 
+/// The operational event types every installation has.
+const OPERATIONAL: &str = include_str!("../catalog/operational.json");
+
 impl Registry {
+    /// Loads the built-in operational event types.
+    pub async fn load_operational_types(&self) -> Result<CatalogReport> {
+        let mut report = CatalogReport::default();
+        self.load_catalog_file(Path::new("operational.json"), OPERATIONAL.as_bytes(), &mut report).await?;
+        Ok(report)
+    }
+
     /// Loads every `*.json` file of `dir`, in name order.
     pub async fn load_catalog(&self, dir: &Path) -> Result<CatalogReport> {
         let mut files: Vec<_> = std::fs::read_dir(dir)
@@ -57,12 +70,17 @@ impl Registry {
         let mut report = CatalogReport::default();
         for path in files {
             let text = std::fs::read(&path).map_err(|e| catalog_error(&path, e))?;
-            let file: CatalogFile = serde_json::from_slice(&text).map_err(|e| catalog_error(&path, e))?;
-            for entry in file.event_types {
-                self.upsert_catalog_entry(&path, entry, &mut report).await?;
-            }
+            self.load_catalog_file(&path, &text, &mut report).await?;
         }
         Ok(report)
+    }
+
+    async fn load_catalog_file(&self, path: &Path, text: &[u8], report: &mut CatalogReport) -> Result<()> {
+        let file: CatalogFile = serde_json::from_slice(text).map_err(|e| catalog_error(path, e))?;
+        for entry in file.event_types {
+            self.upsert_catalog_entry(path, entry, report).await?;
+        }
+        Ok(())
     }
 
     async fn upsert_catalog_entry(&self, path: &Path, entry: CatalogEntry, report: &mut CatalogReport) -> Result<()> {

@@ -28,6 +28,7 @@ pub mod error;
 pub mod event_input;
 pub mod event_types;
 pub mod filter;
+pub mod operational;
 pub mod publish;
 pub mod retry_policy;
 pub mod routing;
@@ -111,6 +112,8 @@ async fn serve_grpc(
         tracing::warn!(error = %e, "could not preload the publish script");
     }
     let registry = Arc::new(Registry::new(config.clone(), store.clone()));
+    let report = registry.load_operational_types().await?;
+    tracing::info!(created = report.created, updated = report.updated, "operational event types loaded");
     if let Some(dir) = &config.catalog_dir {
         let report = registry.load_catalog(dir).await?;
         tracing::info!(dir = %dir.display(), created = report.created, updated = report.updated, unchanged = report.unchanged, "event type catalogue loaded");

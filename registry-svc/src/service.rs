@@ -214,7 +214,9 @@ impl RegistryRpc for RegistryService {
 
     async fn disable_endpoint(&self, request: Request<DisableEndpointRequest>) -> Answer<v1::Endpoint> {
         let DisableEndpointRequest { tenant, id, reason } = request.into_inner();
-        self.endpoint_status(tenant, id, EndpointStatus::Disabled, Some(reason)).await
+        let record = self.registry.set_endpoint_status(&tenant, &id, EndpointStatus::Disabled, Some(reason)).await?;
+        self.registry.announce_disabled(&record).await;
+        ok(self.registry.endpoint_answer(&record)?)
     }
 
     async fn get_endpoint_secret(&self, request: Request<EndpointRef>) -> Answer<EndpointSecret> {

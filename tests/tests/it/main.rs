@@ -16,6 +16,7 @@ mod limits;
 mod manual_retry;
 mod observability;
 mod observe;
+mod operational;
 mod payloads;
 mod policies;
 mod profile_rules;
