@@ -79,14 +79,14 @@ use herald_common::time_fmt;
 use tokio::time::Instant;
 
 use crate::Shared;
-use crate::attempt::PreparedEndpoint;
 use crate::delivery::{self, Taken, Target, Work};
 use crate::error::DispatchError;
 use crate::health::{Breaker, Health, Pause};
 use crate::lifecycle::{self, health_epoch};
-use crate::oauth::TokenCache;
 use crate::records::HealthRecord;
 use crate::retry::Schedule;
+use crate::send::attempt::PreparedEndpoint;
+use crate::send::oauth::TokenCache;
 
 mod gate;
 mod system;

@@ -31,14 +31,14 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::Shared;
-use crate::attempt::{AttemptOutcome, PreparedEndpoint, Verdict};
 use crate::health::Health;
-use crate::oauth::TokenCache;
 use crate::operational;
 use crate::partition::LiveGuard;
 use crate::records::{AttemptRecord, DeliveryStatus, Entry, HealthRecord, Settlement};
-use crate::render::LoadedEvent;
 use crate::retry::{Next, Schedule, due_at, next_step, random_unit};
+use crate::send::attempt::{AttemptOutcome, PreparedEndpoint, Verdict};
+use crate::send::oauth::TokenCache;
+use crate::send::render::LoadedEvent;
 
 mod webhook_id;
 

@@ -34,26 +34,21 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 
 pub mod actor;
-pub mod attempt;
 pub mod changes;
 pub mod delivery;
-pub mod envelope;
 pub mod error;
 pub mod event;
 pub mod health;
-pub mod http_client;
 pub mod lifecycle;
-pub mod oauth;
 pub mod observe;
 pub mod operational;
 pub mod partition;
 pub mod records;
 pub mod registry_client;
-pub mod render;
 pub mod replies;
 pub mod retry;
+pub mod send;
 pub mod service;
-pub mod signing;
 pub mod status;
 
 pub use error::DispatchError;
@@ -107,7 +102,7 @@ async fn dispatch(
     };
     let keys = config.keys();
     let records = Records::new(conn.clone(), keys.clone(), config.event_retention);
-    let client = http_client::build(config.url_policy.clone(), config.delivery_timeout)?;
+    let client = send::http_client::build(config.url_policy.clone(), config.delivery_timeout)?;
     let registry = RegistryClient::new(&config.registry_url, config.grpc_token.as_deref())?;
     let shared = Arc::new(Shared {
         id: ids::new_id("dsp_"),

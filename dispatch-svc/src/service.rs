@@ -22,10 +22,10 @@ use tracing::Instrument;
 
 use crate::Shared;
 use crate::actor::Actors;
-use crate::attempt::PreparedEndpoint;
 use crate::error::DispatchError;
 use crate::lifecycle::health_epoch;
 use crate::records::{AttemptRecord, DeliveryRecord, DeliveryStatus, ListFilter, Waiting};
+use crate::send::attempt::PreparedEndpoint;
 
 pub const DEFAULT_LIMIT: usize = 50;
 pub const MAX_LIMIT: usize = 1000;

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use herald_common::model::{EndpointRecord, Format, StoredEvent};
-use herald_dispatch::render::{LoadedEvent, RenderPlan, Rendered, render};
+use herald_dispatch::send::render::{LoadedEvent, RenderPlan, Rendered, render};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 use serde_json::{Map, Number, Value, json};

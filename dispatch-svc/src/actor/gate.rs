@@ -21,8 +21,8 @@ use tokio::time::Instant;
 
 use super::{EndpointActor, LET_GO_FORGET, SETTLE_POLL, work_order};
 use crate::delivery::Target;
-use crate::envelope;
 use crate::health::Admission;
+use crate::send::envelope;
 
 const WINDOW: Duration = Duration::from_secs(1);
 

@@ -15,7 +15,7 @@ use crate::actor::{Actors, Loaded, Refused};
 use crate::delivery::{Taken, Work, fail_unsent, park};
 use crate::error::DispatchError;
 use crate::records::{Entry, HealthRecord};
-use crate::render::LoadedEvent;
+use crate::send::render::LoadedEvent;
 
 /// Loads what a batch of entries needs and routes each job to its actor.
 /// `reclaimed`: the entries come from the pending-entry claim.

@@ -13,9 +13,9 @@ use herald_common::model::{
 };
 use herald_common::url_policy::UrlPolicy;
 use herald_common::{ids, time_fmt};
-use herald_dispatch::attempt::{PreparedEndpoint, Verdict};
-use herald_dispatch::oauth::TokenCache;
-use herald_dispatch::render::LoadedEvent;
+use herald_dispatch::send::attempt::{PreparedEndpoint, Verdict};
+use herald_dispatch::send::oauth::TokenCache;
+use herald_dispatch::send::render::LoadedEvent;
 use herald_tests::{Received, Receiver, Reply, TokenServer};
 use serde_json::{Value, json};
 
@@ -28,7 +28,7 @@ fn policy() -> UrlPolicy {
 }
 
 fn client() -> reqwest::Client {
-    herald_dispatch::http_client::build(policy(), Duration::from_secs(5)).unwrap()
+    herald_dispatch::send::http_client::build(policy(), Duration::from_secs(5)).unwrap()
 }
 
 fn endpoint(url: &str, format: Format, secrets: &SecretBox, signing: &[(&str, Option<i64>)]) -> EndpointRecord {

@@ -37,10 +37,10 @@ use url::Url;
 
 use crate::error::DispatchError;
 use crate::health::Pause;
-use crate::http_client::{describe, read_prefix};
-use crate::oauth::{OAuthConfig, TokenCache};
-use crate::render::{LoadedEvent, RenderPlan};
-use crate::signing::{SigningKey, signature_header};
+use crate::send::http_client::{describe, read_prefix};
+use crate::send::oauth::{OAuthConfig, TokenCache};
+use crate::send::render::{LoadedEvent, RenderPlan};
+use crate::send::signing::{SigningKey, signature_header};
 
 pub const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
 pub const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");

@@ -98,7 +98,7 @@ fn config(token_url: Url, client_auth: ClientAuth) -> OAuthConfig {
 
 fn client() -> reqwest::Client {
     let policy = UrlPolicy { allow_private_networks: true, allow_http: true, ..UrlPolicy::default() };
-    crate::http_client::build(policy, Duration::from_secs(5)).unwrap()
+    crate::send::http_client::build(policy, Duration::from_secs(5)).unwrap()
 }
 
 #[tokio::test]

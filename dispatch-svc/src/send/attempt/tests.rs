@@ -107,7 +107,7 @@ fn open_policy() -> UrlPolicy {
 }
 
 fn client() -> reqwest::Client {
-    crate::http_client::build(open_policy(), Duration::from_secs(2)).unwrap()
+    crate::send::http_client::build(open_policy(), Duration::from_secs(2)).unwrap()
 }
 
 fn event() -> Arc<LoadedEvent> {

@@ -27,9 +27,9 @@ use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 use serde_json::Value;
 
-use crate::envelope;
 use crate::error::DispatchError;
 pub use crate::event::LoadedEvent;
+use crate::send::envelope;
 
 pub const CONTENT_TYPE_JSON: &str = "application/json";
 pub const CONTENT_TYPE_CLOUDEVENTS: &str = "application/cloudevents+json";

@@ -43,7 +43,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 use url::{Url, form_urlencoded};
 
-use crate::http_client::{describe, read_prefix};
+use crate::send::http_client::{describe, read_prefix};
 
 /// Lifetime assumed when the token answer has no `expires_in`.
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(300);
