@@ -11,8 +11,10 @@ use std::time::{Duration, Instant};
 use herald_proto::v1::PublishBatchRequest;
 use herald_proto::v1::registry_client::RegistryClient;
 use herald_tests::{Receiver, Stack};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
+
+use crate::support::subscribed_endpoint;
 
 const SLOW: &str = "slow.thing";
 const FAST: &str = "fast.thing";
@@ -33,16 +35,8 @@ async fn start() -> Stack {
     .await
 }
 
-async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
-    herald_tests::json_answer(request.send().await.unwrap()).await
-}
-
 async fn endpoint(stack: &Stack, key: &str, spec: Value, event_type: &str) {
-    let (status, body) = send(stack.tenant(key, Method::POST, "/v1/endpoints").json(&spec)).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let sub = json!({"endpointId": body["id"], "eventTypes": [event_type]});
-    let (status, body) = send(stack.tenant(key, Method::POST, "/v1/subscriptions").json(&sub)).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    subscribed_endpoint(stack, key, spec, &[event_type]).await;
 }
 
 async fn set_up(stack: &Stack) -> String {

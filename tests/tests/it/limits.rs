@@ -13,30 +13,13 @@ use herald_tests::{Receiver, Reply, Stack};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::support::{EVENT_TYPE, send, subscribed_endpoint, tenant_with_event_type as tenant};
+
 const WAIT: Duration = Duration::from_secs(15);
-const EVENT_TYPE: &str = "order.created";
-
-async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
-    herald_tests::json_answer(request.send().await.unwrap()).await
-}
-
-/// A tenant with an API key and the event type.
-async fn tenant(stack: &Stack, id: &str) -> String {
-    let key = stack.tenant_with_key(id).await;
-    let (status, body) = stack.admin_post("/v1/event-types", json!({"name": EVENT_TYPE, "description": "d"})).await;
-    assert!(status == StatusCode::CREATED || status == StatusCode::CONFLICT, "{body}");
-    key
-}
 
 /// An endpoint subscribed to every event type; answers its id.
 async fn endpoint(stack: &Stack, key: &str, spec: Value) -> String {
-    let (status, body) = send(stack.tenant(key, Method::POST, "/v1/endpoints").json(&spec)).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let id = body["id"].as_str().unwrap().to_owned();
-    let sub = json!({"endpointId": id, "eventTypes": ["*"]});
-    let (status, body) = send(stack.tenant(key, Method::POST, "/v1/subscriptions").json(&sub)).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    id
+    subscribed_endpoint(stack, key, spec, &["*"]).await
 }
 
 async fn publish(stack: &Stack, tenant: &str, data: Value) {

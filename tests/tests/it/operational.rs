@@ -8,33 +8,12 @@
 use std::time::Duration;
 
 use herald_tests::{Receiver, Reply, Stack, TokenServer};
-use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::support::{EVENT_TYPE, subscribed_endpoint as endpoint, tenant_with_event_type as tenant};
 
 const WAIT: Duration = Duration::from_secs(15);
-const EVENT_TYPE: &str = "order.created";
-
-async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
-    herald_tests::json_answer(request.send().await.unwrap()).await
-}
-
-async fn tenant(stack: &Stack, id: &str) -> String {
-    let key = stack.tenant_with_key(id).await;
-    let (status, body) = stack.admin_post("/v1/event-types", json!({"name": EVENT_TYPE, "description": "d"})).await;
-    assert!(status == StatusCode::CREATED || status == StatusCode::CONFLICT, "{body}");
-    key
-}
-
-/// An endpoint subscribed to `types`; answers its id.
-async fn endpoint(stack: &Stack, key: &str, spec: Value, types: &[&str]) -> String {
-    let (status, body) = send(stack.tenant(key, Method::POST, "/v1/endpoints").json(&spec)).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let id = body["id"].as_str().unwrap().to_owned();
-    let sub = json!({"endpointId": id, "eventTypes": types});
-    let (status, body) = send(stack.tenant(key, Method::POST, "/v1/subscriptions").json(&sub)).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    id
-}
 
 async fn publish(stack: &Stack, tenant: &str, id: &str) {
     let event = json!({"tenant": tenant, "id": id, "type": EVENT_TYPE, "data": {"n": 1}});

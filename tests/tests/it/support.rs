@@ -48,6 +48,31 @@ pub fn expect(a: &Answer, status: u16, context: &str) {
     }
 }
 
+/// A request's status and JSON answer.
+pub async fn send(request: reqwest::RequestBuilder) -> (reqwest::StatusCode, Value) {
+    herald_tests::json_answer(request.send().await.unwrap()).await
+}
+
+/// Tenant `id` with a key (answered), and [`EVENT_TYPE`] in the catalogue.
+pub async fn tenant_with_event_type(stack: &Stack, id: &str) -> String {
+    let key = stack.tenant_with_key(id).await;
+    let (status, body) = stack.admin_post("/v1/event-types", json!({"name": EVENT_TYPE, "description": "d"})).await;
+    assert!(status == reqwest::StatusCode::CREATED || status == reqwest::StatusCode::CONFLICT, "{body}");
+    key
+}
+
+/// An endpoint of `key`'s tenant made from `spec` and subscribed to
+/// `types`; answers its id.
+pub async fn subscribed_endpoint(stack: &Stack, key: &str, spec: Value, types: &[&str]) -> String {
+    let (status, body) = send(stack.tenant(key, Method::POST, "/v1/endpoints").json(&spec)).await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+    let sub = json!({"endpointId": id, "eventTypes": types});
+    let (status, body) = send(stack.tenant(key, Method::POST, "/v1/subscriptions").json(&sub)).await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{body}");
+    id
+}
+
 /// Tenant `acme` with a key, the event type, and an endpoint at `receiver`
 /// subscribed to everything; answers the key and the endpoint id.
 pub async fn set_up(stack: &Stack, receiver: &Receiver) -> (String, String) {
