@@ -258,20 +258,30 @@ impl Job {
 
     /// Stream entry fields, in the order XADD takes them.
     pub fn fields(&self) -> Vec<(&'static str, String)> {
-        let mut fields = vec![
-            (Self::DELIVERY, self.delivery_id.clone()),
-            (Self::TENANT, self.tenant.clone()),
-            (Self::ENDPOINT, self.endpoint_id.clone()),
-            (Self::EVENT, self.event_id.clone()),
-            (Self::ATTEMPT, self.attempt.to_string()),
-        ];
+        let mut fields = Vec::with_capacity(self.field_count());
+        self.visit_fields(|name, value| fields.push((name, value.to_owned())));
+        fields
+    }
+
+    /// How many fields [`Job::visit_fields`] visits.
+    pub fn field_count(&self) -> usize {
+        5 + usize::from(self.traceparent.is_some()) + usize::from(self.generation.is_some())
+    }
+
+    /// Visits the stream entry fields, in the order XADD takes them,
+    /// without copying them: what the publish path writes for every job.
+    pub fn visit_fields(&self, mut visit: impl FnMut(&'static str, &str)) {
+        visit(Self::DELIVERY, &self.delivery_id);
+        visit(Self::TENANT, &self.tenant);
+        visit(Self::ENDPOINT, &self.endpoint_id);
+        visit(Self::EVENT, &self.event_id);
+        visit(Self::ATTEMPT, &self.attempt.to_string());
         if let Some(tp) = &self.traceparent {
-            fields.push((Self::TRACEPARENT, tp.clone()));
+            visit(Self::TRACEPARENT, tp);
         }
         if let Some(generation) = &self.generation {
-            fields.push((Self::GENERATION, generation.clone()));
+            visit(Self::GENERATION, generation);
         }
-        fields
     }
 
     /// Reads a stream entry back; `None` for an entry that is not a job.

@@ -10,16 +10,18 @@
 //!
 //! Code map: [`partition`] owns partitions and reads them; [`actor`] (the only
 //! actix code) holds one actor per endpoint; [`delivery`] runs an attempt and
-//! settles it; [`attempt`] renders, signs, authenticates and sends
-//! ([`render`], [`signing`], [`oauth`], [`http_client`]); [`retry`] is the
-//! schedule and the retry pump; [`records`] is every delivery key;
+//! settles it; [`send`] renders, signs, authenticates and sends one
+//! attempt; [`retry`] is when the next attempt is due; [`records`] is the
+//! store of every delivery key (outcomes, lists, parking, the retry set);
+//! [`operational`] publishes the operational events;
 //! [`lifecycle`] tells which endpoint incarnation a job belongs to;
 //! [`health`] the circuit breaker; [`observe`] the gauges that follow
 //! partitions and breakers; [`registry_client`] the calls to the
 //! registry; [`status`] maps errors to gRPC codes in one place.
 //!
 //! The invariant everything here serves: a stream entry is acknowledged only
-//! in the same `MULTI` that stores its outcome ([`records::Records::settle`]).
+//! in the same `MULTI` that stores its outcome ([`records::Records::settle`],
+//! group-committed by `records::writer`).
 
 use std::sync::Arc;
 

@@ -38,7 +38,6 @@ use herald_common::keys::Keys;
 use herald_common::model::{Job, Millis};
 use herald_common::redis_conn::RedisConn;
 use herald_common::{ids, time_fmt};
-use serde::{Deserialize, Serialize};
 
 use crate::error::DispatchError;
 
@@ -76,31 +75,17 @@ impl DeliveryStatus {
             DeliveryStatus::Failed => "failed",
         }
     }
-
-    pub fn parse(raw: &str) -> Option<Self> {
-        match raw {
-            "pending" => Some(DeliveryStatus::Pending),
-            "delivered" => Some(DeliveryStatus::Delivered),
-            "retrying" => Some(DeliveryStatus::Retrying),
-            "failed" => Some(DeliveryStatus::Failed),
-            _ => None,
-        }
-    }
 }
 
-/// One attempt as stored in `dlv:{id}:attempts`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// One attempt, as the latest in a delivery's state or in a field of its
+/// own (see `codec`).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AttemptRecord {
     pub n: u32,
     pub at: Millis,
-    #[serde(default)]
     pub status_code: Option<u16>,
-    #[serde(default)]
     pub latency_ms: u64,
-    #[serde(default)]
     pub error: Option<String>,
-    #[serde(default)]
     pub response_body: String,
 }
 
@@ -142,7 +127,7 @@ pub struct Settlement<'a> {
     /// pending when it was read, [`Records::record_pending`]).
     pub listed: bool,
     pub event_type: Option<&'a str>,
-    /// `None` when no attempt was made (the job was only put off).
+    /// `None` when no attempt was made (the job was not attempted).
     pub attempt: Option<AttemptRecord>,
     pub status: DeliveryStatus,
     /// The next job and when it is due.
@@ -362,11 +347,10 @@ mod tests {
 
     #[test]
     fn statuses_use_contract_names() {
-        for s in [DeliveryStatus::Pending, DeliveryStatus::Delivered, DeliveryStatus::Retrying, DeliveryStatus::Failed]
-        {
-            assert_eq!(DeliveryStatus::parse(s.as_str()), Some(s));
-        }
-        assert_eq!(DeliveryStatus::parse("gone"), None);
+        let names =
+            [DeliveryStatus::Pending, DeliveryStatus::Delivered, DeliveryStatus::Retrying, DeliveryStatus::Failed]
+                .map(DeliveryStatus::as_str);
+        assert_eq!(names, ["pending", "delivered", "retrying", "failed"]);
     }
 
     #[test]

@@ -88,9 +88,9 @@ impl Records {
                 .arg(encode_state(&job, &state))
                 .arg(latest.map(|a| attempt_field(&record.id, a.n)).unwrap_or_default())
                 .arg(latest.map(encode_attempt).unwrap_or_default());
-            for (name, value) in job.fields() {
+            job.visit_fields(|name, value| {
                 invocation.arg(name).arg(value);
-            }
+            });
             let moved: i64 = invocation.invoke_async(&mut conn).await?;
             if moved == 1 {
                 queued.push(job);

@@ -19,7 +19,7 @@ use herald_common::time_fmt;
 use redis::Script;
 
 use super::Store;
-use super::publishing::{Enqueue, Enqueued};
+use super::publishing::{Enqueue, Enqueued, push_job};
 use crate::error::Result;
 
 /// One partition's step, atomic. KEYS: the partition stream, then one
@@ -112,11 +112,7 @@ impl Store {
                 inv.key(self.keys.publish_marker(*partition, call.tenant, call.event_id));
                 inv.arg(indexes.len());
                 for i in indexes {
-                    let fields = call.jobs[*i].1.fields();
-                    inv.arg(fields.len());
-                    for (name, value) in fields {
-                        inv.arg(name).arg(value);
-                    }
+                    push_job(&mut inv, &call.jobs[*i].1);
                 }
             }
             pipe.invoke_script(&inv);

@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 use herald_common::event_header::EventHeader;
 use herald_common::model::{EndpointRecord, EndpointStatus, Job, Millis, SubscriptionRecord};
 use herald_common::{ids, time_fmt};
-use redis::{Script, Value as RedisValue};
+use redis::{Script, ScriptInvocation, Value as RedisValue};
 
 use super::Store;
 use crate::error::Result;
@@ -57,6 +57,14 @@ return answers
 ",
     )
 });
+
+/// A job's field count and its fields, as the publish scripts read them.
+pub(super) fn push_job(inv: &mut ScriptInvocation<'_>, job: &Job) {
+    inv.arg(job.field_count());
+    job.visit_fields(|name, value| {
+        inv.arg(name).arg(value);
+    });
+}
 
 /// What one publish asks the atomic step to do.
 pub struct Enqueue<'a> {
@@ -179,25 +187,13 @@ impl Store {
             }
             inv.arg(call.header(now).prepend(call.payload)).arg(call.jobs.len());
             for (_, job) in call.jobs {
-                let fields = job.fields();
-                inv.arg(fields.len());
-                for (name, value) in fields {
-                    inv.arg(name).arg(value);
-                }
+                push_job(&mut inv, job);
             }
         }
         let mut conn = self.conn.clone();
-        let answers: Vec<(u8, u32)> = match inv.invoke_async(&mut conn).await {
-            Ok(answers) => answers,
-            // Redis lost its script cache (restart, failover, SCRIPT FLUSH).
-            // Re-running is safe: an event that did go through answers as a
-            // duplicate with its original count and adds no second job.
-            Err(e) if herald_common::redis_conn::is_no_script(&e) => {
-                PUBLISH.prepare_invoke().load_async(&mut conn).await?;
-                inv.invoke_async(&mut conn).await?
-            }
-            Err(e) => return Err(e.into()),
-        };
+        // `invoke_async` loads the script again when Redis lost it (restart,
+        // failover, `SCRIPT FLUSH`) and re-runs it.
+        let answers: Vec<(u8, u32)> = inv.invoke_async(&mut conn).await?;
         Ok(answers.into_iter().map(|(dup, deliveries)| Enqueued { duplicate: dup == 1, deliveries }).collect())
     }
 }
