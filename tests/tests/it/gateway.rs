@@ -659,6 +659,14 @@ async fn deliveries_list_get_and_retry() {
     expect(&a, 202, "retry");
     wait_for_delivery(&stack, &key, &ep, "delivered").await;
     expect(&call(&stack, &key, Method::GET, "/v1/deliveries/dlv_nope", None).await, 404, "missing delivery");
+    // A well-formed id of nothing, a cursor that is no id, an unknown event.
+    let unknown = "/v1/deliveries/dlv_01m8qtqavf0005ds2zxqq8hqx9";
+    expect(&call(&stack, &key, Method::GET, unknown, None).await, 404, "unknown delivery");
+    let a = call(&stack, &key, Method::GET, "/v1/deliveries?cursor=%E2%9C%93zz", None).await;
+    expect(&a, 400, "a cursor that is no id");
+    let a = call(&stack, &key, Method::GET, "/v1/deliveries?eventId=never-published", None).await;
+    expect(&a, 200, "an unknown event");
+    assert_eq!(a.body["data"], json!([]), "{}", a.raw);
     expect(&call(&stack, &key, Method::POST, "/v1/deliveries/dlv_nope/retry", None).await, 404, "retry missing");
     stack.stop().await;
 }
