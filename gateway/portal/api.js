@@ -13,12 +13,17 @@ export const session = { tenant: null, readOnly: false, expiresAt: null };
  * is neither left in the history nor sent anywhere but the API.
  */
 export function captureToken() {
-  const hash = location.hash.replace(/^#/, '');
-  const params = new URLSearchParams(hash.startsWith('token=') ? hash : '');
-  const token = params.get('token');
+  // Not URLSearchParams: it would read a `+` of a base64 token as a space.
+  const match = /^#token=([^&]+)/.exec(location.hash);
+  let token = null;
+  try {
+    token = match ? decodeURIComponent(match[1]) : null;
+  } catch (err) {
+    token = null;
+  }
+  if (match) history.replaceState(null, '', `${location.pathname}${location.search}#/`);
   if (token) {
     sessionStorage.setItem(TOKEN_KEY, token);
-    history.replaceState(null, '', `${location.pathname}${location.search}#/`);
   }
   return sessionStorage.getItem(TOKEN_KEY);
 }
@@ -38,6 +43,11 @@ export class ApiError extends Error {
   /** The route or resource does not exist on this server (yet). */
   get missing() {
     return this.status === 404 || this.status === 405;
+  }
+
+  /** This server does not serve the route at all (as opposed to an unknown resource). */
+  get unrouted() {
+    return this.status === 405 || (this.status === 404 && this.problem.detail === 'no such route');
   }
 }
 
@@ -73,6 +83,7 @@ export async function api(method, path, body) {
     }
   }
   if (response.status === 401) {
+    console.warn(`${method} ${path} answered 401`);
     onExpired();
     throw new ApiError(401, json);
   }
@@ -145,6 +156,6 @@ export function problemBox(err) {
   const errors = problem.errors || [];
   return h('div', { class: 'problem', role: 'alert', tabindex: '-1' },
     h('strong', {}, problem.title || 'Error'),
-    problem.detail ? h('p', {}, problem.detail) : null,
+    problem.detail && !errors.some((e) => `${e.field}: ${e.message}` === problem.detail) ? h('p', {}, problem.detail) : null,
     errors.length ? h('ul', {}, errors.map((e) => h('li', {}, h('code', {}, e.field || ''), ': ', e.message || ''))) : null);
 }

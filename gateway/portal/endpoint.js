@@ -70,6 +70,7 @@ async function statsPanel(id) {
 }
 
 function secretPanel(id) {
+  if (!canWrite()) return h('p', { class: 'muted' }, 'The signing secret is not shown in read-only sessions.');
   const out = h('div', { class: 'secret', 'aria-live': 'polite' });
   const show = (secret) => replace(out, h('code', { class: 'secret-value' }, secret));
   const reveal = h('button', { type: 'button', class: 'secondary' }, 'Reveal signing secret');

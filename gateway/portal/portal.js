@@ -29,6 +29,7 @@ let generation = 0;
 
 function message(title, text) {
   nav.hidden = true;
+  main.removeAttribute('aria-busy');
   replace(status);
   replace(main, h('div', { class: 'card message', role: 'alert' }, h('h1', { tabindex: '-1', id: 'view-title' }, title), h('p', {}, text)));
   document.title = `${title} · Herald`;
@@ -110,7 +111,9 @@ async function start() {
   document.body.classList.toggle('read-only', session.readOnly);
   showSession();
   nav.hidden = false;
-  window.addEventListener('hashchange', () => render());
+  window.addEventListener('hashchange', () => {
+    if (!location.hash.startsWith('#token=')) render();
+  });
   main.addEventListener('click', (event) => {
     if (event.target.closest('[data-refresh]')) render({ keepFocus: true });
     const anchor = event.target.closest('a[data-anchor]');
@@ -125,5 +128,10 @@ async function start() {
   });
   await render();
 }
+
+// A new link opened in this tab starts over with its token.
+window.addEventListener('hashchange', () => {
+  if (location.hash.startsWith('#token=')) location.reload();
+});
 
 start();

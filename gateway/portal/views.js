@@ -175,7 +175,7 @@ export async function eventsView(params) {
   try {
     answer = await api('GET', `/v1/events${query({ limit: 50, ...params })}`);
   } catch (err) {
-    if (err instanceof ApiError && err.missing) return notYet('Events');
+    if (err instanceof ApiError && err.unrouted) return notYet('Events');
     throw err;
   }
   const filters = filterForm('#/events', params, h('div', { class: 'grid' }, field('Event type', input('type', params.type)), timeFilters(params)));
@@ -193,7 +193,7 @@ export async function eventView(id) {
   try {
     e = await api('GET', `/v1/events/${enc(id)}`);
   } catch (err) {
-    if (err instanceof ApiError && err.status === 405) return notYet('Event');
+    if (err instanceof ApiError && err.unrouted) return notYet('Event');
     throw err;
   }
   const endpoints = await endpointsById();
