@@ -112,6 +112,15 @@ def create_and_deliver(cfg):
             return False
 
         b.refresh_until(delivered_row, f"the delivery of {event_id} in the list")
+        # The status filter: no failed delivery, one delivered.
+        b.driver.find_element(By.CSS_SELECTOR, 'form[role=search] select[name="status"] option[value="failed"]').click()
+        b.button("Apply").click()
+        b.wait(lambda d: "status=failed" in d.execute_script("return location.hash") and "No deliveries match." in b.text(),
+               "the failed filter to match nothing")
+        b.driver.find_element(By.CSS_SELECTOR, 'form[role=search] select[name="status"] option[value="delivered"]').click()
+        b.button("Apply").click()
+        b.wait(lambda d: "status=delivered" in d.execute_script("return location.hash") and delivered_row(),
+               "the delivered filter to show the delivery")
         b.go("#/")
         assert event_id in b.text(), "the landing page does not list the delivery"
         assert "Orders to the warehouse" in b.text()
@@ -246,6 +255,12 @@ def csp_and_screens(cfg):
                 dark_and_chart(b)
             b.assert_no_csp_violations()
             log(f"{width}px: every view fits, no CSP violation in the console")
+            if width == 1280:
+                # The console check sees a violation when there is one.
+                b.driver.execute_script("const s = document.createElement('style'); s.textContent = 'body { color: red; }'; document.head.append(s);")
+                b.wait(lambda d: any("Content Security Policy" in e.get("message", "") for e in b.collect_console()),
+                       "the console to report an inline style", timeout=5)
+                log("an inline style is refused and reported in the console")
 
 
 def dark_and_chart(b):

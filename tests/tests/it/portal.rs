@@ -107,6 +107,7 @@ async fn scenario(name: &str, stack: &Stack, token: &str, extra: Value) {
         .arg(name)
         .arg(params.to_string())
         .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("SE_OFFLINE", "true")
         .env("NO_PROXY", "127.0.0.1,localhost")
         .kill_on_drop(true)
         .output();
