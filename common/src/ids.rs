@@ -8,6 +8,7 @@ pub const SUBSCRIPTION: &str = "sub_";
 pub const EVENT: &str = "evt_";
 pub const DELIVERY: &str = "dlv_";
 pub const API_KEY: &str = "key_";
+pub const PORTAL_SESSION: &str = "ps_";
 /// An endpoint incarnation ([`crate::model::EndpointRecord::generation`]).
 pub const GENERATION: &str = "gen_";
 

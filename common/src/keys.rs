@@ -94,6 +94,10 @@ impl Keys {
     pub fn tenant_api_keys(&self, tenant: &str) -> String {
         self.key(&["tenant", tenant, "apikeys"])
     }
+    /// A portal session's key hash, by session id (expires with the session).
+    pub fn portal_session(&self, id: &str) -> String {
+        self.key(&["portal", id])
+    }
     pub fn event_type(&self, name: &str) -> String {
         self.key(&["etype", name])
     }

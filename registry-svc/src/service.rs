@@ -9,7 +9,7 @@ use herald_common::model::{ApiKeyRecord, EndpointStatus};
 use herald_proto::convert::timestamp;
 use herald_proto::v1::registry_server::Registry as RegistryRpc;
 use herald_proto::v1::{
-    self, AuthenticateApiKeyRequest, CreateApiKeyRequest, CreateApiKeyResponse, CreateEndpointRequest,
+    self, AuthenticateApiKeyRequest, CreateApiKeyRequest, CreateApiKeyResponse, CreateEndpointRequest, CreatePortalSessionRequest, PortalSession, RevokePortalSessionRequest,
     CreateEndpointResponse, CreateSubscriptionRequest, CreateTenantRequest, DeleteEventTypeRequest, DeleteResponse,
     DeleteTenantRequest, DisableEndpointRequest, EndpointRef, EndpointSecret, GetEventTypeRequest, GetTenantRequest,
     ListApiKeysRequest, ListApiKeysResponse, ListEndpointsRequest, ListEndpointsResponse, ListEventTypesRequest,
@@ -56,8 +56,15 @@ fn page_info(next: Option<String>) -> Option<PageInfo> {
 }
 
 fn api_key(record: &ApiKeyRecord) -> v1::ApiKey {
-    let ApiKeyRecord { id, tenant, name, key_hash: _, created_at } = record;
-    v1::ApiKey { id: id.clone(), tenant: tenant.clone(), name: name.clone(), created_at: timestamp(*created_at) }
+    let ApiKeyRecord { id, tenant, name, key_hash: _, created_at, expires_at, read_only } = record;
+    v1::ApiKey {
+        id: id.clone(),
+        tenant: tenant.clone(),
+        name: name.clone(),
+        created_at: timestamp(*created_at),
+        expires_at: expires_at.and_then(timestamp),
+        read_only: *read_only,
+    }
 }
 
 fn published(p: Published) -> PublishResponse {
@@ -126,6 +133,24 @@ impl RegistryRpc for RegistryService {
     async fn revoke_api_key(&self, request: Request<RevokeApiKeyRequest>) -> Answer<DeleteResponse> {
         let RevokeApiKeyRequest { tenant, key_id } = request.into_inner();
         self.registry.revoke_api_key(&tenant, &key_id).await?;
+        ok(DeleteResponse {})
+    }
+
+    async fn create_portal_session(&self, request: Request<CreatePortalSessionRequest>) -> Answer<PortalSession> {
+        let CreatePortalSessionRequest { tenant, ttl_seconds, read_only } = request.into_inner();
+        let (record, token) = self.registry.create_portal_session(&tenant, ttl_seconds, read_only).await?;
+        ok(PortalSession {
+            id: record.id,
+            tenant: record.tenant,
+            token,
+            expires_at: record.expires_at.and_then(timestamp),
+            read_only: record.read_only,
+        })
+    }
+
+    async fn revoke_portal_session(&self, request: Request<RevokePortalSessionRequest>) -> Answer<DeleteResponse> {
+        let RevokePortalSessionRequest { tenant, id } = request.into_inner();
+        self.registry.revoke_portal_session(&tenant, &id).await?;
         ok(DeleteResponse {})
     }
 

@@ -28,6 +28,7 @@ use crate::validate::{Page, split_page};
 
 mod partition_steps;
 mod publishing;
+mod portal_sessions;
 mod subscription_update;
 
 pub use publishing::{Enqueue, Enqueued, Lookup};

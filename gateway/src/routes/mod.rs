@@ -9,6 +9,7 @@ pub mod endpoints;
 pub mod event_types;
 pub mod events;
 pub mod operations;
+pub mod portal_sessions;
 pub mod retry_policy;
 pub mod subscriptions;
 pub mod tenants;
@@ -30,6 +31,7 @@ pub fn api() -> ApiRouter<AppState> {
         .merge(subscriptions::routes())
         .merge(deliveries::routes())
         .merge(operations::routes())
+        .merge(portal_sessions::routes())
 }
 
 /// RFC 3339 UTC with milliseconds; the epoch when upstream left it unset.
