@@ -26,6 +26,7 @@ pub mod catalog;
 pub mod endpoints;
 pub mod error;
 pub mod event_input;
+pub mod event_log;
 pub mod event_types;
 pub mod filter;
 pub mod operational;

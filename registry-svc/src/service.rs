@@ -5,8 +5,9 @@
 
 use std::sync::Arc;
 
-use herald_common::model::{ApiKeyRecord, EndpointStatus};
-use herald_proto::convert::timestamp;
+use herald_common::model::{ApiKeyRecord, EndpointStatus, StoredEvent};
+use herald_common::time_fmt;
+use herald_proto::convert::{millis, timestamp};
 use herald_proto::v1::registry_server::Registry as RegistryRpc;
 use herald_proto::v1::{
     self, AuthenticateApiKeyRequest, CreateApiKeyRequest, CreateApiKeyResponse, CreateEndpointRequest, CreatePortalSessionRequest, PortalSession, RevokePortalSessionRequest,
@@ -22,6 +23,7 @@ use tonic::{Request, Response, Status};
 
 use crate::Registry;
 use crate::error::RegistryError;
+use crate::event_log::{EventQuery, LoggedEvent};
 use crate::event_types::EventTypeInput;
 use crate::publish::Published;
 use crate::validate;
@@ -64,6 +66,22 @@ fn api_key(record: &ApiKeyRecord) -> v1::ApiKey {
         created_at: timestamp(*created_at),
         expires_at: expires_at.and_then(timestamp),
         read_only: *read_only,
+    }
+}
+
+fn logged_event(tenant: &str, logged: LoggedEvent) -> v1::Event {
+    let LoggedEvent { event, deliveries, published_ms } = logged;
+    let StoredEvent { id, event_type, timestamp: time, resource, data } = event;
+    let json = |v: &serde_json::Value| serde_json::to_vec(v).unwrap_or_default();
+    v1::Event {
+        id,
+        tenant: tenant.to_owned(),
+        r#type: event_type,
+        time: time_fmt::parse_rfc3339(&time).and_then(|t| timestamp(time_fmt::to_millis(t))),
+        resource: resource.as_ref().map(json).unwrap_or_default(),
+        data: json(&data),
+        deliveries,
+        published_at: timestamp(published_ms),
     }
 }
 
@@ -284,6 +302,31 @@ impl RegistryRpc for RegistryService {
         let SubscriptionRef { tenant, id } = request.into_inner();
         self.registry.delete_subscription(&tenant, &id).await?;
         ok(DeleteResponse {})
+    }
+
+    async fn list_events(&self, request: Request<v1::ListEventsRequest>) -> Answer<v1::ListEventsResponse> {
+        let v1::ListEventsRequest { tenant, r#type, after, before, page } = request.into_inner();
+        // The log's cursor is an index entry, not an id: checked by `list_events`.
+        let cursor = page.as_ref().map(|p| p.cursor.clone()).filter(|c| !c.is_empty());
+        let limit = page.map(|p| v1::PageRequest { limit: p.limit, cursor: String::new() });
+        let mut page = validate::page(limit.as_ref())?;
+        page.after = cursor;
+        let query = EventQuery {
+            event_type: &r#type,
+            published_after: after.as_ref().map(millis),
+            published_before: before.as_ref().map(millis),
+        };
+        let (events, next) = self.registry.list_events(&tenant, query, &page).await?;
+        ok(v1::ListEventsResponse {
+            events: events.into_iter().map(|e| logged_event(&tenant, e)).collect(),
+            page: page_info(next),
+        })
+    }
+
+    async fn get_event(&self, request: Request<v1::GetEventRequest>) -> Answer<v1::Event> {
+        let v1::GetEventRequest { tenant, id } = request.into_inner();
+        let event = self.registry.get_event(&tenant, &id).await?;
+        ok(logged_event(&tenant, event))
     }
 
     async fn publish(&self, request: Request<PublishRequest>) -> Answer<PublishResponse> {

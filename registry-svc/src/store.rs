@@ -26,6 +26,7 @@ use serde::de::DeserializeOwned;
 use crate::error::Result;
 use crate::validate::{Page, split_page};
 
+mod event_log;
 mod partition_steps;
 mod publishing;
 mod portal_sessions;

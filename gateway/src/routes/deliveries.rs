@@ -97,7 +97,7 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    fn from_wire(d: v1::Delivery, with_attempts: bool) -> Self {
+    pub(crate) fn from_wire(d: v1::Delivery, with_attempts: bool) -> Self {
         let v1::Delivery {
             id,
             tenant: _,
