@@ -173,13 +173,17 @@ fn ok<T>(value: T) -> Answer<T> {
 #[tonic::async_trait]
 impl Dispatch for DispatchService {
     async fn list_deliveries(&self, request: Request<ListDeliveriesRequest>) -> Answer<ListDeliveriesResponse> {
-        let ListDeliveriesRequest { tenant, endpoint_id, event_id, status, page: page_request } = request.into_inner();
+        let ListDeliveriesRequest { tenant, endpoint_id, event_id, status, page: page_request, event_type, after, before } =
+            request.into_inner();
         let tenant = required_id("tenant", &tenant)?;
         let filter = ListFilter {
             tenant: tenant.to_owned(),
             endpoint_id: optional_id("endpoint_id", &endpoint_id)?.map(str::to_owned),
             event_id: optional_id("event_id", &event_id)?.map(str::to_owned),
+            event_type: Some(event_type).filter(|t| !t.is_empty()),
             status: status_from_wire(status)?,
+            created_from: after.as_ref().map(|t| millis(t).saturating_add(1)),
+            created_before: before.as_ref().map(millis),
         };
         let (limit, cursor) = page(page_request.as_ref())?;
         if let Some(endpoint_id) = &filter.endpoint_id

@@ -7,7 +7,7 @@ use herald_proto::v1;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{rfc3339, rfc3339_opt};
+use super::{parse_optional_time, rfc3339, rfc3339_opt};
 use crate::AppState;
 use crate::auth::Scope;
 use crate::error::GatewayError;
@@ -142,9 +142,15 @@ pub struct DeliveryFilter {
     /// `pending`, `delivered`, `retrying` or `failed`.
     #[param(value_type = Option<DeliveryStatus>)]
     pub status: Option<String>,
+    /// Only deliveries of events of this type.
+    pub event_type: Option<String>,
+    /// Created after this RFC 3339 time.
+    pub after: Option<String>,
+    /// Created before this RFC 3339 time.
+    pub before: Option<String>,
 }
 
-/// List deliveries, newest first, optionally by endpoint, event and status.
+/// List deliveries, newest first, optionally by endpoint, event, event type, status and creation time.
 #[utoipa::path(get, path = "/v1/deliveries", tag = "deliveries", params(TenantParam, PageParams, DeliveryFilter),
     responses((status = 200, description = "OK", body = DeliveryList), Problems))]
 pub async fn list_deliveries(
@@ -154,7 +160,8 @@ pub async fn list_deliveries(
     Query(filter): Query<DeliveryFilter>,
 ) -> Result<axum::Json<DeliveryList>, GatewayError> {
     let page = Some(params.page()?);
-    let DeliveryFilter { endpoint_id, event_id, status } = filter;
+    let DeliveryFilter { endpoint_id, event_id, status, event_type, after, before } = filter;
+    let (after, before) = (parse_optional_time("after", after)?, parse_optional_time("before", before)?);
     let status = match status.as_deref().filter(|s| !s.is_empty()) {
         Some(raw) => DeliveryStatus::parse(raw)? as i32,
         None => v1::DeliveryStatus::Unspecified as i32,
@@ -168,7 +175,9 @@ pub async fn list_deliveries(
         }
     }
     let [endpoint_id, event_id] = ids;
-    let request = v1::ListDeliveriesRequest { tenant: scope.tenant, endpoint_id, event_id, status, page };
+    let event_type = event_type.unwrap_or_default();
+    let request =
+        v1::ListDeliveriesRequest { tenant: scope.tenant, endpoint_id, event_id, status, page, event_type, after, before };
     let answer = state.upstream.dispatch().list_deliveries(request).await?.into_inner();
     Ok(axum::Json(DeliveryList {
         data: answer.deliveries.into_iter().map(|d| Delivery::from_wire(d, false)).collect(),

@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
 
 use super::deliveries::Delivery;
-use super::{json_value, parse_time, rfc3339};
+use super::{json_value, parse_optional_time, parse_time, rfc3339};
 use crate::AppState;
 use crate::auth::{Admin, Scope};
 use crate::error::GatewayError;
@@ -153,14 +153,11 @@ pub async fn list_events(
 ) -> Result<axum::Json<EventList>, GatewayError> {
     let page = Some(params.page()?);
     let EventFilter { kind, after, before } = filter;
-    let time = |field: &str, raw: Option<String>| {
-        raw.filter(|t| !t.trim().is_empty()).map(|t| parse_time(field, &t)).transpose()
-    };
     let request = v1::ListEventsRequest {
         tenant: scope.tenant,
         r#type: kind.unwrap_or_default(),
-        after: time("after", after)?,
-        before: time("before", before)?,
+        after: parse_optional_time("after", after)?,
+        before: parse_optional_time("before", before)?,
         page,
     };
     let answer = state.upstream.registry().list_events(request).await?.into_inner();

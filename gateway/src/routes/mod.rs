@@ -52,6 +52,11 @@ pub fn parse_time(field: &str, raw: &str) -> Result<Timestamp, GatewayError> {
     Ok(Timestamp { seconds: (nanos.div_euclid(1_000_000_000)) as i64, nanos: nanos.rem_euclid(1_000_000_000) as i32 })
 }
 
+/// An optional RFC 3339 time from a query string; empty is absent.
+pub fn parse_optional_time(field: &str, raw: Option<String>) -> Result<Option<Timestamp>, GatewayError> {
+    raw.filter(|t| !t.trim().is_empty()).map(|t| parse_time(field, &t)).transpose()
+}
+
 /// A JSON value as the raw bytes the services take; `None` is "absent" (empty).
 pub fn json_bytes(value: Option<&serde_json::Value>) -> Vec<u8> {
     match value {

@@ -1,0 +1,154 @@
+//! The event log (`GET /v1/events`, `/v1/events/{id}`), the new delivery
+//! filters, and portal sessions: who may open one, what a read-only one may
+//! do, expiry and revocation.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use herald_tests::{ADMIN_TOKEN, Receiver, Stack};
+use reqwest::Method;
+use serde_json::json;
+
+use crate::support::{EVENT_TYPE, call, delivery_in, expect, publish, set_up};
+
+#[tokio::test]
+async fn the_event_log_lists_a_tenants_events_newest_first_with_filters() {
+    let stack = Stack::start().await;
+    let receiver = Receiver::start().await;
+    let (key, endpoint) = set_up(&stack, &receiver).await;
+    let other = stack.tenant_with_key("other").await;
+    let a = call(&stack, ADMIN_TOKEN, Method::POST, "/v1/event-types", Some(json!({"name": "order.paid", "description": "p"}))).await;
+    expect(&a, 201, "second type");
+    for i in 0..5 {
+        expect(&publish(&stack, &format!("e-{i}"), json!({"n": i})).await, 202, "publish");
+    }
+    let paid = json!({"tenant": "acme", "id": "p-1", "type": "order.paid", "data": {"total": 3}, "resource": {"id": "o-1"}});
+    expect(&call(&stack, ADMIN_TOKEN, Method::POST, "/v1/events", Some(paid)).await, 202, "publish paid");
+
+    let a = call(&stack, &key, Method::GET, "/v1/events", None).await;
+    expect(&a, 200, "list");
+    let ids: Vec<&str> = a.body["data"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["p-1", "e-4", "e-3", "e-2", "e-1", "e-0"], "{}", a.raw);
+    let first = &a.body["data"][0];
+    assert_eq!(first["type"], "order.paid");
+    assert_eq!(first["data"], json!({"total": 3}));
+    assert_eq!(first["resource"], json!({"id": "o-1"}));
+    assert_eq!(first["deliveries"], 1);
+
+    // Pages carry on from their cursor; a type filter reads only that type.
+    let a = call(&stack, &key, Method::GET, "/v1/events?limit=4", None).await;
+    let cursor = a.body["nextCursor"].as_str().unwrap().to_owned();
+    let b = call(&stack, &key, Method::GET, &format!("/v1/events?limit=4&cursor={cursor}"), None).await;
+    let rest: Vec<&str> = b.body["data"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(rest, ["e-1", "e-0"]);
+    assert!(b.body["nextCursor"].is_null());
+    let a = call(&stack, &key, Method::GET, &format!("/v1/events?type={EVENT_TYPE}&limit=2"), None).await;
+    assert_eq!(a.body["data"].as_array().unwrap().len(), 2);
+    assert!(a.body["data"].as_array().unwrap().iter().all(|e| e["type"] == EVENT_TYPE));
+    let a = call(&stack, &key, Method::GET, "/v1/events?after=2999-01-01T00:00:00Z", None).await;
+    assert_eq!(a.body["data"], json!([]));
+    let a = call(&stack, &key, Method::GET, "/v1/events?before=2000-01-01T00:00:00Z", None).await;
+    assert_eq!(a.body["data"], json!([]));
+    expect(&call(&stack, &key, Method::GET, "/v1/events?after=yesterday", None).await, 400, "bad time");
+    expect(&call(&stack, &key, Method::GET, "/v1/events?cursor=nope", None).await, 400, "bad cursor");
+
+    // One event with its deliveries; another tenant sees nothing of it.
+    delivery_in(&stack, &key, "e-2", "delivered").await;
+    let a = call(&stack, &key, Method::GET, "/v1/events/e-2", None).await;
+    expect(&a, 200, "get");
+    assert_eq!(a.body["data"], json!({"n": 2}));
+    assert_eq!(a.body["deliveryRecords"][0]["endpointId"], endpoint.as_str());
+    assert_eq!(a.body["deliveryRecords"][0]["status"], "delivered");
+    expect(&call(&stack, &other, Method::GET, "/v1/events/e-2", None).await, 404, "other tenant");
+    assert_eq!(call(&stack, &other, Method::GET, "/v1/events", None).await.body["data"], json!([]));
+    expect(&call(&stack, &key, Method::GET, "/v1/events/nope", None).await, 404, "unknown");
+    let a = call(&stack, ADMIN_TOKEN, Method::GET, "/v1/events?tenant=acme&limit=1", None).await;
+    assert_eq!(a.body["data"][0]["id"], "p-1");
+
+    // Deliveries filter by event type and creation time.
+    delivery_in(&stack, &key, "p-1", "delivered").await;
+    let a = call(&stack, &key, Method::GET, "/v1/deliveries?eventType=order.paid", None).await;
+    let list = a.body["data"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{}", a.raw);
+    assert_eq!(list[0]["eventId"], "p-1");
+    let a = call(&stack, &key, Method::GET, "/v1/deliveries?after=2999-01-01T00:00:00Z", None).await;
+    assert_eq!(a.body["data"], json!([]));
+    let a = call(&stack, &key, Method::GET, "/v1/deliveries?before=2999-01-01T00:00:00Z&limit=100", None).await;
+    assert_eq!(a.body["data"].as_array().unwrap().len(), 6);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn portal_sessions_are_scoped_expire_and_can_be_read_only() {
+    let stack = Stack::start().await;
+    let receiver = Receiver::start().await;
+    let (key, endpoint) = set_up(&stack, &receiver).await;
+    stack.tenant_with_key("other").await;
+
+    // The admin names the tenant; a key opens sessions for its own only.
+    let a = call(&stack, ADMIN_TOKEN, Method::POST, "/v1/portal/sessions", Some(json!({"tenant": "acme"}))).await;
+    expect(&a, 201, "admin session");
+    let url = a.body["url"].as_str().unwrap();
+    let token = a.body["token"].as_str().unwrap().to_owned();
+    assert_eq!(url, format!("{}/portal/#token={token}", stack.url("").trim_end_matches('/')));
+    assert!(a.body["expiresAt"].is_string());
+    expect(&call(&stack, ADMIN_TOKEN, Method::POST, "/v1/portal/sessions", Some(json!({}))).await, 400, "no tenant");
+    let a = call(&stack, &key, Method::POST, "/v1/portal/sessions", Some(json!({"tenant": "other"}))).await;
+    expect(&a, 403, "another tenant");
+    let a = call(&stack, &key, Method::POST, "/v1/portal/sessions", Some(json!({"ttlSeconds": 5}))).await;
+    expect(&a, 400, "ttl too short");
+    assert_eq!(a.body["errors"][0]["field"], "ttlSeconds", "{}", a.raw);
+    let a = call(&stack, ADMIN_TOKEN, Method::POST, "/v1/portal/sessions", Some(json!({"tenant": "ghost"}))).await;
+    expect(&a, 404, "unknown tenant");
+
+    // A session acts for its tenant, and cannot open more sessions.
+    let a = call(&stack, &token, Method::GET, "/v1/portal/session", None).await;
+    expect(&a, 200, "whoami");
+    assert_eq!(a.body["tenant"], "acme");
+    assert_eq!(a.body["readOnly"], false);
+    expect(&call(&stack, &token, Method::GET, &format!("/v1/endpoints/{endpoint}"), None).await, 200, "read");
+    let a = call(&stack, &token, Method::PATCH, &format!("/v1/endpoints/{endpoint}"), Some(json!({"description": "x"}))).await;
+    expect(&a, 200, "write");
+    expect(&call(&stack, &token, Method::POST, "/v1/portal/sessions", Some(json!({}))).await, 403, "session opens session");
+    expect(&call(&stack, &token, Method::GET, "/v1/events?tenant=other", None).await, 404, "other tenant");
+
+    // A read-only session reads and changes nothing.
+    let a = call(&stack, &key, Method::POST, "/v1/portal/sessions", Some(json!({"readOnly": true, "ttlSeconds": 600}))).await;
+    expect(&a, 201, "read-only session");
+    let read_only = a.body["token"].as_str().unwrap().to_owned();
+    let a = call(&stack, &read_only, Method::GET, "/v1/portal/session", None).await;
+    assert_eq!(a.body["readOnly"], true);
+    expect(&call(&stack, &read_only, Method::GET, "/v1/endpoints", None).await, 200, "read-only reads");
+    for (method, path) in [
+        (Method::PATCH, format!("/v1/endpoints/{endpoint}")),
+        (Method::DELETE, format!("/v1/endpoints/{endpoint}")),
+        (Method::POST, format!("/v1/endpoints/{endpoint}/secret/rotate")),
+        (Method::POST, "/v1/endpoints".to_owned()),
+    ] {
+        let a = call(&stack, &read_only, method.clone(), &path, Some(json!({"description": "x"}))).await;
+        expect(&a, 403, &format!("read-only {method} {path}"));
+    }
+    expect(&call(&stack, &key, Method::GET, &format!("/v1/endpoints/{endpoint}"), None).await, 200, "still there");
+
+    // Revoked: the token stops working at once (this gateway forgets it).
+    let session_id = call(&stack, &token, Method::GET, "/v1/portal/session", None).await.body["sessionId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    expect(&call(&stack, &key, Method::DELETE, &format!("/v1/portal/sessions/{session_id}"), None).await, 204, "revoke");
+    expect(&call(&stack, &token, Method::GET, "/v1/endpoints", None).await, 401, "revoked");
+    expect(&call(&stack, &key, Method::DELETE, &format!("/v1/portal/sessions/{session_id}"), None).await, 404, "again");
+
+    // Expired: a session of 60 s is refused once its Redis keys are gone.
+    let a = call(&stack, &key, Method::POST, "/v1/portal/sessions", Some(json!({"ttlSeconds": 60}))).await;
+    let short = a.body["token"].as_str().unwrap().to_owned();
+    let mut redis = stack.redis().await;
+    let hash = herald_common::crypto::hash_api_key(&short);
+    let keys = herald_tests::scan_keys(&mut redis, &format!("{}*apikey:{hash}", stack.prefix)).await;
+    assert_eq!(keys.len(), 1);
+    let ttl: i64 = redis::cmd("PTTL").arg(&keys[0]).query_async(&mut redis).await.unwrap();
+    assert!((1..=60_000).contains(&ttl), "a session's key expires with it: {ttl}");
+    let _: () = redis::cmd("PEXPIRE").arg(&keys[0]).arg(1).query_async(&mut redis).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    expect(&call(&stack, &short, Method::GET, "/v1/endpoints", None).await, 401, "expired");
+    stack.stop().await;
+}
