@@ -121,7 +121,7 @@ fn status_from_wire(raw: i32) -> Result<Option<DeliveryStatus>, DispatchError> {
 }
 
 fn attempt_to_wire(a: &AttemptRecord) -> v1::Attempt {
-    let AttemptRecord { n, at, status_code, latency_ms, error, response_body } = a;
+    let AttemptRecord { n, at, status_code, latency_ms, error, response_body, sent } = a;
     v1::Attempt {
         n: *n,
         at: timestamp(*at),
@@ -129,6 +129,11 @@ fn attempt_to_wire(a: &AttemptRecord) -> v1::Attempt {
         latency_ms: *latency_ms,
         error: error.clone().unwrap_or_default(),
         response_body: response_body.clone(),
+        request: sent.as_ref().map(|s| v1::SentRequest {
+            url: s.url.clone(),
+            body_bytes: s.body_bytes,
+            headers: s.headers.iter().map(|(name, value)| v1::Header { name: name.clone(), value: value.clone() }).collect(),
+        }),
     }
 }
 

@@ -63,11 +63,31 @@ pub struct Attempt {
     pub error: Option<String>,
     /// The first 1 KiB of the answer body.
     pub response_body: String,
+    /// What was sent; absent when the attempt failed before sending.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request: Option<SentRequest>,
+}
+
+/// An attempt's request. Credentials (`Authorization`, the endpoint's own
+/// secret headers) and signatures show as `[redacted]`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SentRequest {
+    pub url: String,
+    pub body_bytes: u64,
+    /// Header name to value, in the order sent.
+    pub headers: Vec<SentHeader>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SentHeader {
+    pub name: String,
+    pub value: String,
 }
 
 impl From<v1::Attempt> for Attempt {
     fn from(a: v1::Attempt) -> Self {
-        let v1::Attempt { n, at, status_code, latency_ms, error, response_body } = a;
+        let v1::Attempt { n, at, status_code, latency_ms, error, response_body, request } = a;
         Attempt {
             n,
             at: rfc3339(at.as_ref()),
@@ -75,6 +95,11 @@ impl From<v1::Attempt> for Attempt {
             latency_ms,
             error: Some(error).filter(|e| !e.is_empty()),
             response_body,
+            request: request.map(|r| SentRequest {
+                url: r.url,
+                body_bytes: r.body_bytes,
+                headers: r.headers.into_iter().map(|h| SentHeader { name: h.name, value: h.value }).collect(),
+            }),
         }
     }
 }

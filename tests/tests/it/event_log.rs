@@ -152,3 +152,34 @@ async fn portal_sessions_are_scoped_expire_and_can_be_read_only() {
     expect(&call(&stack, &short, Method::GET, "/v1/endpoints", None).await, 401, "expired");
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn an_attempt_shows_the_request_sent_without_its_secrets() {
+    let stack = Stack::start().await;
+    let receiver = Receiver::start().await;
+    let key = crate::support::tenant_with_event_type(&stack, "acme").await;
+    let spec = json!({
+        "url": receiver.url(),
+        "auth": {"type": "bearer", "token": "t0ps3cret"},
+        "headers": {"X-Api-Key": "k3y-value"},
+    });
+    let endpoint = crate::support::subscribed_endpoint(&stack, &key, spec, &[EVENT_TYPE]).await;
+    expect(&publish(&stack, "e-req", json!({"n": 1})).await, 202, "publish");
+    let delivery = delivery_in(&stack, &key, "e-req", "delivered").await;
+    let request = &delivery["attempts"][0]["request"];
+    assert_eq!(request["url"], receiver.url(), "{delivery}");
+    let received = receiver.received();
+    assert_eq!(request["bodyBytes"], received[0].body.len() as u64);
+    let header = |name: &str| {
+        request["headers"].as_array().unwrap().iter().find(|h| h["name"] == name).map(|h| h["value"].clone())
+    };
+    assert_eq!(header("webhook-id"), Some(json!("e-req")));
+    assert_eq!(header("authorization"), Some(json!("[redacted]")));
+    assert_eq!(header("x-api-key"), Some(json!("[redacted]")));
+    assert_eq!(header("webhook-signature"), Some(json!("[redacted]")));
+    assert_eq!(header("content-type"), Some(json!("application/json")));
+    let raw = delivery.to_string();
+    assert!(!raw.contains("t0ps3cret") && !raw.contains("k3y-value"), "{raw}");
+    let _ = endpoint;
+    stack.stop().await;
+}
