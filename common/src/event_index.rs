@@ -60,7 +60,15 @@ mod tests {
 
     #[test]
     fn what_was_not_encoded_does_not_decode() {
-        for bad in ["", "1733030000123", "1733030000123:t", "173303000012:t:e", "17330300001x3:t:e", "1733030000123::e", "1733030000123:t:a:b"] {
+        for bad in [
+            "",
+            "1733030000123",
+            "1733030000123:t",
+            "173303000012:t:e",
+            "17330300001x3:t:e",
+            "1733030000123::e",
+            "1733030000123:t:a:b",
+        ] {
             assert_eq!(EventIndexEntry::decode(bad), None, "{bad}");
         }
     }

@@ -132,7 +132,11 @@ fn attempt_to_wire(a: &AttemptRecord) -> v1::Attempt {
         request: sent.as_ref().map(|s| v1::SentRequest {
             url: s.url.clone(),
             body_bytes: s.body_bytes,
-            headers: s.headers.iter().map(|(name, value)| v1::Header { name: name.clone(), value: value.clone() }).collect(),
+            headers: s
+                .headers
+                .iter()
+                .map(|(name, value)| v1::Header { name: name.clone(), value: value.clone() })
+                .collect(),
         }),
     }
 }
@@ -178,8 +182,16 @@ fn ok<T>(value: T) -> Answer<T> {
 #[tonic::async_trait]
 impl Dispatch for DispatchService {
     async fn list_deliveries(&self, request: Request<ListDeliveriesRequest>) -> Answer<ListDeliveriesResponse> {
-        let ListDeliveriesRequest { tenant, endpoint_id, event_id, status, page: page_request, event_type, after, before } =
-            request.into_inner();
+        let ListDeliveriesRequest {
+            tenant,
+            endpoint_id,
+            event_id,
+            status,
+            page: page_request,
+            event_type,
+            after,
+            before,
+        } = request.into_inner();
         let tenant = required_id("tenant", &tenant)?;
         let filter = ListFilter {
             tenant: tenant.to_owned(),

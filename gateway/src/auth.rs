@@ -21,8 +21,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::extract::{FromRef, FromRequestParts, Query};
-use axum::http::{Method, header};
 use axum::http::request::Parts;
+use axum::http::{Method, header};
 use herald_common::crypto::{constant_time_eq, hash_api_key};
 use herald_proto::v1::AuthenticateApiKeyRequest;
 use serde::Deserialize;

@@ -46,7 +46,9 @@ impl Registry {
         let mut upper = match &page.after {
             Some(cursor) => match EventIndexEntry::decode(cursor) {
                 Some(_) => format!("({cursor}"),
-                None => return Err(RegistryError::invalid("page.cursor", "is not a cursor returned by a previous page")),
+                None => {
+                    return Err(RegistryError::invalid("page.cursor", "is not a cursor returned by a previous page"));
+                }
             },
             None => query.published_before.map_or_else(|| "+".to_owned(), event_index::before_time),
         };

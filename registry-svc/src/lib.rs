@@ -31,6 +31,7 @@ pub mod event_types;
 pub mod filter;
 pub mod operational;
 pub mod publish;
+pub mod replay;
 pub mod retry_policy;
 pub mod routing;
 pub mod schema;

@@ -161,7 +161,13 @@ impl Registry {
                 })
                 .collect();
             let payload = serde_json::to_vec(&event)?;
-            prepared.push(Prepared { tenant: p.tenant, event_id: event.id, event_type: event.event_type, payload, jobs });
+            prepared.push(Prepared {
+                tenant: p.tenant,
+                event_id: event.id,
+                event_type: event.event_type,
+                payload,
+                jobs,
+            });
         }
         let calls: Vec<Enqueue<'_>> = prepared
             .iter()

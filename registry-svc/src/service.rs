@@ -10,14 +10,14 @@ use herald_common::time_fmt;
 use herald_proto::convert::{millis, timestamp};
 use herald_proto::v1::registry_server::Registry as RegistryRpc;
 use herald_proto::v1::{
-    self, AuthenticateApiKeyRequest, CreateApiKeyRequest, CreateApiKeyResponse, CreateEndpointRequest, CreatePortalSessionRequest, PortalSession, RevokePortalSessionRequest,
-    CreateEndpointResponse, CreateSubscriptionRequest, CreateTenantRequest, DeleteEventTypeRequest, DeleteResponse,
-    DeleteTenantRequest, DisableEndpointRequest, EndpointRef, EndpointSecret, GetEventTypeRequest, GetTenantRequest,
-    ListApiKeysRequest, ListApiKeysResponse, ListEndpointsRequest, ListEndpointsResponse, ListEventTypesRequest,
-    ListEventTypesResponse, ListSubscriptionsRequest, ListSubscriptionsResponse, ListTenantsRequest,
-    ListTenantsResponse, PageInfo, PublishBatchRequest, PublishBatchResponse, PublishRequest, PublishResponse,
-    RevokeApiKeyRequest, SubscriptionRef, UpdateEndpointRequest, UpdateSubscriptionRequest, UpdateTenantRequest,
-    get_event_type_request,
+    self, AuthenticateApiKeyRequest, CreateApiKeyRequest, CreateApiKeyResponse, CreateEndpointRequest,
+    CreateEndpointResponse, CreatePortalSessionRequest, CreateSubscriptionRequest, CreateTenantRequest,
+    DeleteEventTypeRequest, DeleteResponse, DeleteTenantRequest, DisableEndpointRequest, EndpointRef, EndpointSecret,
+    GetEventTypeRequest, GetTenantRequest, ListApiKeysRequest, ListApiKeysResponse, ListEndpointsRequest,
+    ListEndpointsResponse, ListEventTypesRequest, ListEventTypesResponse, ListSubscriptionsRequest,
+    ListSubscriptionsResponse, ListTenantsRequest, ListTenantsResponse, PageInfo, PortalSession, PublishBatchRequest,
+    PublishBatchResponse, PublishRequest, PublishResponse, RevokeApiKeyRequest, RevokePortalSessionRequest,
+    SubscriptionRef, UpdateEndpointRequest, UpdateSubscriptionRequest, UpdateTenantRequest, get_event_type_request,
 };
 use tonic::{Request, Response, Status};
 
@@ -327,6 +327,15 @@ impl RegistryRpc for RegistryService {
         let v1::GetEventRequest { tenant, id } = request.into_inner();
         let event = self.registry.get_event(&tenant, &id).await?;
         ok(logged_event(&tenant, event))
+    }
+
+    async fn replay_endpoint(&self, request: Request<v1::ReplayEndpointRequest>) -> Answer<v1::ReplayEndpointResponse> {
+        let v1::ReplayEndpointRequest { tenant, endpoint_id, since, until, delivered_event_ids } = request.into_inner();
+        let since = since.as_ref().map(millis).ok_or_else(|| RegistryError::invalid("since", "is required"))?;
+        let delivered: std::collections::HashSet<String> = delivered_event_ids.into_iter().collect();
+        let until = until.as_ref().map(millis);
+        let count = self.registry.replay_endpoint(&tenant, &endpoint_id, since, until, &delivered).await?;
+        ok(v1::ReplayEndpointResponse { count })
     }
 
     async fn publish(&self, request: Request<PublishRequest>) -> Answer<PublishResponse> {

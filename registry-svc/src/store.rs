@@ -28,8 +28,8 @@ use crate::validate::{Page, split_page};
 
 mod event_log;
 mod partition_steps;
-mod publishing;
 mod portal_sessions;
+mod publishing;
 mod subscription_update;
 
 pub use publishing::{Enqueue, Enqueued, Lookup};

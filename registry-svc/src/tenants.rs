@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use herald_common::crypto::{constant_time_eq, hash_api_key, random_secret};
 use herald_common::ids;
-use herald_common::model::{ApiKeyRecord, TenantRecord};
 use herald_common::model::Millis;
+use herald_common::model::{ApiKeyRecord, TenantRecord};
 use herald_common::time_fmt::now_millis;
 
 use crate::Registry;

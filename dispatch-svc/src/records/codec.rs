@@ -78,8 +78,7 @@ enum OwnedAttempt {
 }
 /// The latest attempt inside a state: its time is left out (`null`) when it
 /// is the state's `updatedAt`, as it is whenever the attempt settled it.
-type LatestValues<'a> =
-    (u32, Option<Millis>, Option<u16>, u64, Option<&'a str>, &'a str, Option<SentValues<'a>>);
+type LatestValues<'a> = (u32, Option<Millis>, Option<u16>, u64, Option<&'a str>, &'a str, Option<SentValues<'a>>);
 #[derive(serde::Deserialize)]
 #[serde(untagged)]
 enum OwnedLatest {

@@ -500,7 +500,8 @@ impl PreparedEndpoint {
             .iter()
             .map(|(name, value)| {
                 let secret = value.is_sensitive() || name == AUTHORIZATION || name.as_str().contains("signature");
-                let shown = if secret { REDACTED.to_owned() } else { String::from_utf8_lossy(value.as_bytes()).into_owned() };
+                let shown =
+                    if secret { REDACTED.to_owned() } else { String::from_utf8_lossy(value.as_bytes()).into_owned() };
                 (name.as_str().to_owned(), shown)
             })
             .collect();

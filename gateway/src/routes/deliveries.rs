@@ -201,8 +201,16 @@ pub async fn list_deliveries(
     }
     let [endpoint_id, event_id] = ids;
     let event_type = event_type.unwrap_or_default();
-    let request =
-        v1::ListDeliveriesRequest { tenant: scope.tenant, endpoint_id, event_id, status, page, event_type, after, before };
+    let request = v1::ListDeliveriesRequest {
+        tenant: scope.tenant,
+        endpoint_id,
+        event_id,
+        status,
+        page,
+        event_type,
+        after,
+        before,
+    };
     let answer = state.upstream.dispatch().list_deliveries(request).await?.into_inner();
     Ok(axum::Json(DeliveryList {
         data: answer.deliveries.into_iter().map(|d| Delivery::from_wire(d, false)).collect(),

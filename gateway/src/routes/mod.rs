@@ -10,6 +10,7 @@ pub mod event_types;
 pub mod events;
 pub mod operations;
 pub mod portal_sessions;
+pub mod replay;
 pub mod retry_policy;
 pub mod subscriptions;
 pub mod tenants;
@@ -32,6 +33,7 @@ pub fn api() -> ApiRouter<AppState> {
         .merge(deliveries::routes())
         .merge(operations::routes())
         .merge(portal_sessions::routes())
+        .merge(replay::routes())
 }
 
 /// RFC 3339 UTC with milliseconds; the epoch when upstream left it unset.

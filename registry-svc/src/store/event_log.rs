@@ -2,7 +2,7 @@
 //! stored events they name (written by the publish steps).
 
 use herald_common::event_index;
-use herald_common::model::Millis;
+use herald_common::model::{Job, Millis};
 
 use super::Store;
 use crate::error::Result;
@@ -31,6 +31,46 @@ impl Store {
             .query_async(&mut conn)
             .await?;
         Ok(entries)
+    }
+
+    /// Up to `count` index entries from `lower` to `upper` (`BYLEX`
+    /// bounds), oldest first.
+    pub async fn event_log_entries_oldest_first(
+        &self,
+        tenant: &str,
+        lower: &str,
+        upper: &str,
+        count: usize,
+    ) -> Result<Vec<String>> {
+        let mut conn = self.conn.clone();
+        let entries: Vec<String> = redis::cmd("ZRANGE")
+            .arg(self.keys.tenant_events(tenant))
+            .arg(lower)
+            .arg(upper)
+            .arg("BYLEX")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(count)
+            .query_async(&mut conn)
+            .await?;
+        Ok(entries)
+    }
+
+    /// Appends jobs to their partition streams (replays; publishing has its
+    /// own atomic step).
+    pub async fn append_jobs(&self, jobs: &[(u32, Job)]) -> Result<()> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (partition, job) in jobs {
+            let mut fields: Vec<(&str, String)> = Vec::with_capacity(job.field_count());
+            job.visit_fields(|name, value| fields.push((name, value.to_owned())));
+            pipe.xadd(self.keys.partition_stream(*partition), "*", &fields).ignore();
+        }
+        let mut conn = self.conn.clone();
+        pipe.query_async::<()>(&mut conn).await?;
+        Ok(())
     }
 
     /// Stored events (header line and body), `None` where one expired. One

@@ -16,12 +16,20 @@ async fn the_event_log_lists_a_tenants_events_newest_first_with_filters() {
     let receiver = Receiver::start().await;
     let (key, endpoint) = set_up(&stack, &receiver).await;
     let other = stack.tenant_with_key("other").await;
-    let a = call(&stack, ADMIN_TOKEN, Method::POST, "/v1/event-types", Some(json!({"name": "order.paid", "description": "p"}))).await;
+    let a = call(
+        &stack,
+        ADMIN_TOKEN,
+        Method::POST,
+        "/v1/event-types",
+        Some(json!({"name": "order.paid", "description": "p"})),
+    )
+    .await;
     expect(&a, 201, "second type");
     for i in 0..5 {
         expect(&publish(&stack, &format!("e-{i}"), json!({"n": i})).await, 202, "publish");
     }
-    let paid = json!({"tenant": "acme", "id": "p-1", "type": "order.paid", "data": {"total": 3}, "resource": {"id": "o-1"}});
+    let paid =
+        json!({"tenant": "acme", "id": "p-1", "type": "order.paid", "data": {"total": 3}, "resource": {"id": "o-1"}});
     expect(&call(&stack, ADMIN_TOKEN, Method::POST, "/v1/events", Some(paid)).await, 202, "publish paid");
 
     let a = call(&stack, &key, Method::GET, "/v1/events", None).await;
@@ -106,13 +114,20 @@ async fn portal_sessions_are_scoped_expire_and_can_be_read_only() {
     assert_eq!(a.body["tenant"], "acme");
     assert_eq!(a.body["readOnly"], false);
     expect(&call(&stack, &token, Method::GET, &format!("/v1/endpoints/{endpoint}"), None).await, 200, "read");
-    let a = call(&stack, &token, Method::PATCH, &format!("/v1/endpoints/{endpoint}"), Some(json!({"description": "x"}))).await;
+    let a =
+        call(&stack, &token, Method::PATCH, &format!("/v1/endpoints/{endpoint}"), Some(json!({"description": "x"})))
+            .await;
     expect(&a, 200, "write");
-    expect(&call(&stack, &token, Method::POST, "/v1/portal/sessions", Some(json!({}))).await, 403, "session opens session");
+    expect(
+        &call(&stack, &token, Method::POST, "/v1/portal/sessions", Some(json!({}))).await,
+        403,
+        "session opens session",
+    );
     expect(&call(&stack, &token, Method::GET, "/v1/events?tenant=other", None).await, 404, "other tenant");
 
     // A read-only session reads and changes nothing.
-    let a = call(&stack, &key, Method::POST, "/v1/portal/sessions", Some(json!({"readOnly": true, "ttlSeconds": 600}))).await;
+    let a = call(&stack, &key, Method::POST, "/v1/portal/sessions", Some(json!({"readOnly": true, "ttlSeconds": 600})))
+        .await;
     expect(&a, 201, "read-only session");
     let read_only = a.body["token"].as_str().unwrap().to_owned();
     let a = call(&stack, &read_only, Method::GET, "/v1/portal/session", None).await;
@@ -134,7 +149,11 @@ async fn portal_sessions_are_scoped_expire_and_can_be_read_only() {
         .as_str()
         .unwrap()
         .to_owned();
-    expect(&call(&stack, &key, Method::DELETE, &format!("/v1/portal/sessions/{session_id}"), None).await, 204, "revoke");
+    expect(
+        &call(&stack, &key, Method::DELETE, &format!("/v1/portal/sessions/{session_id}"), None).await,
+        204,
+        "revoke",
+    );
     expect(&call(&stack, &token, Method::GET, "/v1/endpoints", None).await, 401, "revoked");
     expect(&call(&stack, &key, Method::DELETE, &format!("/v1/portal/sessions/{session_id}"), None).await, 404, "again");
 
@@ -181,5 +200,69 @@ async fn an_attempt_shows_the_request_sent_without_its_secrets() {
     let raw = delivery.to_string();
     assert!(!raw.contains("t0ps3cret") && !raw.contains("k3y-value"), "{raw}");
     let _ = endpoint;
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_replay_sends_a_new_endpoint_what_it_missed_and_nothing_twice() {
+    let stack = Stack::start().await;
+    let first = Receiver::start().await;
+    let (key, old_endpoint) = set_up(&stack, &first).await;
+    let since = herald_common::time_fmt::rfc3339(herald_common::time_fmt::now());
+    for i in 0..3 {
+        let data = json!({"n": i, "region": if i == 1 { "us" } else { "eu" }});
+        expect(&publish(&stack, &format!("r-{i}"), data).await, 202, "publish");
+    }
+    first.wait_for(3, std::time::Duration::from_secs(15)).await;
+
+    // A new endpoint, subscribed with a filter, catches up on what matches.
+    let late = Receiver::start().await;
+    let spec = json!({"url": late.url()});
+    let a = call(&stack, &key, Method::POST, "/v1/endpoints", Some(spec)).await;
+    let endpoint = a.body["id"].as_str().unwrap().to_owned();
+    let sub = json!({"endpointId": endpoint, "eventTypes": [EVENT_TYPE], "filter": {"data.region": "eu"}});
+    expect(&call(&stack, &key, Method::POST, "/v1/subscriptions", Some(sub)).await, 201, "subscription");
+    let path = format!("/v1/endpoints/{endpoint}/replay");
+    let a = call(&stack, &key, Method::POST, &path, Some(json!({"since": since}))).await;
+    expect(&a, 202, "replay");
+    assert_eq!(a.body["count"], 2, "{}", a.raw);
+    let got = late.wait_for(2, std::time::Duration::from_secs(15)).await;
+    let mut ids: Vec<String> = got.iter().map(|r| r.header("webhook-id").unwrap().to_owned()).collect();
+    ids.sort();
+    assert_eq!(ids, ["r-0", "r-2"]);
+    // Listed with the event's own deliveries.
+    let a = call(&stack, &key, Method::GET, "/v1/events/r-2", None).await;
+    let endpoints: Vec<&str> =
+        a.body["deliveryRecords"].as_array().unwrap().iter().map(|d| d["endpointId"].as_str().unwrap()).collect();
+    assert!(endpoints.contains(&endpoint.as_str()) && endpoints.contains(&old_endpoint.as_str()), "{}", a.raw);
+
+    // Again: it has them all now; the old endpoint had them from the start.
+    crate::support::wait_until("replayed deliveries listed", || async {
+        let a = call(&stack, &key, Method::GET, &format!("/v1/deliveries?endpointId={endpoint}"), None).await;
+        (a.body["data"].as_array().map_or(0, Vec::len) == 2).then_some(())
+    })
+    .await;
+    let a = call(&stack, &key, Method::POST, &path, Some(json!({"since": since}))).await;
+    assert_eq!(a.body["count"], 0, "{}", a.raw);
+    let old_path = format!("/v1/endpoints/{old_endpoint}/replay");
+    assert_eq!(call(&stack, &key, Method::POST, &old_path, Some(json!({"since": since}))).await.body["count"], 0);
+    let until_before = json!({"since": since, "until": "2000-01-01T00:00:00Z"});
+    assert_eq!(call(&stack, &key, Method::POST, &path, Some(until_before)).await.body["count"], 0);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(late.count(), 2);
+    assert_eq!(first.count(), 3);
+
+    expect(&call(&stack, &key, Method::POST, &path, Some(json!({"since": "soon"}))).await, 400, "bad since");
+    expect(
+        &call(&stack, &key, Method::POST, "/v1/endpoints/ep_nope/replay", Some(json!({"since": since}))).await,
+        404,
+        "unknown",
+    );
+    expect(
+        &call(&stack, &key, Method::POST, &format!("/v1/endpoints/{endpoint}/deactivate"), None).await,
+        200,
+        "deactivate",
+    );
+    expect(&call(&stack, &key, Method::POST, &path, Some(json!({"since": since}))).await, 409, "inactive");
     stack.stop().await;
 }
