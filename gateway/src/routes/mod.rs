@@ -5,6 +5,7 @@
 
 pub mod deliveries;
 pub mod endpoint_auth;
+pub mod endpoint_stats;
 pub mod endpoints;
 pub mod event_types;
 pub mod events;
@@ -34,6 +35,7 @@ pub fn api() -> ApiRouter<AppState> {
         .merge(operations::routes())
         .merge(portal_sessions::routes())
         .merge(replay::routes())
+        .merge(endpoint_stats::routes())
 }
 
 /// RFC 3339 UTC with milliseconds; the epoch when upstream left it unset.

@@ -82,6 +82,24 @@ async fn the_event_log_lists_a_tenants_events_newest_first_with_filters() {
     assert_eq!(a.body["data"], json!([]));
     let a = call(&stack, &key, Method::GET, "/v1/deliveries?before=2999-01-01T00:00:00Z&limit=100", None).await;
     assert_eq!(a.body["data"].as_array().unwrap().len(), 6);
+
+    // The endpoint's last hour per minute: every delivery counted once, in the current minute's or the one before.
+    for e in ["e-0", "e-1", "e-3", "e-4"] {
+        delivery_in(&stack, &key, e, "delivered").await;
+    }
+    let a = call(&stack, &key, Method::GET, &format!("/v1/endpoints/{endpoint}/stats"), None).await;
+    expect(&a, 200, "stats");
+    let minutes = a.body["minutes"].as_array().unwrap();
+    assert_eq!(minutes.len(), 60);
+    let delivered: u64 = minutes.iter().map(|m| m["delivered"].as_u64().unwrap()).sum();
+    assert_eq!(delivered, 6, "{}", a.raw);
+    assert_eq!(minutes[59]["failed"], 0);
+    assert_eq!(a.body["truncated"], false);
+    expect(
+        &call(&stack, &other, Method::GET, &format!("/v1/endpoints/{endpoint}/stats"), None).await,
+        404,
+        "foreign stats",
+    );
     stack.stop().await;
 }
 
