@@ -96,10 +96,10 @@ pub async fn revoke_session(
 ) -> Result<StatusCode, GatewayError> {
     let id = resource_id("portal session", &id)?.to_owned();
     // A session may end itself (signing out), not another one.
-    if let Caller::Tenant { key_id, access: Access::Session | Access::ReadOnlySession, .. } = &scope.caller {
-        if key_id != &id {
-            return Err(GatewayError::Forbidden("a portal session can only revoke itself".to_owned()));
-        }
+    if let Caller::Tenant { key_id, access: Access::Session | Access::ReadOnlySession, .. } = &scope.caller
+        && key_id != &id
+    {
+        return Err(GatewayError::Forbidden("a portal session can only revoke itself".to_owned()));
     }
     let request = v1::RevokePortalSessionRequest { tenant: scope.tenant, id: id.clone() };
     state.upstream.registry().revoke_portal_session(request).await?;
