@@ -15,6 +15,7 @@ pub mod extract;
 pub mod json;
 pub mod observe;
 pub mod openapi;
+pub mod portal;
 pub mod profiles;
 pub mod ratelimit;
 pub mod routes;
@@ -65,7 +66,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     routes::api().merge(profiles::routes()).finish().1
 }
 
-/// The whole HTTP application: API, profiles, `/openapi.json`, `/healthz`, `/readyz`, `/metrics`.
+/// The whole HTTP application: API, profiles, the portal (`/portal/`),
+/// `/openapi.json`, `/healthz`, `/readyz`, `/metrics`.
 pub fn app(config: &HeraldConfig) -> Result<Router, GatewayError> {
     observe::describe();
     let upstream = Upstream::new(config)?;
@@ -85,6 +87,7 @@ pub fn app(config: &HeraldConfig) -> Result<Router, GatewayError> {
     });
     Ok(api
         .with_state(state)
+        .merge(portal::router())
         .merge(herald_common::admin::router(readiness))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

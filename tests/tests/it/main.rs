@@ -20,6 +20,7 @@ mod observe;
 mod operational;
 mod payloads;
 mod policies;
+mod portal;
 mod profile_rules;
 mod profiles;
 mod registry;
