@@ -2,7 +2,7 @@
 // sends, replay and recovery, and its subscriptions.
 
 import { api, ApiError, enc, problemBox, showProblem } from './api.js';
-import { allEventTypes } from './catalog.js';
+import { allEventTypes, example } from './catalog.js';
 import { minutesChart } from './chart.js';
 import { badge, field, fields, h, heading, input, isoToLocal, link, localToIso, pre, replace, section, select, textarea, time } from './dom.js';
 import { action, canWrite, endpointForm, subscriptionForm } from './forms.js';
@@ -83,9 +83,18 @@ function secretPanel(id) {
   return [h('p', { class: 'muted' }, 'Verify the signature of every webhook with this secret.'), h('div', { class: 'actions' }, reveal, rotate), out];
 }
 
+/** The test form; its data starts as the example of the chosen type's schema. */
 function testPanel(id, types) {
-  const type = select('eventType', types.length ? types.map((t) => [t, t]) : [['test', 'test']], types[0]);
-  const data = textarea('data', '{}', { rows: '3' });
+  const own = types.filter((t) => !t.name.startsWith('herald.'));
+  const ordered = [...own, ...types.filter((t) => !own.includes(t))];
+  const type = select('eventType', ordered.length ? ordered.map((t) => [t.name, t.name]) : [['test', 'test']]);
+  const data = textarea('data', '{}', { rows: '6' });
+  const fillExample = () => {
+    const chosen = types.find((t) => t.name === type.value);
+    data.value = JSON.stringify(chosen && chosen.schema ? example(chosen.schema) : {}, null, 2);
+  };
+  type.addEventListener('change', fillExample);
+  fillExample();
   const out = h('div', { 'aria-live': 'polite' });
   const submit = h('button', { type: 'submit', 'data-mutates': '' }, 'Send test event');
   const form = h('form', { class: 'stack', novalidate: true, 'data-mutates': '' },
@@ -193,7 +202,7 @@ export async function endpointView(id, rerender) {
       h('div', {}, section('Health', health), section('Last hour', stats), section('Signing secret', secretPanel(id)))),
     section('Subscriptions', subs),
     canWrite() ? h('div', { class: 'two-col' },
-      section('Send a test event', testPanel(id, names)),
+      section('Send a test event', testPanel(id, types)),
       h('div', {},
         section('Replay', h('p', { class: 'muted' }, 'Send the events of a time range again.'), resendForm(id, 'replay')),
         section('Recover', h('p', { class: 'muted' }, 'Retry the deliveries that failed since a time.'), resendForm(id, 'recover')))) : null,

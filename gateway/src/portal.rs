@@ -143,7 +143,16 @@ mod tests {
     fn assets_keep_to_the_policy() {
         for (name, _, bytes) in ASSETS {
             let text = std::str::from_utf8(bytes).unwrap();
-            for banned in ["innerHTML", "outerHTML", "insertAdjacentHTML", "eval(", "new Function", "document.write", " style=", "onclick="] {
+            for banned in [
+                "innerHTML",
+                "outerHTML",
+                "insertAdjacentHTML",
+                "eval(",
+                "new Function",
+                "document.write",
+                " style=",
+                "onclick=",
+            ] {
                 assert!(!text.contains(banned), "{name} contains {banned}");
             }
             assert!(text.lines().count() <= 400, "{name} is over 400 lines");

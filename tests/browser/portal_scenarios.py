@@ -5,6 +5,7 @@
 The Rust test starts the stack, prepares the data and passes the gateway
 address, the portal token and the ids of what it made."""
 
+import os
 import re
 import json
 import time
@@ -244,8 +245,46 @@ def csp_and_screens(cfg):
                 if name in ("landing", "endpoint", "delivery", "catalog"):
                     b.screenshot(name, width)
                     b.driver.set_window_size(width, 900)
+            if width == 1280:
+                dark_and_chart(b)
             b.assert_no_csp_violations()
             log(f"{width}px: every view fits, no CSP violation in the console")
+
+
+def dark_and_chart(b):
+    """Dark mode changes the colours; the per-minute chart draws a bar group per minute."""
+    b.go("#/")
+    light = b.driver.execute_script("return getComputedStyle(document.body).backgroundColor")
+    b.driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+    dark = b.driver.execute_script("return getComputedStyle(document.body).backgroundColor")
+    assert light != dark, f"dark mode keeps the light background {light}"
+    b.screenshot("landing-dark", 1280)
+    b.driver.set_window_size(1280, 900)
+    b.driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+    # Until the server reports per-minute figures, the chart is drawn from made-up ones.
+    groups = b.driver.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        import('/portal/chart.js').then((m) => {
+          const now = Date.now();
+          const minutes = Array.from({length: 60}, (_, i) => ({
+            minute: new Date(now - (59 - i) * 60000).toISOString(),
+            delivered: Math.round(20 + 15 * Math.sin(i / 6)), failed: i % 9 === 0 ? 4 : 0}));
+          const figure = m.minutesChart(minutes);
+          const card = document.createElement('section');
+          card.className = 'card';
+          card.id = 'chart-sample';
+          card.append(figure);
+          document.getElementById('main').prepend(card);
+          done(figure.querySelectorAll('svg > g').length + ':' + figure.querySelectorAll('rect').length);
+        }, (e) => done('error ' + e));""")
+    assert groups.startswith("60:"), f"chart: {groups}"
+    chart = b.one("#chart-sample")
+    label = chart.find_element(By.CSS_SELECTOR, "svg").get_attribute("aria-label")
+    assert "delivered" in label and "failed" in label, label
+    if os.environ.get("HERALD_SCREENSHOT_DIR"):
+        path = os.path.join(os.environ["HERALD_SCREENSHOT_DIR"], "chart-1280.png")
+        chart.screenshot(path)
+        log(f"screenshot {path}")
 
 
 if __name__ == "__main__":

@@ -63,7 +63,8 @@ async fn endpoint(stack: &Stack, key: &str, body: Value, filter: Option<Value>) 
 }
 
 async fn publish(stack: &Stack, data: Value) -> String {
-    let (status, body) = stack.admin_post("/v1/events", json!({"tenant": TENANT, "type": EVENT_TYPE, "data": data})).await;
+    let (status, body) =
+        stack.admin_post("/v1/events", json!({"tenant": TENANT, "type": EVENT_TYPE, "data": data})).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     body["id"].as_str().unwrap().to_owned()
 }
@@ -72,7 +73,8 @@ async fn publish(stack: &Stack, data: Value) -> String {
 async fn delivery_of(stack: &Stack, key: &str, event_id: &str, status: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let (code, body) = tenant_call(stack, key, Method::GET, &format!("/v1/deliveries?eventId={event_id}"), None).await;
+        let (code, body) =
+            tenant_call(stack, key, Method::GET, &format!("/v1/deliveries?eventId={event_id}"), None).await;
         assert_eq!(code, StatusCode::OK, "{body}");
         if let Some(d) = body["data"].as_array().and_then(|d| d.iter().find(|d| d["status"] == status)) {
             return d["id"].as_str().unwrap().to_owned();
@@ -85,7 +87,11 @@ async fn delivery_of(stack: &Stack, key: &str, event_id: &str, status: &str) -> 
 /// Runs one browser scenario; panics with its output unless it passed.
 async fn scenario(name: &str, stack: &Stack, token: &str, extra: Value) {
     let python = herald_tests::python();
-    assert!(python.exists(), "{} is missing: run deploy/test.sh (it installs the browser tests' tools)", python.display());
+    assert!(
+        python.exists(),
+        "{} is missing: run deploy/test.sh (it installs the browser tests' tools)",
+        python.display()
+    );
     let mut params = json!({
         "gateway": stack.gateway_url,
         "token": token,
@@ -121,8 +127,14 @@ async fn an_endpoint_made_in_the_portal_receives_and_lists_deliveries() {
     let receiver = Receiver::start().await;
     scenario("create_and_deliver", &stack, &key, json!({"receiver": receiver.url()})).await;
     let received = receiver.received();
-    assert!(received.iter().any(|r| r.header("x-warehouse") == Some("north")), "the header set in the form was not sent");
-    assert!(received.iter().any(|r| r.header("authorization") == Some("Bearer s3cret-token")), "the bearer token set in the form was not sent");
+    assert!(
+        received.iter().any(|r| r.header("x-warehouse") == Some("north")),
+        "the header set in the form was not sent"
+    );
+    assert!(
+        received.iter().any(|r| r.header("authorization") == Some("Bearer s3cret-token")),
+        "the bearer token set in the form was not sent"
+    );
 }
 
 /// (b) A failing delivery shows its attempts with request and response, and
@@ -132,7 +144,8 @@ async fn a_failing_delivery_shows_attempts_and_can_be_retried() {
     let (stack, key) = setup("An order was placed.").await;
     let receiver = Receiver::start().await;
     receiver.respond_with_reply(Reply::status(500).body(r#"{"error":"upstream exploded"}"#));
-    let body = json!({"url": receiver.url(), "description": "Flaky", "retry": {"schedule": ["200ms"], "maxAttempts": 2}});
+    let body =
+        json!({"url": receiver.url(), "description": "Flaky", "retry": {"schedule": ["200ms"], "maxAttempts": 2}});
     endpoint(&stack, &key, body, None).await;
     let event_id = publish(&stack, json!({"orderId": "o-1", "amount": 5})).await;
     let delivery_id = delivery_of(&stack, &key, &event_id, "failed").await;
@@ -149,7 +162,8 @@ async fn markup_from_the_api_is_shown_as_text() {
     let body = json!({"url": receiver.url(), "description": format!("{IMG_XSS}{SCRIPT_XSS}"),
         "headers": {"X-Note": SCRIPT_XSS}});
     let endpoint_id = endpoint(&stack, &key, body, Some(json!({"data.note": {"$ne": IMG_XSS}}))).await;
-    let event_id = publish(&stack, json!({"orderId": "o-1", "amount": 5, "note": format!("{IMG_XSS}{SCRIPT_XSS}")})).await;
+    let event_id =
+        publish(&stack, json!({"orderId": "o-1", "amount": 5, "note": format!("{IMG_XSS}{SCRIPT_XSS}")})).await;
     let delivery_id = delivery_of(&stack, &key, &event_id, "delivered").await;
     let extra = json!({"endpoint_id": endpoint_id, "delivery_id": delivery_id, "event_id": event_id});
     scenario("xss", &stack, &key, extra).await;
