@@ -86,6 +86,9 @@ pub struct HeraldConfig {
     pub catalog_dir: Option<std::path::PathBuf>,
     /// `WebHook-Request-Origin` of CloudEvents deliveries ([`crate::origin`]).
     pub webhook_origin: String,
+    /// Where integrators reach the gateway (`HERALD_PUBLIC_URL`), for portal
+    /// links; `None` = the address the caller used.
+    pub public_url: Option<String>,
     pub dev: bool,
 }
 
@@ -279,8 +282,21 @@ impl HeraldConfig {
             max_connections_per_peer,
             catalog_dir: env.get("HERALD_CATALOG_DIR").map(std::path::PathBuf::from),
             webhook_origin: crate::origin::from_env(env)?,
+            public_url: public_url(env)?,
             dev,
         })
+    }
+}
+
+/// `HERALD_PUBLIC_URL`: an absolute http(s) URL, kept without a trailing `/`.
+fn public_url(env: &Env) -> Result<Option<String>> {
+    let Some(raw) = env.get("HERALD_PUBLIC_URL").filter(|v| !v.trim().is_empty()) else { return Ok(None) };
+    let parsed = url::Url::parse(raw.trim())
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some() && u.query().is_none());
+    match parsed {
+        Some(_) => Ok(Some(raw.trim().trim_end_matches('/').to_owned())),
+        None => Err(CommonError::Config("HERALD_PUBLIC_URL must be an absolute http(s) URL without a query".into())),
     }
 }
 

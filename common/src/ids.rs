@@ -8,6 +8,7 @@ pub const SUBSCRIPTION: &str = "sub_";
 pub const EVENT: &str = "evt_";
 pub const DELIVERY: &str = "dlv_";
 pub const API_KEY: &str = "key_";
+pub const PORTAL_SESSION: &str = "ps_";
 /// An endpoint incarnation ([`crate::model::EndpointRecord::generation`]).
 pub const GENERATION: &str = "gen_";
 
@@ -26,7 +27,13 @@ const RANDOM_BITS: u32 = 80;
 /// ULID's randomness), so a delivery's records are found from its id alone
 /// when they are spread over partitions. Still a ULID: it sorts by creation.
 pub fn new_delivery_id(partition: u32) -> String {
-    let ms = u64::try_from(crate::time_fmt::now_millis()).unwrap_or(0);
+    delivery_id_made_at(partition, crate::time_fmt::now_millis())
+}
+
+/// A [`new_delivery_id`] whose time is `ms`: a replayed delivery takes its
+/// event's publish time, so it sorts and is found with the event's others.
+pub fn delivery_id_made_at(partition: u32, ms: i64) -> String {
+    let ms = u64::try_from(ms).unwrap_or(0);
     let random: u128 = rand::random::<u128>() & ((1u128 << (RANDOM_BITS - PARTITION_BITS)) - 1);
     let random = random | (u128::from(partition & 0xffff) << (RANDOM_BITS - PARTITION_BITS));
     let mut id = String::with_capacity(DELIVERY.len() + 26);

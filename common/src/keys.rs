@@ -94,6 +94,15 @@ impl Keys {
     pub fn tenant_api_keys(&self, tenant: &str) -> String {
         self.key(&["tenant", tenant, "apikeys"])
     }
+    /// A tenant's event log: one member per published event
+    /// ([`crate::event_index`]), trimmed to the event retention.
+    pub fn tenant_events(&self, tenant: &str) -> String {
+        self.key(&["tenant", tenant, "events"])
+    }
+    /// A portal session's key hash, by session id (expires with the session).
+    pub fn portal_session(&self, id: &str) -> String {
+        self.key(&["portal", id])
+    }
     pub fn event_type(&self, name: &str) -> String {
         self.key(&["etype", name])
     }

@@ -20,6 +20,7 @@ pub mod endpoint_secrets;
 pub mod env;
 pub mod error;
 pub mod event_header;
+pub mod event_index;
 pub mod grpc_metrics;
 pub mod ids;
 pub mod keys;

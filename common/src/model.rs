@@ -37,6 +37,13 @@ pub struct ApiKeyRecord {
     pub name: String,
     pub key_hash: String,
     pub created_at: Millis,
+    /// Set on portal sessions only: the key stops working then (and its
+    /// Redis keys expire with it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Millis>,
+    /// A read-only portal session: every call that changes something is refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

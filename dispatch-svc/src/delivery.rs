@@ -133,6 +133,7 @@ async fn deliver_in_span(shared: Arc<Shared>, target: Arc<Target>, mut batch: Ve
             error: Some(error),
             response_body: String::new(),
             token_refreshed: false,
+            sent: None,
         },
     };
     metrics::histogram!("herald_attempt_duration_seconds").record(outcome.latency.as_secs_f64());
@@ -164,6 +165,7 @@ async fn deliver_in_span(shared: Arc<Shared>, target: Arc<Target>, mut batch: Ve
             latency_ms: outcome.latency_ms(),
             error: outcome.error.clone(),
             response_body: outcome.response_body.clone(),
+            sent: outcome.sent.clone(),
         };
         let (status, retry, held) =
             match next_step(&target.schedule, cfg.retry_after_max, job.attempt, outcome.verdict, random_unit()) {
@@ -347,6 +349,7 @@ pub async fn fail_unsent(shared: Arc<Shared>, taken: Vec<Taken>, event_types: Ve
                 latency_ms: 0,
                 error: Some(error.clone()),
                 response_body: String::new(),
+                sent: None,
             }),
             status: DeliveryStatus::Failed,
             retry: None,

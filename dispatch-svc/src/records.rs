@@ -87,7 +87,21 @@ pub struct AttemptRecord {
     pub latency_ms: u64,
     pub error: Option<String>,
     pub response_body: String,
+    /// What was sent; `None` when nothing was (the attempt failed before).
+    pub sent: Option<SentRequest>,
 }
+
+/// The request an attempt sent, as the delivery history shows it:
+/// credentials and signatures are replaced by [`REDACTED`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SentRequest {
+    pub url: String,
+    pub body_bytes: u64,
+    pub headers: Vec<(String, String)>,
+}
+
+/// The value a recorded header shows in place of a secret.
+pub const REDACTED: &str = "[redacted]";
 
 /// A delivery as read back.
 #[derive(Clone, Debug, PartialEq, Eq)]

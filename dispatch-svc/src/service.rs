@@ -121,7 +121,7 @@ fn status_from_wire(raw: i32) -> Result<Option<DeliveryStatus>, DispatchError> {
 }
 
 fn attempt_to_wire(a: &AttemptRecord) -> v1::Attempt {
-    let AttemptRecord { n, at, status_code, latency_ms, error, response_body } = a;
+    let AttemptRecord { n, at, status_code, latency_ms, error, response_body, sent } = a;
     v1::Attempt {
         n: *n,
         at: timestamp(*at),
@@ -129,6 +129,15 @@ fn attempt_to_wire(a: &AttemptRecord) -> v1::Attempt {
         latency_ms: *latency_ms,
         error: error.clone().unwrap_or_default(),
         response_body: response_body.clone(),
+        request: sent.as_ref().map(|s| v1::SentRequest {
+            url: s.url.clone(),
+            body_bytes: s.body_bytes,
+            headers: s
+                .headers
+                .iter()
+                .map(|(name, value)| v1::Header { name: name.clone(), value: value.clone() })
+                .collect(),
+        }),
     }
 }
 
@@ -173,13 +182,25 @@ fn ok<T>(value: T) -> Answer<T> {
 #[tonic::async_trait]
 impl Dispatch for DispatchService {
     async fn list_deliveries(&self, request: Request<ListDeliveriesRequest>) -> Answer<ListDeliveriesResponse> {
-        let ListDeliveriesRequest { tenant, endpoint_id, event_id, status, page: page_request } = request.into_inner();
+        let ListDeliveriesRequest {
+            tenant,
+            endpoint_id,
+            event_id,
+            status,
+            page: page_request,
+            event_type,
+            after,
+            before,
+        } = request.into_inner();
         let tenant = required_id("tenant", &tenant)?;
         let filter = ListFilter {
             tenant: tenant.to_owned(),
             endpoint_id: optional_id("endpoint_id", &endpoint_id)?.map(str::to_owned),
             event_id: optional_id("event_id", &event_id)?.map(str::to_owned),
+            event_type: Some(event_type).filter(|t| !t.is_empty()),
             status: status_from_wire(status)?,
+            created_from: after.as_ref().map(|t| millis(t).saturating_add(1)),
+            created_before: before.as_ref().map(millis),
         };
         let (limit, cursor) = page(page_request.as_ref())?;
         if let Some(endpoint_id) = &filter.endpoint_id

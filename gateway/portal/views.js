@@ -120,7 +120,7 @@ export async function deliveriesView(params) {
 
 function attemptView(attempt) {
   const request = attempt.request;
-  const headers = request ? Object.entries(request.headers || {}) : [];
+  const headers = request ? (request.headers || []).map((header) => [header.name, header.value]) : [];
   return h('article', { class: 'attempt card', 'data-attempt': String(attempt.n) },
     h('h3', {}, `Attempt ${attempt.n}`, ' ', attempt.statusCode ? badge(String(attempt.statusCode), attempt.statusCode < 300 ? 'ok' : 'bad') : badge('no answer', 'bad')),
     fields([['Time', time(attempt.at)], ['Latency', `${attempt.latencyMs} ms`], ['Error', attempt.error || null]]),

@@ -8,6 +8,10 @@
 //! request. Revoking a key through this gateway forgets it at once; a key
 //! revoked elsewhere stops working within the TTL.
 //!
+//! A portal session token (`hk_ps_…`) is a tenant key that expires and may
+//! be read-only: a read-only session is refused (`403`) any method but
+//! `GET`/`HEAD`, and no session may manage keys or open other sessions.
+//!
 //! The extractors encode the roles: [`Admin`] for admin-only routes (a tenant
 //! key is `403`), [`Scope`] for tenant-scoped routes (the key's tenant, or the
 //! admin's `?tenant=`), [`Caller`] for routes open to both.
@@ -17,8 +21,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::extract::{FromRef, FromRequestParts, Query};
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{Method, header};
 use herald_common::crypto::{constant_time_eq, hash_api_key};
 use herald_proto::v1::AuthenticateApiKeyRequest;
 use serde::Deserialize;
@@ -39,13 +43,49 @@ pub const API_KEY_PREFIX: &str = "hk_";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Caller {
     Admin,
-    Tenant { tenant: String, key_id: String },
+    Tenant { tenant: String, key_id: String, access: Access },
+}
+
+/// What a tenant credential may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// An API key: everything in its tenant.
+    Key,
+    /// A portal session: everything but managing keys and sessions.
+    Session,
+    /// A read-only portal session: reads only.
+    ReadOnlySession,
+}
+
+impl Caller {
+    /// A tenant API key for `tenant` (tests and profiles build callers).
+    pub fn tenant_key(tenant: &str, key_id: &str) -> Caller {
+        Caller::Tenant { tenant: tenant.to_owned(), key_id: key_id.to_owned(), access: Access::Key }
+    }
+
+    /// Refuses portal sessions: keys and sessions are managed with API keys or the admin token.
+    pub fn require_key_or_admin(&self) -> Result<(), GatewayError> {
+        match self {
+            Caller::Tenant { access: Access::Session | Access::ReadOnlySession, .. } => {
+                Err(GatewayError::Forbidden("a portal session cannot manage API keys or sessions".to_owned()))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A resolved key: its tenant, id and access.
+#[derive(Clone, Debug)]
+struct Grant {
+    tenant: String,
+    key_id: String,
+    access: Access,
 }
 
 /// A resolved key, or the registry's verdict that it is not one.
 #[derive(Clone)]
 struct Cached {
-    key: Option<(String, String)>,
+    key: Option<Grant>,
     until: Instant,
 }
 
@@ -77,11 +117,11 @@ impl Authenticator {
         }
         let token = token.trim();
         if token.starts_with(API_KEY_PREFIX) {
-            let (tenant, key_id) = self.api_key(token).await?;
+            let Grant { tenant, key_id, access } = self.api_key(token).await?;
             if let Some(limiter) = &self.limiter {
                 limiter.check(&key_id).map_err(|retry_after| GatewayError::RateLimited { retry_after })?;
             }
-            return Ok(Caller::Tenant { tenant, key_id });
+            return Ok(Caller::Tenant { tenant, key_id, access });
         }
         match &self.admin_token {
             Some(admin) if constant_time_eq(token, admin) => Ok(Caller::Admin),
@@ -89,7 +129,7 @@ impl Authenticator {
         }
     }
 
-    async fn api_key(&self, secret: &str) -> Result<(String, String), GatewayError> {
+    async fn api_key(&self, secret: &str) -> Result<Grant, GatewayError> {
         let invalid = || GatewayError::Unauthorized("invalid or revoked api key".to_owned());
         // Keyed by hash so plaintext keys do not linger in memory.
         let hash = hash_api_key(secret);
@@ -102,15 +142,28 @@ impl Authenticator {
             .registry()
             .authenticate_api_key(AuthenticateApiKeyRequest { secret: secret.to_owned() })
             .await;
+        let mut until = now + KEY_CACHE_TTL;
         let key = match answer {
             Ok(response) => {
                 let key = response.into_inner();
-                Some((key.tenant, key.id))
+                // A session is not trusted from the cache past its expiry.
+                if let Some(left) = key.expires_at.as_ref().map(|at| {
+                    let ms = herald_proto::convert::millis(at) - herald_common::time_fmt::now_millis();
+                    Duration::from_millis(ms.max(0) as u64)
+                }) {
+                    until = until.min(now + left);
+                }
+                let access = match (key.expires_at.is_some(), key.read_only) {
+                    (false, _) => Access::Key,
+                    (true, false) => Access::Session,
+                    (true, true) => Access::ReadOnlySession,
+                };
+                Some(Grant { tenant: key.tenant, key_id: key.id, access })
             }
             Err(status) if status.code() == tonic::Code::Unauthenticated => None,
             Err(status) => return Err(status.into()),
         };
-        self.remember(hash, Cached { key: key.clone(), until: now + KEY_CACHE_TTL });
+        self.remember(hash, Cached { key: key.clone(), until });
         key.ok_or_else(invalid)
     }
 
@@ -128,7 +181,7 @@ impl Authenticator {
 
     /// Forgets a revoked key at once.
     pub fn forget_key(&self, key_id: &str) {
-        self.lock().retain(|_, c| !matches!(&c.key, Some((_, id)) if id == key_id));
+        self.lock().retain(|_, c| !matches!(&c.key, Some(grant) if grant.key_id == key_id));
         if let Some(limiter) = &self.limiter {
             limiter.forget(key_id);
         }
@@ -136,7 +189,7 @@ impl Authenticator {
 
     /// Forgets every key of a deleted tenant.
     pub fn forget_tenant(&self, tenant: &str) {
-        self.lock().retain(|_, c| !matches!(&c.key, Some((t, _)) if t == tenant));
+        self.lock().retain(|_, c| !matches!(&c.key, Some(grant) if grant.tenant == tenant));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Cached>> {
@@ -159,6 +212,11 @@ where
         let state = AppState::from_ref(state);
         let authorization = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         let caller = state.auth.authenticate(authorization).await?;
+        if matches!(caller, Caller::Tenant { access: Access::ReadOnlySession, .. })
+            && !matches!(parts.method, Method::GET | Method::HEAD)
+        {
+            return Err(GatewayError::Forbidden("this portal session is read-only".to_owned()));
+        }
         parts.extensions.insert(caller.clone());
         Ok(caller)
     }
@@ -273,8 +331,9 @@ mod tests {
     async fn revoked_keys_are_forgotten() {
         let auth = authenticator();
         let until = Instant::now() + KEY_CACHE_TTL;
-        auth.remember("h1".into(), Cached { key: Some(("acme".into(), "key_1".into())), until });
-        auth.remember("h2".into(), Cached { key: Some(("acme".into(), "key_2".into())), until });
+        let grant = |key_id: &str| Grant { tenant: "acme".into(), key_id: key_id.into(), access: Access::Key };
+        auth.remember("h1".into(), Cached { key: Some(grant("key_1")), until });
+        auth.remember("h2".into(), Cached { key: Some(grant("key_2")), until });
         auth.remember("h3".into(), Cached { key: None, until });
         auth.forget_key("key_1");
         assert!(!auth.lock().contains_key("h1"));

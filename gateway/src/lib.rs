@@ -51,6 +51,8 @@ pub struct AppState {
     pub(crate) openapi: Bytes,
     /// What the compatibility profiles take from the configuration.
     pub(crate) profiles: profiles::Settings,
+    /// `HERALD_PUBLIC_URL`, the base of portal links.
+    pub(crate) public_url: Option<Arc<str>>,
 }
 
 impl FromRef<AppState> for BodyLimit {
@@ -77,6 +79,7 @@ pub fn app(config: &HeraldConfig) -> Result<Router, GatewayError> {
         body_limit: BodyLimit(config.max_event_bytes),
         openapi: Bytes::from(openapi),
         profiles: profiles::Settings::new(config),
+        public_url: config.public_url.as_deref().map(Arc::from),
     };
     let readiness: ReadinessCheck = Arc::new(move || {
         let upstream = upstream.clone();

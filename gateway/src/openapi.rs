@@ -33,10 +33,11 @@ use crate::error::{FieldProblem, Problem};
     tags(
         (name = "tenants", description = "Tenants and their API keys (admin)"),
         (name = "event-types", description = "The event type catalogue. Every installation's holds the operational types `herald.delivery.failed` (data `deliveryId`, `endpointId`, `eventId`, `eventType`, `attempts`, `lastStatusCode`?, `lastError`?), `herald.endpoint.disabled` (`endpointId`, `reason`) and `herald.endpoint.token_failed` (`endpointId`, `error`), which Herald publishes about a tenant's own endpoints and deliveries; subscribe to them like any type."),
-        (name = "events", description = "Publishing events (admin)"),
+        (name = "events", description = "Publishing events (admin) and the event log: a tenant's published events, kept for the event retention"),
         (name = "endpoints", description = "Where a tenant's webhooks are delivered. Endpoint ids are `ep_…`, except those a compatibility profile made, which keep their seed's id: a UUID (seed 002), `s003.{notificationType}.{partner}`, `s004.{company}`; every route takes them alike"),
         (name = "subscriptions", description = "Which events go to which endpoint"),
         (name = "deliveries", description = "Delivery history, retries and recovery"),
+        (name = "portal", description = "Sessions of the integrator portal served under `/portal/`"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
         (name = "seed000", description = "Compatibility profile: seed 000 notifications (subscriber, subscriptions, message types)"),
         (name = "seed002", description = "Compatibility profile: seed 002 webhook registrations"),

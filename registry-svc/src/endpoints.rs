@@ -280,7 +280,7 @@ impl Registry {
     }
 
     /// Loads an endpoint of `tenant`; another tenant's is answered NOT_FOUND.
-    async fn owned_endpoint(&self, tenant: &str, id: &str) -> Result<(EndpointRecord, String)> {
+    pub(crate) async fn owned_endpoint(&self, tenant: &str, id: &str) -> Result<(EndpointRecord, String)> {
         validate::existing_tenant(tenant)?;
         validate::resource_id("endpoint", id)?;
         match self.store.endpoint(id).await? {

@@ -51,6 +51,7 @@ pub struct Published {
 struct Prepared {
     tenant: String,
     event_id: String,
+    event_type: String,
     payload: Vec<u8>,
     jobs: Vec<(u32, Job)>,
 }
@@ -160,11 +161,23 @@ impl Registry {
                 })
                 .collect();
             let payload = serde_json::to_vec(&event)?;
-            prepared.push(Prepared { tenant: p.tenant, event_id: event.id, payload, jobs });
+            prepared.push(Prepared {
+                tenant: p.tenant,
+                event_id: event.id,
+                event_type: event.event_type,
+                payload,
+                jobs,
+            });
         }
         let calls: Vec<Enqueue<'_>> = prepared
             .iter()
-            .map(|p| Enqueue { tenant: &p.tenant, event_id: &p.event_id, payload: &p.payload, jobs: &p.jobs })
+            .map(|p| Enqueue {
+                tenant: &p.tenant,
+                event_id: &p.event_id,
+                event_type: &p.event_type,
+                payload: &p.payload,
+                jobs: &p.jobs,
+            })
             .collect();
         let retention = u64::try_from(self.config.event_retention.as_millis()).unwrap_or(u64::MAX);
         let window = u64::try_from(self.config.idempotency_window.as_millis()).unwrap_or(u64::MAX);

@@ -5,23 +5,25 @@
 
 use std::sync::Arc;
 
-use herald_common::model::{ApiKeyRecord, EndpointStatus};
-use herald_proto::convert::timestamp;
+use herald_common::model::{ApiKeyRecord, EndpointStatus, StoredEvent};
+use herald_common::time_fmt;
+use herald_proto::convert::{millis, timestamp};
 use herald_proto::v1::registry_server::Registry as RegistryRpc;
 use herald_proto::v1::{
     self, AuthenticateApiKeyRequest, CreateApiKeyRequest, CreateApiKeyResponse, CreateEndpointRequest,
-    CreateEndpointResponse, CreateSubscriptionRequest, CreateTenantRequest, DeleteEventTypeRequest, DeleteResponse,
-    DeleteTenantRequest, DisableEndpointRequest, EndpointRef, EndpointSecret, GetEventTypeRequest, GetTenantRequest,
-    ListApiKeysRequest, ListApiKeysResponse, ListEndpointsRequest, ListEndpointsResponse, ListEventTypesRequest,
-    ListEventTypesResponse, ListSubscriptionsRequest, ListSubscriptionsResponse, ListTenantsRequest,
-    ListTenantsResponse, PageInfo, PublishBatchRequest, PublishBatchResponse, PublishRequest, PublishResponse,
-    RevokeApiKeyRequest, SubscriptionRef, UpdateEndpointRequest, UpdateSubscriptionRequest, UpdateTenantRequest,
-    get_event_type_request,
+    CreateEndpointResponse, CreatePortalSessionRequest, CreateSubscriptionRequest, CreateTenantRequest,
+    DeleteEventTypeRequest, DeleteResponse, DeleteTenantRequest, DisableEndpointRequest, EndpointRef, EndpointSecret,
+    GetEventTypeRequest, GetTenantRequest, ListApiKeysRequest, ListApiKeysResponse, ListEndpointsRequest,
+    ListEndpointsResponse, ListEventTypesRequest, ListEventTypesResponse, ListSubscriptionsRequest,
+    ListSubscriptionsResponse, ListTenantsRequest, ListTenantsResponse, PageInfo, PortalSession, PublishBatchRequest,
+    PublishBatchResponse, PublishRequest, PublishResponse, RevokeApiKeyRequest, RevokePortalSessionRequest,
+    SubscriptionRef, UpdateEndpointRequest, UpdateSubscriptionRequest, UpdateTenantRequest, get_event_type_request,
 };
 use tonic::{Request, Response, Status};
 
 use crate::Registry;
 use crate::error::RegistryError;
+use crate::event_log::{EventQuery, LoggedEvent};
 use crate::event_types::EventTypeInput;
 use crate::publish::Published;
 use crate::validate;
@@ -56,8 +58,31 @@ fn page_info(next: Option<String>) -> Option<PageInfo> {
 }
 
 fn api_key(record: &ApiKeyRecord) -> v1::ApiKey {
-    let ApiKeyRecord { id, tenant, name, key_hash: _, created_at } = record;
-    v1::ApiKey { id: id.clone(), tenant: tenant.clone(), name: name.clone(), created_at: timestamp(*created_at) }
+    let ApiKeyRecord { id, tenant, name, key_hash: _, created_at, expires_at, read_only } = record;
+    v1::ApiKey {
+        id: id.clone(),
+        tenant: tenant.clone(),
+        name: name.clone(),
+        created_at: timestamp(*created_at),
+        expires_at: expires_at.and_then(timestamp),
+        read_only: *read_only,
+    }
+}
+
+fn logged_event(tenant: &str, logged: LoggedEvent) -> v1::Event {
+    let LoggedEvent { event, deliveries, published_ms } = logged;
+    let StoredEvent { id, event_type, timestamp: time, resource, data } = event;
+    let json = |v: &serde_json::Value| serde_json::to_vec(v).unwrap_or_default();
+    v1::Event {
+        id,
+        tenant: tenant.to_owned(),
+        r#type: event_type,
+        time: time_fmt::parse_rfc3339(&time).and_then(|t| timestamp(time_fmt::to_millis(t))),
+        resource: resource.as_ref().map(json).unwrap_or_default(),
+        data: json(&data),
+        deliveries,
+        published_at: timestamp(published_ms),
+    }
 }
 
 fn published(p: Published) -> PublishResponse {
@@ -126,6 +151,24 @@ impl RegistryRpc for RegistryService {
     async fn revoke_api_key(&self, request: Request<RevokeApiKeyRequest>) -> Answer<DeleteResponse> {
         let RevokeApiKeyRequest { tenant, key_id } = request.into_inner();
         self.registry.revoke_api_key(&tenant, &key_id).await?;
+        ok(DeleteResponse {})
+    }
+
+    async fn create_portal_session(&self, request: Request<CreatePortalSessionRequest>) -> Answer<PortalSession> {
+        let CreatePortalSessionRequest { tenant, ttl_seconds, read_only } = request.into_inner();
+        let (record, token) = self.registry.create_portal_session(&tenant, ttl_seconds, read_only).await?;
+        ok(PortalSession {
+            id: record.id,
+            tenant: record.tenant,
+            token,
+            expires_at: record.expires_at.and_then(timestamp),
+            read_only: record.read_only,
+        })
+    }
+
+    async fn revoke_portal_session(&self, request: Request<RevokePortalSessionRequest>) -> Answer<DeleteResponse> {
+        let RevokePortalSessionRequest { tenant, id } = request.into_inner();
+        self.registry.revoke_portal_session(&tenant, &id).await?;
         ok(DeleteResponse {})
     }
 
@@ -259,6 +302,40 @@ impl RegistryRpc for RegistryService {
         let SubscriptionRef { tenant, id } = request.into_inner();
         self.registry.delete_subscription(&tenant, &id).await?;
         ok(DeleteResponse {})
+    }
+
+    async fn list_events(&self, request: Request<v1::ListEventsRequest>) -> Answer<v1::ListEventsResponse> {
+        let v1::ListEventsRequest { tenant, r#type, after, before, page } = request.into_inner();
+        // The log's cursor is an index entry, not an id: checked by `list_events`.
+        let cursor = page.as_ref().map(|p| p.cursor.clone()).filter(|c| !c.is_empty());
+        let limit = page.map(|p| v1::PageRequest { limit: p.limit, cursor: String::new() });
+        let mut page = validate::page(limit.as_ref())?;
+        page.after = cursor;
+        let query = EventQuery {
+            event_type: &r#type,
+            published_after: after.as_ref().map(millis),
+            published_before: before.as_ref().map(millis),
+        };
+        let (events, next) = self.registry.list_events(&tenant, query, &page).await?;
+        ok(v1::ListEventsResponse {
+            events: events.into_iter().map(|e| logged_event(&tenant, e)).collect(),
+            page: page_info(next),
+        })
+    }
+
+    async fn get_event(&self, request: Request<v1::GetEventRequest>) -> Answer<v1::Event> {
+        let v1::GetEventRequest { tenant, id } = request.into_inner();
+        let event = self.registry.get_event(&tenant, &id).await?;
+        ok(logged_event(&tenant, event))
+    }
+
+    async fn replay_endpoint(&self, request: Request<v1::ReplayEndpointRequest>) -> Answer<v1::ReplayEndpointResponse> {
+        let v1::ReplayEndpointRequest { tenant, endpoint_id, since, until, delivered_event_ids } = request.into_inner();
+        let since = since.as_ref().map(millis).ok_or_else(|| RegistryError::invalid("since", "is required"))?;
+        let delivered: std::collections::HashSet<String> = delivered_event_ids.into_iter().collect();
+        let until = until.as_ref().map(millis);
+        let count = self.registry.replay_endpoint(&tenant, &endpoint_id, since, until, &delivered).await?;
+        ok(v1::ReplayEndpointResponse { count })
     }
 
     async fn publish(&self, request: Request<PublishRequest>) -> Answer<PublishResponse> {

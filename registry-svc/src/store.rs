@@ -26,7 +26,9 @@ use serde::de::DeserializeOwned;
 use crate::error::Result;
 use crate::validate::{Page, split_page};
 
+mod event_log;
 mod partition_steps;
+mod portal_sessions;
 mod publishing;
 mod subscription_update;
 

@@ -3,11 +3,14 @@
 //! An API key is `hk_` followed by 24 random bytes (base64). It is shown
 //! once, when created; Redis holds only its SHA-256, under which the key
 //! record is found when a caller presents it. Revoking deletes that record.
+//! A portal session is the same kind of record with an expiry and a
+//! read-only flag, under an `hk_ps_` token.
 
 use std::collections::{BTreeMap, HashMap};
 
 use herald_common::crypto::{constant_time_eq, hash_api_key, random_secret};
 use herald_common::ids;
+use herald_common::model::Millis;
 use herald_common::model::{ApiKeyRecord, TenantRecord};
 use herald_common::time_fmt::now_millis;
 
@@ -16,6 +19,11 @@ use crate::error::{RegistryError, Result};
 use crate::validate::{self, Page, Violations};
 
 pub const API_KEY_PREFIX: &str = "hk_";
+/// Portal session tokens are API keys to the gateway, told apart by this.
+pub const PORTAL_TOKEN_PREFIX: &str = "hk_ps_";
+pub const PORTAL_SESSION_DEFAULT_TTL: u32 = 3600;
+pub const PORTAL_SESSION_MIN_TTL: u32 = 60;
+pub const PORTAL_SESSION_MAX_TTL: u32 = 7 * 24 * 3600;
 /// Tenant metadata holds compatibility-profile subscriber records, so it may
 /// be a little larger than an endpoint's.
 const MAX_TENANT_METADATA: usize = 64;
@@ -102,6 +110,8 @@ impl Registry {
             name,
             key_hash: hash_api_key(&secret),
             created_at: now_millis(),
+            expires_at: None,
+            read_only: false,
         };
         if !self.store.create_api_key(&record).await? {
             return Err(RegistryError::not_found("tenant", tenant));
@@ -125,6 +135,55 @@ impl Registry {
         Ok(())
     }
 
+    /// Opens a portal session: a tenant key that expires after `ttl_seconds`
+    /// (0 = [`PORTAL_SESSION_DEFAULT_TTL`]) and is answered with its token once.
+    pub async fn create_portal_session(
+        &self,
+        tenant: &str,
+        ttl_seconds: u32,
+        read_only: bool,
+    ) -> Result<(ApiKeyRecord, String)> {
+        validate::existing_tenant(tenant)?;
+        let ttl = match ttl_seconds {
+            0 => PORTAL_SESSION_DEFAULT_TTL,
+            s if (PORTAL_SESSION_MIN_TTL..=PORTAL_SESSION_MAX_TTL).contains(&s) => s,
+            _ => {
+                return Err(RegistryError::invalid(
+                    "ttlSeconds",
+                    format!("must be between {PORTAL_SESSION_MIN_TTL} and {PORTAL_SESSION_MAX_TTL}"),
+                ));
+            }
+        };
+        let token = random_secret(PORTAL_TOKEN_PREFIX);
+        let now = now_millis();
+        let ttl_ms = u64::from(ttl) * 1000;
+        let record = ApiKeyRecord {
+            id: ids::new_id(ids::PORTAL_SESSION),
+            tenant: tenant.to_owned(),
+            name: if read_only { "portal session (read-only)" } else { "portal session" }.to_owned(),
+            key_hash: hash_api_key(&token),
+            created_at: now,
+            expires_at: Some(now + ttl_ms as Millis),
+            read_only,
+        };
+        if !self.store.create_portal_session(&record, ttl_ms).await? {
+            return Err(RegistryError::not_found("tenant", tenant));
+        }
+        tracing::info!(tenant = %tenant, session = %record.id, read_only, ttl, "portal session opened");
+        Ok((record, token))
+    }
+
+    pub async fn revoke_portal_session(&self, tenant: &str, id: &str) -> Result<()> {
+        validate::existing_tenant(tenant)?;
+        validate::resource_id("portal session", id)?;
+        match self.store.portal_session(id).await? {
+            Some(session) if session.tenant == tenant => self.store.revoke_portal_session(&session).await?,
+            _ => return Err(RegistryError::not_found("portal session", id)),
+        }
+        tracing::info!(tenant = %tenant, session = %id, "portal session revoked");
+        Ok(())
+    }
+
     /// Resolves a presented key. Unknown, malformed and revoked keys are
     /// answered alike, so a caller learns nothing about which it was.
     pub async fn authenticate_api_key(&self, secret: &str) -> Result<ApiKeyRecord> {
@@ -134,7 +193,16 @@ impl Registry {
         }
         let hash = hash_api_key(secret);
         match self.store.api_key(&hash).await? {
-            Some(record) if constant_time_eq(&record.key_hash, &hash) => Ok(record),
+            Some(record) if constant_time_eq(&record.key_hash, &hash) => {
+                // A session outlives neither its expiry (Redis expires it too,
+                // this covers clock skew) nor its tenant.
+                if record.expires_at.is_some_and(|at| at <= now_millis())
+                    || (record.expires_at.is_some() && self.store.tenant(&record.tenant).await?.is_none())
+                {
+                    return Err(REFUSED);
+                }
+                Ok(record)
+            }
             _ => Err(REFUSED),
         }
     }

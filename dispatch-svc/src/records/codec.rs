@@ -11,7 +11,7 @@
 use herald_common::model::{Job, Millis};
 
 use super::retry_set::encode_job;
-use super::{AttemptRecord, DeliveryRecord, DeliveryStatus};
+use super::{AttemptRecord, DeliveryRecord, DeliveryStatus, SentRequest};
 
 /// Layout version, the first value of every state.
 const VERSION: u8 = 1;
@@ -64,12 +64,43 @@ fn status_from_code(code: u8) -> Option<DeliveryStatus> {
     }
 }
 
-type AttemptValues<'a> = (u32, Millis, Option<u16>, u64, Option<&'a str>, &'a str);
-type OwnedAttempt = (u32, Millis, Option<u16>, u64, Option<String>, String);
+/// What was sent: URL, body size, headers.
+type SentValues<'a> = (&'a str, u64, &'a [(String, String)]);
+type OwnedSent = (String, u64, Vec<(String, String)>);
+type AttemptValues<'a> = (u32, Millis, Option<u16>, u64, Option<&'a str>, &'a str, Option<SentValues<'a>>);
+/// An attempt as stored; attempts stored before requests were recorded
+/// have six values.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum OwnedAttempt {
+    Sent(u32, Millis, Option<u16>, u64, Option<String>, String, Option<OwnedSent>),
+    Bare(u32, Millis, Option<u16>, u64, Option<String>, String),
+}
 /// The latest attempt inside a state: its time is left out (`null`) when it
 /// is the state's `updatedAt`, as it is whenever the attempt settled it.
-type LatestValues<'a> = (u32, Option<Millis>, Option<u16>, u64, Option<&'a str>, &'a str);
-type OwnedLatest = (u32, Option<Millis>, Option<u16>, u64, Option<String>, String);
+type LatestValues<'a> = (u32, Option<Millis>, Option<u16>, u64, Option<&'a str>, &'a str, Option<SentValues<'a>>);
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum OwnedLatest {
+    Sent(u32, Option<Millis>, Option<u16>, u64, Option<String>, String, Option<OwnedSent>),
+    Bare(u32, Option<Millis>, Option<u16>, u64, Option<String>, String),
+}
+
+impl OwnedLatest {
+    /// The attempt, its time defaulting to the state's `updated_at`.
+    fn into_attempt(self, updated_at: Millis) -> AttemptRecord {
+        let (n, at, status_code, latency_ms, error, response_body, sent) = match self {
+            OwnedLatest::Sent(n, at, code, latency, error, body, sent) => (n, at, code, latency, error, body, sent),
+            OwnedLatest::Bare(n, at, code, latency, error, body) => (n, at, code, latency, error, body, None),
+        };
+        let at = at.unwrap_or(updated_at);
+        attempt_from(OwnedAttempt::Sent(n, at, status_code, latency_ms, error, response_body, sent))
+    }
+}
+
+fn sent_values(sent: &SentRequest) -> SentValues<'_> {
+    (&sent.url, sent.body_bytes, &sent.headers)
+}
 #[allow(clippy::type_complexity)]
 type OwnedState = (
     u8,
@@ -88,12 +119,16 @@ type OwnedState = (
 );
 
 fn attempt_values(a: &AttemptRecord) -> AttemptValues<'_> {
-    (a.n, a.at, a.status_code, a.latency_ms, a.error.as_deref(), &a.response_body)
+    (a.n, a.at, a.status_code, a.latency_ms, a.error.as_deref(), &a.response_body, a.sent.as_ref().map(sent_values))
 }
 
 fn attempt_from(values: OwnedAttempt) -> AttemptRecord {
-    let (n, at, status_code, latency_ms, error, response_body) = values;
-    AttemptRecord { n, at, status_code, latency_ms, error, response_body }
+    let (n, at, status_code, latency_ms, error, response_body, sent) = match values {
+        OwnedAttempt::Sent(n, at, code, latency, error, body, sent) => (n, at, code, latency, error, body, sent),
+        OwnedAttempt::Bare(n, at, code, latency, error, body) => (n, at, code, latency, error, body, None),
+    };
+    let sent = sent.map(|(url, body_bytes, headers)| SentRequest { url, body_bytes, headers });
+    AttemptRecord { n, at, status_code, latency_ms, error, response_body, sent }
 }
 
 /// What a state says besides the job's own ids.
@@ -113,7 +148,7 @@ pub struct State<'a> {
 pub fn encode_state(job: &Job, state: &State<'_>) -> String {
     let latest = state.last_attempt.map(|a| -> LatestValues<'_> {
         let at = (a.at != state.updated_at).then_some(a.at);
-        (a.n, at, a.status_code, a.latency_ms, a.error.as_deref(), &a.response_body)
+        (a.n, at, a.status_code, a.latency_ms, a.error.as_deref(), &a.response_body, a.sent.as_ref().map(sent_values))
     });
     let traceparent = if state.waiting == Waiting::RetrySet { job.traceparent.as_deref() } else { None };
     let values = (
@@ -184,12 +219,7 @@ pub fn decode_state(id: &str, raw: &str) -> Option<DeliveryRecord> {
         waiting: Waiting::from_code(waiting),
         traceparent,
         generation,
-        attempts: last
-            .map(|(n, at, status_code, latency_ms, error, response_body)| {
-                attempt_from((n, at.unwrap_or(updated_at), status_code, latency_ms, error, response_body))
-            })
-            .into_iter()
-            .collect(),
+        attempts: last.map(|latest| latest.into_attempt(updated_at)).into_iter().collect(),
     })
 }
 
@@ -240,6 +270,11 @@ mod tests {
             latency_ms: 12,
             error: Some("endpoint answered status 503".into()),
             response_body: "<b>busy</b>".into(),
+            sent: Some(SentRequest {
+                url: "https://example.com/hook".into(),
+                body_bytes: 42,
+                headers: vec![("webhook-signature".into(), "[redacted]".into())],
+            }),
         };
         let state = State {
             status: DeliveryStatus::Retrying,
@@ -277,6 +312,7 @@ mod tests {
             latency_ms: 3,
             error: None,
             response_body: String::new(),
+            sent: None,
         };
         let mut state = State {
             status: DeliveryStatus::Delivered,

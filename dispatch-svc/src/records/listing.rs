@@ -38,7 +38,11 @@ pub struct ListFilter {
     pub tenant: String,
     pub endpoint_id: Option<String>,
     pub event_id: Option<String>,
+    pub event_type: Option<String>,
     pub status: Option<DeliveryStatus>,
+    /// Created at or after / before these times.
+    pub created_from: Option<Millis>,
+    pub created_before: Option<Millis>,
 }
 
 impl ListFilter {
@@ -46,6 +50,7 @@ impl ListFilter {
         record.tenant == self.tenant
             && self.endpoint_id.as_ref().is_none_or(|e| *e == record.endpoint_id)
             && self.event_id.as_ref().is_none_or(|e| *e == record.event_id)
+            && self.event_type.as_ref().is_none_or(|t| *t == record.event_type)
             && self.status.is_none_or(|s| s == record.status)
     }
 }
@@ -62,16 +67,17 @@ impl Records {
             Some(event_id) => self.event_span(&filter.tenant, event_id).await?,
             None => None,
         };
-        // Bounds in `ZREVRANGEBYLEX` syntax: below the cursor (or the
-        // event's last delivery), down to the event's first delivery.
-        let upper = span.map(|(_, last)| ids::floor_id(ids::DELIVERY, last.saturating_add(1)));
-        let mut max = match (cursor, upper) {
-            (Some(c), Some(u)) => format!("({}", c.min(u.as_str())),
-            (Some(c), None) => format!("({c}"),
-            (None, Some(u)) => format!("({u}"),
-            (None, None) => "+".to_owned(),
-        };
-        let min = span.map_or_else(|| "-".to_owned(), |(first, _)| format!("[{}", ids::floor_id(ids::DELIVERY, first)));
+        // Bounds in `ZREVRANGEBYLEX` syntax: below the cursor, the event's
+        // last delivery and the time asked for, down to the event's first
+        // delivery and the time asked for.
+        let uppers = [span.map(|(_, last)| last.saturating_add(1)), filter.created_before]
+            .into_iter()
+            .flatten()
+            .map(|ms| ids::floor_id(ids::DELIVERY, ms));
+        let upper = cursor.map(str::to_owned).into_iter().chain(uppers).min();
+        let mut max = upper.map_or_else(|| "+".to_owned(), |u| format!("({u}"));
+        let lower = [span.map(|(first, _)| first), filter.created_from].into_iter().flatten().max();
+        let min = lower.map_or_else(|| "-".to_owned(), |ms| format!("[{}", ids::floor_id(ids::DELIVERY, ms)));
         // An endpoint's deliveries are all in its partition's shard.
         let shard = filter.endpoint_id.as_deref().map(|e| self.keys.endpoint_shard(e));
         let mut page: Vec<DeliveryRecord> = Vec::with_capacity(limit);

@@ -37,6 +37,7 @@ use url::Url;
 
 use crate::error::DispatchError;
 use crate::health::Pause;
+use crate::records::{REDACTED, SentRequest};
 use crate::send::http_client::{describe, read_prefix};
 use crate::send::oauth::{OAuthConfig, TokenCache};
 use crate::send::render::{LoadedEvent, RenderPlan};
@@ -100,6 +101,8 @@ pub struct AttemptOutcome {
     /// The endpoint refused the cached OAuth token and the request was sent
     /// again with a fresh one.
     pub token_refreshed: bool,
+    /// The request sent (the last one, after a token refresh).
+    pub sent: Option<SentRequest>,
 }
 
 impl AttemptOutcome {
@@ -111,6 +114,7 @@ impl AttemptOutcome {
             error: Some(error),
             response_body: String::new(),
             token_refreshed: false,
+            sent: None,
         }
     }
 
@@ -453,12 +457,14 @@ impl PreparedEndpoint {
     }
 
     async fn send(&self, client: &reqwest::Client, headers: HeaderMap, body: Bytes) -> AttemptOutcome {
+        let sent = Some(self.sent_request(&headers, body.len()));
         let started = Instant::now();
         let response = match client.post(self.url.clone()).headers(headers).body(body).send().await {
             Ok(response) => response,
             Err(err) => {
                 let mut outcome = AttemptOutcome::failed(Verdict::Retry, describe(&err));
                 outcome.latency = started.elapsed();
+                outcome.sent = sent;
                 return outcome;
             }
         };
@@ -483,7 +489,23 @@ impl PreparedEndpoint {
             error,
             response_body,
             token_refreshed: false,
+            sent,
         }
+    }
+
+    /// The request as the delivery history keeps it: credentials (the
+    /// authorization, the endpoint's sealed headers) and signatures redacted.
+    fn sent_request(&self, headers: &HeaderMap, body_bytes: usize) -> SentRequest {
+        let headers = headers
+            .iter()
+            .map(|(name, value)| {
+                let secret = value.is_sensitive() || name == AUTHORIZATION || name.as_str().contains("signature");
+                let shown =
+                    if secret { REDACTED.to_owned() } else { String::from_utf8_lossy(value.as_bytes()).into_owned() };
+                (name.as_str().to_owned(), shown)
+            })
+            .collect();
+        SentRequest { url: self.url.to_string(), body_bytes: body_bytes as u64, headers }
     }
 }
 

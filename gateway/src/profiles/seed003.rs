@@ -335,7 +335,7 @@ mod tests {
 
     #[test]
     fn partners_are_the_callers_tenant() {
-        let acme = Caller::Tenant { tenant: "acme".into(), key_id: "key_1".into() };
+        let acme = Caller::tenant_key("acme", "key_1");
         assert_eq!(partner_tenant(&acme, "acme").unwrap(), "acme");
         assert_eq!(partner_tenant(&acme, "globex").unwrap_err().status(), StatusCode::NOT_FOUND);
         assert_eq!(partner_tenant(&acme, "a b").unwrap_err().status(), StatusCode::NOT_FOUND);

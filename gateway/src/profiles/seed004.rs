@@ -137,7 +137,7 @@ mod tests {
 
     #[test]
     fn another_company_is_forbidden() {
-        let acme = Caller::Tenant { tenant: "acme".into(), key_id: "key_1".into() };
+        let acme = Caller::tenant_key("acme", "key_1");
         assert_eq!(company_tenant(&acme, "acme").unwrap(), "acme");
         assert_eq!(company_tenant(&acme, "globex").unwrap_err().status(), StatusCode::FORBIDDEN);
         assert_eq!(company_tenant(&Caller::Admin, "globex").unwrap(), "globex");

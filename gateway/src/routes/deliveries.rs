@@ -7,7 +7,7 @@ use herald_proto::v1;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{rfc3339, rfc3339_opt};
+use super::{parse_optional_time, rfc3339, rfc3339_opt};
 use crate::AppState;
 use crate::auth::Scope;
 use crate::error::GatewayError;
@@ -63,11 +63,31 @@ pub struct Attempt {
     pub error: Option<String>,
     /// The first 1 KiB of the answer body.
     pub response_body: String,
+    /// What was sent; absent when the attempt failed before sending.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request: Option<SentRequest>,
+}
+
+/// An attempt's request. Credentials (`Authorization`, the endpoint's own
+/// secret headers) and signatures show as `[redacted]`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SentRequest {
+    pub url: String,
+    pub body_bytes: u64,
+    /// Header name to value, in the order sent.
+    pub headers: Vec<SentHeader>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SentHeader {
+    pub name: String,
+    pub value: String,
 }
 
 impl From<v1::Attempt> for Attempt {
     fn from(a: v1::Attempt) -> Self {
-        let v1::Attempt { n, at, status_code, latency_ms, error, response_body } = a;
+        let v1::Attempt { n, at, status_code, latency_ms, error, response_body, request } = a;
         Attempt {
             n,
             at: rfc3339(at.as_ref()),
@@ -75,6 +95,11 @@ impl From<v1::Attempt> for Attempt {
             latency_ms,
             error: Some(error).filter(|e| !e.is_empty()),
             response_body,
+            request: request.map(|r| SentRequest {
+                url: r.url,
+                body_bytes: r.body_bytes,
+                headers: r.headers.into_iter().map(|h| SentHeader { name: h.name, value: h.value }).collect(),
+            }),
         }
     }
 }
@@ -97,7 +122,7 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    fn from_wire(d: v1::Delivery, with_attempts: bool) -> Self {
+    pub(crate) fn from_wire(d: v1::Delivery, with_attempts: bool) -> Self {
         let v1::Delivery {
             id,
             tenant: _,
@@ -142,9 +167,15 @@ pub struct DeliveryFilter {
     /// `pending`, `delivered`, `retrying` or `failed`.
     #[param(value_type = Option<DeliveryStatus>)]
     pub status: Option<String>,
+    /// Only deliveries of events of this type.
+    pub event_type: Option<String>,
+    /// Created after this RFC 3339 time.
+    pub after: Option<String>,
+    /// Created before this RFC 3339 time.
+    pub before: Option<String>,
 }
 
-/// List deliveries, newest first, optionally by endpoint, event and status.
+/// List deliveries, newest first, optionally by endpoint, event, event type, status and creation time.
 #[utoipa::path(get, path = "/v1/deliveries", tag = "deliveries", params(TenantParam, PageParams, DeliveryFilter),
     responses((status = 200, description = "OK", body = DeliveryList), Problems))]
 pub async fn list_deliveries(
@@ -154,7 +185,8 @@ pub async fn list_deliveries(
     Query(filter): Query<DeliveryFilter>,
 ) -> Result<axum::Json<DeliveryList>, GatewayError> {
     let page = Some(params.page()?);
-    let DeliveryFilter { endpoint_id, event_id, status } = filter;
+    let DeliveryFilter { endpoint_id, event_id, status, event_type, after, before } = filter;
+    let (after, before) = (parse_optional_time("after", after)?, parse_optional_time("before", before)?);
     let status = match status.as_deref().filter(|s| !s.is_empty()) {
         Some(raw) => DeliveryStatus::parse(raw)? as i32,
         None => v1::DeliveryStatus::Unspecified as i32,
@@ -168,7 +200,17 @@ pub async fn list_deliveries(
         }
     }
     let [endpoint_id, event_id] = ids;
-    let request = v1::ListDeliveriesRequest { tenant: scope.tenant, endpoint_id, event_id, status, page };
+    let event_type = event_type.unwrap_or_default();
+    let request = v1::ListDeliveriesRequest {
+        tenant: scope.tenant,
+        endpoint_id,
+        event_id,
+        status,
+        page,
+        event_type,
+        after,
+        before,
+    };
     let answer = state.upstream.dispatch().list_deliveries(request).await?.into_inner();
     Ok(axum::Json(DeliveryList {
         data: answer.deliveries.into_iter().map(|d| Delivery::from_wire(d, false)).collect(),

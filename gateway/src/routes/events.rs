@@ -1,22 +1,32 @@
-//! `POST /v1/events`: the REST twin of gRPC `Registry.Publish` (admin only).
+//! `/v1/events`: publishing (admin only, the REST twin of gRPC
+//! `Registry.Publish`) and the tenant's event log (answered by the
+//! registry, an event's deliveries by the dispatcher).
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use herald_proto::v1;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
-use super::parse_time;
+use super::deliveries::Delivery;
+use super::{json_value, parse_optional_time, parse_time, rfc3339};
 use crate::AppState;
-use crate::auth::Admin;
+use crate::auth::{Admin, Scope};
 use crate::error::GatewayError;
+use crate::extract::{PageParams, Path, Query, TenantParam, next_cursor, resource_id};
 use crate::json::Json;
 use crate::openapi::{ApiRouter, Problems};
 
 pub fn routes() -> ApiRouter<AppState> {
-    ApiRouter::new().route(__path_publish_event, publish_event)
+    ApiRouter::new()
+        .route(__path_publish_event, publish_event)
+        .route(__path_list_events, list_events)
+        .route(__path_get_event, get_event)
 }
+
+/// How many of an event's deliveries its page shows.
+const EVENT_DELIVERIES_SHOWN: u32 = 100;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -72,6 +82,107 @@ pub async fn publish_event(
     let v1::PublishResponse { id, deliveries, duplicate } =
         state.upstream.registry().publish(request).await?.into_inner();
     Ok((StatusCode::ACCEPTED, axum::Json(Published { id, deliveries, duplicate })))
+}
+
+/// A published event as the log shows it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LoggedEvent {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The event's own time.
+    pub time: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub resource: Option<serde_json::Value>,
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+    /// Deliveries its publish created.
+    pub deliveries: u32,
+    pub published_at: String,
+    /// Its deliveries, newest first (the first 100; only when getting one event).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery_records: Option<Vec<Delivery>>,
+}
+
+impl From<v1::Event> for LoggedEvent {
+    fn from(e: v1::Event) -> Self {
+        let v1::Event { id, tenant: _, r#type, time, resource, data, deliveries, published_at } = e;
+        LoggedEvent {
+            id,
+            kind: r#type,
+            time: rfc3339(time.as_ref()),
+            resource: json_value(&resource),
+            data: json_value(&data).unwrap_or(serde_json::Value::Null),
+            deliveries,
+            published_at: rfc3339(published_at.as_ref()),
+            delivery_records: None,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventList {
+    pub data: Vec<LoggedEvent>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventFilter {
+    /// Only events of this type.
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub kind: Option<String>,
+    /// Published after this RFC 3339 time.
+    pub after: Option<String>,
+    /// Published before this RFC 3339 time.
+    pub before: Option<String>,
+}
+
+/// The tenant's published events, newest first, kept for the event retention.
+#[utoipa::path(get, path = "/v1/events", tag = "events", params(TenantParam, PageParams, EventFilter),
+    responses((status = 200, description = "OK", body = EventList), Problems))]
+pub async fn list_events(
+    State(state): State<AppState>,
+    scope: Scope,
+    Query(params): Query<PageParams>,
+    Query(filter): Query<EventFilter>,
+) -> Result<axum::Json<EventList>, GatewayError> {
+    let page = Some(params.page()?);
+    let EventFilter { kind, after, before } = filter;
+    let request = v1::ListEventsRequest {
+        tenant: scope.tenant,
+        r#type: kind.unwrap_or_default(),
+        after: parse_optional_time("after", after)?,
+        before: parse_optional_time("before", before)?,
+        page,
+    };
+    let answer = state.upstream.registry().list_events(request).await?.into_inner();
+    Ok(axum::Json(EventList {
+        data: answer.events.into_iter().map(Into::into).collect(),
+        next_cursor: next_cursor(answer.page),
+    }))
+}
+
+/// One event with its data and its deliveries.
+#[utoipa::path(get, path = "/v1/events/{id}", tag = "events", params(("id" = String, Path), TenantParam),
+    responses((status = 200, description = "OK", body = LoggedEvent), Problems))]
+pub async fn get_event(
+    State(state): State<AppState>,
+    scope: Scope,
+    Path(id): Path<String>,
+) -> Result<axum::Json<LoggedEvent>, GatewayError> {
+    let id = resource_id("event", &id)?.to_owned();
+    let request = v1::GetEventRequest { tenant: scope.tenant.clone(), id: id.clone() };
+    let mut event = LoggedEvent::from(state.upstream.registry().get_event(request).await?.into_inner());
+    let page = Some(v1::PageRequest { limit: EVENT_DELIVERIES_SHOWN, cursor: String::new() });
+    let request = v1::ListDeliveriesRequest { tenant: scope.tenant, event_id: id, page, ..Default::default() };
+    let answer = state.upstream.dispatch().list_deliveries(request).await?.into_inner();
+    event.delivery_records = Some(answer.deliveries.into_iter().map(|d| Delivery::from_wire(d, false)).collect());
+    Ok(axum::Json(event))
 }
 
 /// The JSON text of a raw value; `null` is "absent" like an empty value.

@@ -5,10 +5,13 @@
 
 pub mod deliveries;
 pub mod endpoint_auth;
+pub mod endpoint_stats;
 pub mod endpoints;
 pub mod event_types;
 pub mod events;
 pub mod operations;
+pub mod portal_sessions;
+pub mod replay;
 pub mod retry_policy;
 pub mod subscriptions;
 pub mod tenants;
@@ -30,6 +33,9 @@ pub fn api() -> ApiRouter<AppState> {
         .merge(subscriptions::routes())
         .merge(deliveries::routes())
         .merge(operations::routes())
+        .merge(portal_sessions::routes())
+        .merge(replay::routes())
+        .merge(endpoint_stats::routes())
 }
 
 /// RFC 3339 UTC with milliseconds; the epoch when upstream left it unset.
@@ -48,6 +54,11 @@ pub fn parse_time(field: &str, raw: &str) -> Result<Timestamp, GatewayError> {
         .ok_or_else(|| GatewayError::invalid(field, "must be an RFC 3339 time like 2024-05-07T19:18:32Z"))?;
     let nanos = t.unix_timestamp_nanos();
     Ok(Timestamp { seconds: (nanos.div_euclid(1_000_000_000)) as i64, nanos: nanos.rem_euclid(1_000_000_000) as i32 })
+}
+
+/// An optional RFC 3339 time from a query string; empty is absent.
+pub fn parse_optional_time(field: &str, raw: Option<String>) -> Result<Option<Timestamp>, GatewayError> {
+    raw.filter(|t| !t.trim().is_empty()).map(|t| parse_time(field, &t)).transpose()
 }
 
 /// A JSON value as the raw bytes the services take; `None` is "absent" (empty).

@@ -84,7 +84,7 @@ pub struct ApiKey {
 
 impl From<v1::ApiKey> for ApiKey {
     fn from(k: v1::ApiKey) -> Self {
-        let v1::ApiKey { id, tenant: _, name, created_at } = k;
+        let v1::ApiKey { id, tenant: _, name, created_at, expires_at: _, read_only: _ } = k;
         ApiKey { id, name, created_at: rfc3339(created_at.as_ref()) }
     }
 }

@@ -10,11 +10,13 @@
 //! publish of a stored id within the window runs the partition steps again:
 //! the missing ones append their jobs, the done ones append nothing. No
 //! delivery is lost or doubled, and the answer is the first publish's count.
+//! The event log entry (in the registry's slot) is written with the steps.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::LazyLock;
 
 use herald_common::event_header::EventHeader;
+use herald_common::event_index;
 use herald_common::time_fmt;
 use redis::Script;
 
@@ -75,27 +77,33 @@ impl Store {
         let window = i64::try_from(idempotency_ms).unwrap_or(i64::MAX);
         let mut answers = Vec::with_capacity(calls.len());
         let mut steps: BTreeMap<u32, Vec<(&Enqueue<'_>, usize)>> = BTreeMap::new();
+        let mut pipe = redis::pipe();
+        let cutoff = event_index::before_time(now.saturating_sub(i64::try_from(retention_ms).unwrap_or(i64::MAX)));
+        let mut trimmed = BTreeSet::new();
         for (call, before) in calls.iter().zip(stored) {
             let (answer, complete) = match before {
-                None => (Enqueued { duplicate: false, deliveries: call.jobs.len() as u32 }, true),
+                None => (Enqueued { duplicate: false, deliveries: call.jobs.len() as u32 }, Some(call.header(now))),
                 Some(before) => match EventHeader::split(&before).0 {
                     Some(header) if now.saturating_sub(header.published_ms) < window => {
-                        (Enqueued { duplicate: true, deliveries: header.deliveries }, true)
+                        (Enqueued { duplicate: true, deliveries: header.deliveries }, Some(header))
                     }
-                    _ => (Enqueued { duplicate: true, deliveries: 0 }, false),
+                    _ => (Enqueued { duplicate: true, deliveries: 0 }, None),
                 },
             };
             answers.push(answer);
-            if complete {
+            if let Some(header) = complete {
+                // Logged again when published again, as the steps run again: a
+                // publish cut short before this write is listed after all.
+                let log = self.keys.tenant_events(call.tenant);
+                if trimmed.insert(call.tenant) {
+                    pipe.cmd("ZREMRANGEBYLEX").arg(&log).arg("-").arg(&cutoff).ignore();
+                }
+                pipe.zadd(log, call.log_entry(&header), 0).ignore();
                 for (i, (partition, _)) in call.jobs.iter().enumerate() {
                     steps.entry(*partition).or_default().push((call, i));
                 }
             }
         }
-        if steps.is_empty() {
-            return Ok(answers);
-        }
-        let mut pipe = redis::pipe();
         for (partition, jobs) in &steps {
             let mut inv = PARTITION_STEP.prepare_invoke();
             inv.key(self.keys.partition_stream(*partition));
@@ -116,6 +124,9 @@ impl Store {
                 }
             }
             pipe.invoke_script(&inv);
+        }
+        if pipe.is_empty() {
+            return Ok(answers);
         }
         if let Err(e) = pipe.query_async::<()>(&mut conn).await {
             if !herald_common::redis_conn::is_no_script(&e) {

@@ -6,6 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::LazyLock;
 
 use herald_common::event_header::EventHeader;
+use herald_common::event_index::{self, EventIndexEntry};
 use herald_common::model::{EndpointRecord, EndpointStatus, Job, Millis, SubscriptionRecord};
 use herald_common::{ids, time_fmt};
 use redis::{Script, ScriptInvocation, Value as RedisValue};
@@ -22,36 +23,47 @@ use crate::error::Result;
 /// they were published with, so a stored payload is never replaced.
 /// The shebang makes a Redis at `maxmemory` refuse the script before its
 /// first write rather than stop it halfway.
-/// KEYS: per event, its key then one partition stream per job.
-/// ARGV: now ms, retention ms, idempotency ms, event count, then per event
-/// the stored value, the job count and per job its field count followed by
-/// field/value pairs. Answers per event {duplicate (0|1), deliveries}.
+/// A new event also joins its tenant's event log index, which is trimmed
+/// to the retention once per tenant and batch.
+/// KEYS: per event, its key, its tenant's event log index, then one
+/// partition stream per job.
+/// ARGV: now ms, retention ms, idempotency ms, event count, the index bound
+/// below which entries are past the retention, then per event the stored
+/// value, its index entry, the job count and per job its field count
+/// followed by field/value pairs. Answers per event {duplicate (0|1),
+/// deliveries}.
 static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"#!lua
 local now, retention, window = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
-local a, k = 5, 1
-local answers = {}
+local a, k = 6, 1
+local answers, trimmed = {}, {}
 for e = 1, tonumber(ARGV[4]) do
-  local jobs = tonumber(ARGV[a + 1])
+  local jobs = tonumber(ARGV[a + 2])
   local old = redis.call('SET', KEYS[k], ARGV[a], 'NX', 'PX', retention, 'GET')
   if old then
     local n, at = string.match(old, '^h1 (%d+) (%d+)')
     if n and now - tonumber(at) < window then answers[e] = {1, tonumber(n)} else answers[e] = {1, 0} end
   else
     answers[e] = {0, jobs}
+    local log = KEYS[k + 1]
+    if not trimmed[log] then
+      redis.call('ZREMRANGEBYLEX', log, '-', ARGV[5])
+      trimmed[log] = true
+    end
+    redis.call('ZADD', log, 0, ARGV[a + 1])
   end
-  a = a + 2
+  a = a + 3
   for i = 1, jobs do
     local n = tonumber(ARGV[a])
     if not old then
-      local args = {KEYS[k + i], '*'}
+      local args = {KEYS[k + 1 + i], '*'}
       for j = 1, n * 2 do args[2 + j] = ARGV[a + j] end
       redis.call('XADD', unpack(args))
     end
     a = a + 1 + n * 2
   end
-  k = k + 1 + jobs
+  k = k + 2 + jobs
 end
 return answers
 ",
@@ -70,6 +82,7 @@ pub(super) fn push_job(inv: &mut ScriptInvocation<'_>, job: &Job) {
 pub struct Enqueue<'a> {
     pub tenant: &'a str,
     pub event_id: &'a str,
+    pub event_type: &'a str,
     pub payload: &'a [u8],
     /// Partition and job, one per endpoint.
     pub jobs: &'a [(u32, Job)],
@@ -82,6 +95,12 @@ impl Enqueue<'_> {
         let times = self.jobs.iter().filter_map(|(_, job)| ids::created_millis(&job.delivery_id));
         let (first, last) = times.fold((now, now), |(lo, hi), t| (lo.min(t), hi.max(t)));
         EventHeader { deliveries: self.jobs.len() as u32, published_ms: first, span_ms: last - first }
+    }
+
+    /// The event's member in its tenant's event log index.
+    pub(super) fn log_entry(&self, header: &EventHeader) -> String {
+        EventIndexEntry { published_ms: header.published_ms, event_type: self.event_type, event_id: self.event_id }
+            .encode()
     }
 }
 
@@ -180,12 +199,14 @@ impl Store {
         let now = time_fmt::now_millis();
         let mut inv = PUBLISH.prepare_invoke();
         inv.arg(now).arg(retention_ms.max(1)).arg(idempotency_ms.max(1)).arg(calls.len());
+        inv.arg(event_index::before_time(now.saturating_sub(i64::try_from(retention_ms).unwrap_or(i64::MAX))));
         for call in calls {
-            inv.key(keys.event(call.tenant, call.event_id));
+            inv.key(keys.event(call.tenant, call.event_id)).key(keys.tenant_events(call.tenant));
             for (partition, _) in call.jobs {
                 inv.key(keys.partition_stream(*partition));
             }
-            inv.arg(call.header(now).prepend(call.payload)).arg(call.jobs.len());
+            let header = call.header(now);
+            inv.arg(header.prepend(call.payload)).arg(call.log_entry(&header)).arg(call.jobs.len());
             for (_, job) in call.jobs {
                 push_job(&mut inv, job);
             }

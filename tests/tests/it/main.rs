@@ -8,6 +8,7 @@ mod cli;
 mod cluster;
 mod control;
 mod dispatch;
+mod event_log;
 mod faults;
 mod formats;
 mod gateway;

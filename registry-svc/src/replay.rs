@@ -1,0 +1,107 @@
+//! Replaying the event log to one endpoint: every retained event published
+//! in a time range that the endpoint's subscriptions match now and that it
+//! has no delivery of yet (the caller names those) becomes a new delivery,
+//! as if it had been published to it. A new endpoint catches up this way.
+//!
+//! A replayed delivery's id carries its event's publish time, so it is
+//! listed and found with the event's other deliveries.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use herald_common::event_header::EventHeader;
+use herald_common::event_index::{self, EventIndexEntry};
+use herald_common::ids;
+use herald_common::keys::partition_of;
+use herald_common::model::{EndpointStatus, Job, Millis, StoredEvent};
+
+use crate::Registry;
+use crate::error::{RegistryError, Result};
+use crate::routing::{Route, RouteTable};
+use crate::validate::Page;
+
+/// Most events one replay reads; a longer range is replayed in parts.
+pub const MAX_REPLAYED_EVENTS: usize = 10_000;
+/// Index entries and events read per round trip.
+const CHUNK: usize = 500;
+
+impl Registry {
+    /// Queues the replay; answers how many deliveries it made.
+    pub async fn replay_endpoint(
+        &self,
+        tenant: &str,
+        endpoint_id: &str,
+        since: Millis,
+        until: Option<Millis>,
+        delivered_events: &HashSet<String>,
+    ) -> Result<u32> {
+        let (endpoint, _) = self.owned_endpoint(tenant, endpoint_id).await?;
+        if endpoint.status != EndpointStatus::Active {
+            return Err(RegistryError::Conflict(format!("endpoint {endpoint_id} is not active")));
+        }
+        let page = Page { limit: crate::validate::MAX_LIMIT, after: None };
+        let (subscriptions, _) = self.store.list_subscriptions(tenant, Some(endpoint_id), &page).await?;
+        let partition = partition_of(endpoint_id, self.config.partitions);
+        let route = |filter| Route {
+            endpoint_id: endpoint_id.to_owned(),
+            partition,
+            filter,
+            generation: endpoint.generation.clone(),
+        };
+        // One table per event type met, as publishing builds them.
+        let mut tables: HashMap<String, Arc<RouteTable>> = HashMap::new();
+        let mut lower = event_index::from_time(since);
+        let upper = until.map_or_else(|| "+".to_owned(), event_index::before_time);
+        let mut scanned = 0;
+        let mut queued = 0u32;
+        while scanned < MAX_REPLAYED_EVENTS {
+            let entries = self.store.event_log_entries_oldest_first(tenant, &lower, &upper, CHUNK).await?;
+            let Some(last) = entries.last() else { break };
+            lower = format!("({last}");
+            scanned += entries.len();
+            let wanted: Vec<EventIndexEntry<'_>> = entries
+                .iter()
+                .filter_map(|m| EventIndexEntry::decode(m))
+                .filter(|e| !delivered_events.contains(e.event_id))
+                .collect();
+            let ids: Vec<&str> = wanted.iter().map(|e| e.event_id).collect();
+            let stored = self.store.stored_events(tenant, &ids).await?;
+            let mut jobs = Vec::new();
+            for raw in stored.into_iter().flatten() {
+                let (header, start) = EventHeader::split(&raw);
+                let Ok(event) = serde_json::from_slice::<StoredEvent>(&raw[start..]) else { continue };
+                let table = tables.entry(event.event_type.clone()).or_insert_with(|| {
+                    let routes = subscriptions
+                        .iter()
+                        .filter(|s| s.event_types.iter().any(|t| t == "*" || *t == event.event_type))
+                        .map(|s| route(s.filter.clone()))
+                        .collect();
+                    Arc::new(RouteTable::new(routes))
+                });
+                if table.select(&event).is_empty() {
+                    continue;
+                }
+                let published = header.map_or_else(herald_common::time_fmt::now_millis, |h| h.published_ms);
+                jobs.push((
+                    partition,
+                    Job {
+                        delivery_id: ids::delivery_id_made_at(partition, published),
+                        tenant: tenant.to_owned(),
+                        endpoint_id: endpoint_id.to_owned(),
+                        event_id: event.id,
+                        attempt: 1,
+                        traceparent: None,
+                        generation: Some(endpoint.generation.clone()).filter(|g| !g.is_empty()),
+                    },
+                ));
+            }
+            self.store.append_jobs(&jobs).await?;
+            queued += jobs.len() as u32;
+            if entries.len() < CHUNK {
+                break;
+            }
+        }
+        tracing::info!(tenant = %tenant, endpoint = %endpoint_id, queued, scanned, "events replayed");
+        Ok(queued)
+    }
+}
