@@ -61,7 +61,9 @@ async function statsPanel(id) {
   try {
     const stats = await api('GET', `/v1/endpoints/${enc(id)}/stats`);
     const minutes = (stats && stats.minutes) || [];
-    return minutes.length ? minutesChart(minutes) : h('p', { class: 'empty' }, 'No data.');
+    if (!minutes.length) return h('p', { class: 'empty' }, 'No data.');
+    return [minutesChart(minutes),
+      stats.truncated ? h('p', { class: 'muted' }, 'A busy hour: the oldest deliveries are not counted.') : null];
   } catch (err) {
     if (err instanceof ApiError && err.missing) return h('p', { class: 'empty' }, 'No data.');
     if (err.status === 401) throw err;
@@ -143,7 +145,9 @@ function resendForm(id, kind) {
       if (until && until.value) body.until = localToIso(until.value);
       const answer = await api('POST', `/v1/endpoints/${enc(id)}/${kind}`, body);
       showProblem(form, null);
-      replace(out, kind === 'replay' ? `${answer.count} events queued for replay.` : `${answer.recovered} deliveries queued again.`);
+      const n = kind === 'replay' ? answer.count : answer.recovered;
+      replace(out, kind === 'replay' ? `${n} ${n === 1 ? 'event' : 'events'} queued for replay.`
+        : `${n} ${n === 1 ? 'delivery' : 'deliveries'} queued again.`);
     } catch (err) {
       if (err instanceof ApiError && err.missing && kind === 'replay') {
         replace(out, 'Replay is not available on this server yet.');

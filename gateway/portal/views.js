@@ -120,7 +120,9 @@ export async function deliveriesView(params) {
 
 function attemptView(attempt) {
   const request = attempt.request;
-  const headers = request ? (request.headers || []).map((header) => [header.name, header.value]) : [];
+  // Headers come as a list of {name, value} in the order sent (a map is read too).
+  const raw = request ? request.headers || [] : [];
+  const headers = Array.isArray(raw) ? raw.map((header) => [header.name, header.value]) : Object.entries(raw);
   return h('article', { class: 'attempt card', 'data-attempt': String(attempt.n) },
     h('h3', {}, `Attempt ${attempt.n}`, ' ', attempt.statusCode ? badge(String(attempt.statusCode), attempt.statusCode < 300 ? 'ok' : 'bad') : badge('no answer', 'bad')),
     fields([['Time', time(attempt.at)], ['Latency', `${attempt.latencyMs} ms`], ['Error', attempt.error || null]]),
@@ -128,7 +130,9 @@ function attemptView(attempt) {
       h('section', { class: 'request', 'aria-label': `Request of attempt ${attempt.n}` }, h('h4', {}, 'Request'),
         request
           ? [fields([['URL', h('span', { class: 'url' }, request.url)], ['Body', `${request.bodyBytes} bytes`]]),
-            table('Request headers', ['Header', 'Value'], headers.map(([k, v]) => [h('code', {}, k), v]), 'No headers recorded.')]
+            headers.length
+              ? h('ul', { class: 'plain headers', 'aria-label': 'Request headers' }, headers.map(([k, v]) => h('li', {}, h('code', {}, k), ': ', v)))
+              : h('p', { class: 'muted' }, 'No headers recorded.')]
           : h('p', { class: 'muted' }, 'Request details were not recorded.')),
       h('section', { class: 'response', 'aria-label': `Response of attempt ${attempt.n}` }, h('h4', {}, 'Response'),
         fields([['Status', attempt.statusCode ? String(attempt.statusCode) : 'No answer']]),
@@ -201,6 +205,7 @@ export async function eventView(id) {
   return [
     heading(`Event ${e.type}`),
     section('Event', fields([['Id', h('code', {}, e.id)], ['Type', e.type], ['Time', time(e.time)],
+      ['Published', e.publishedAt ? time(e.publishedAt) : null],
       ['Resource', e.resource !== undefined && e.resource !== null ? pre(e.resource, 'Resource') : null],
       ['Deliveries', String(e.deliveries ?? (e.deliveryRecords || []).length)]])),
     section('Data', pre(e.data, 'Event data')),

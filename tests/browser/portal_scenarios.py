@@ -102,6 +102,14 @@ def create_and_deliver(cfg):
         outcome = b.wait(lambda d: d.find_elements(By.CSS_SELECTOR, ".test-outcome"), "the test attempt")[0]
         assert "delivered" in outcome.text, outcome.text
 
+        # Replay and recovery answer how much they queued.
+        since = b.field("Since", b.driver.find_elements(By.XPATH, "//section[h2='Replay']")[0])
+        assert since.get_attribute("value"), "replay has no default start"
+        b.button("Replay events").click()
+        b.wait(lambda d: re.search(r"\d+ events? queued for replay", b.text()), "the replay's count")
+        b.button("Recover failed deliveries").click()
+        b.wait(lambda d: re.search(r"\d+ deliver(y|ies) queued again", b.text()), "the recovery's count")
+
         event_id = publish(cfg, {"orderId": "o-1", "amount": 12})
         log("published", event_id)
         b.go("#/deliveries")
@@ -143,7 +151,10 @@ def failing_delivery(cfg):
             response = article.find_element(By.CSS_SELECTOR, "section.response")
             assert "Request" in request.text, request.text
             assert "500" in response.text and "upstream exploded" in response.text, response.text
-        log("first attempt's request:", attempts[-1].find_element(By.CSS_SELECTOR, "section.request").text.replace("\n", " | "))
+        request = attempts[-1].find_element(By.CSS_SELECTOR, "section.request").text
+        log("first attempt's request:", request.replace("\n", " | "))
+        assert cfg["receiver"] in request, f"the request's URL is not shown: {request}"
+        assert re.search(r"(?i)content-type", request), f"the request's headers are not shown: {request}"
         b.button("Retry now").click()
         b.wait(lambda d: "Retry queued." in b.text(), "the retry to be accepted")
         b.refresh_until(lambda: int(b.one("[data-attempt-count]").text) > count and len(b.css("article.attempt")) > count,
@@ -251,6 +262,10 @@ def csp_and_screens(cfg):
                 time.sleep(0.3)
                 overflow = b.driver.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
                 assert overflow <= 1, f"{name} at {width}px scrolls sideways by {overflow}px"
+                if name == "endpoint":
+                    chart = b.one("svg.chart")
+                    log(f"{width}px: the endpoint's chart says {chart.get_attribute('aria-label')!r}")
+                    assert re.match(r"[1-9]\d* delivered", chart.get_attribute("aria-label")), "the chart counts no delivery"
                 if name in ("landing", "endpoint", "delivery", "catalog"):
                     b.screenshot(name, width)
                     b.driver.set_window_size(width, 900)

@@ -150,7 +150,7 @@ async fn a_failing_delivery_shows_attempts_and_can_be_retried() {
     endpoint(&stack, &key, body, None).await;
     let event_id = publish(&stack, json!({"orderId": "o-1", "amount": 5})).await;
     let delivery_id = delivery_of(&stack, &key, &event_id, "failed").await;
-    scenario("failing_delivery", &stack, &key, json!({"delivery_id": delivery_id})).await;
+    scenario("failing_delivery", &stack, &key, json!({"delivery_id": delivery_id, "receiver": receiver.url()})).await;
 }
 
 /// (c) Descriptions, filters, event data and response bodies holding markup
