@@ -6,7 +6,7 @@ import { h } from './dom.js';
 const TOKEN_KEY = 'herald.portal.token';
 
 /** What `GET /v1/portal/session` said about this session. */
-export const session = { tenant: null, readOnly: false, expiresAt: null };
+export const session = { tenant: null, sessionId: null, readOnly: false, expiresAt: null };
 
 /**
  * Moves a `#token=…` from the address bar into sessionStorage, so the token
@@ -110,6 +110,7 @@ export async function loadSession() {
   try {
     const answer = await api('GET', '/v1/portal/session');
     session.tenant = answer.tenant || null;
+    session.sessionId = answer.sessionId || null;
     session.readOnly = answer.readOnly === true;
     session.expiresAt = answer.expiresAt || null;
   } catch (err) {

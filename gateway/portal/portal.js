@@ -1,7 +1,7 @@
 // Start-up and hash routing: take the token from the link, learn what the
 // session may do, then render the view the hash names.
 
-import { captureToken, forgetToken, loadSession, problemBox, session, whenExpired } from './api.js';
+import { api, captureToken, enc, forgetToken, loadSession, problemBox, session, whenExpired } from './api.js';
 import { catalogView } from './catalog.js';
 import { h, replace, time } from './dom.js';
 import { endpointCreateView, endpointEditView, endpointView } from './endpoint.js';
@@ -87,11 +87,31 @@ async function render(opts = {}) {
   else if (title) title.focus({ preventScroll: true });
 }
 
+/**
+ * Ends the session: a portal session is revoked on the server (a read-only
+ * one may not, and simply expires), and the token leaves this tab.
+ */
+async function signOut() {
+  if (session.sessionId && !session.readOnly) {
+    try {
+      await api('DELETE', `/v1/portal/sessions/${enc(session.sessionId)}`);
+    } catch (err) {
+      // Forgotten here all the same; the session expires on its own.
+    }
+  }
+  expired = true;
+  forgetToken();
+  message('Signed out', 'You have signed out. Open the link your provider gave you to come back.');
+}
+
 function showSession() {
+  const out = h('button', { type: 'button', class: 'secondary small', id: 'sign-out' }, 'Sign out');
+  out.addEventListener('click', signOut);
   replace(status,
     session.tenant ? h('span', {}, 'Account ', h('strong', {}, session.tenant)) : null,
     session.readOnly ? h('span', { class: 'badge badge-readonly' }, 'Read-only') : null,
-    session.expiresAt ? h('span', { class: 'muted' }, 'Expires ', time(session.expiresAt)) : null);
+    session.expiresAt ? h('span', { class: 'muted' }, 'Expires ', time(session.expiresAt)) : null,
+    out);
 }
 
 async function start() {

@@ -5,9 +5,9 @@
 The Rust test starts the stack, prepares the data and passes the gateway
 address, the portal token and the ids of what it made."""
 
+import json
 import os
 import re
-import json
 import time
 
 from selenium.webdriver.common.action_chains import ActionChains
@@ -221,6 +221,20 @@ def read_only(cfg):
             log(f"{route}: nothing that changes anything")
         b.go(f"#/endpoints/{cfg['endpoint_id']}")
         assert "Subscriptions" in b.text() and "Health" in b.text(), "the endpoint page is not shown"
+        b.button("Sign out").click()
+        b.wait(lambda d: b.title() == "Signed out", "the signed-out page")
+        assert b.driver.execute_script("return sessionStorage.getItem('herald.portal.token')") is None
+        b.assert_no_csp_violations()
+    # A full session's Sign out revokes it on the server.
+    with Browser(1280, 900) as b:
+        b.open(portal_link(cfg, cfg["session_token"]))
+        assert b.title() == "Overview", b.title()
+        assert "Read-only" not in b.text() and b.css("[data-mutates]"), "a full session shows no controls"
+        b.button("Sign out").click()
+        b.wait(lambda d: b.title() == "Signed out", "the signed-out page")
+        status, _, body = http("GET", f"{cfg['gateway']}/v1/portal/session", cfg["session_token"])
+        assert status == 401, f"the session still works after signing out: {status} {body}"
+        log("a full session signed out is revoked")
         b.assert_no_csp_violations()
 
 

@@ -170,8 +170,9 @@ async fn markup_from_the_api_is_shown_as_text() {
     scenario("xss", &stack, &key, extra).await;
 }
 
-/// (d) A read-only session sees no control that changes anything. Read-only
-/// sessions come from `POST /v1/portal/sessions` (admin).
+/// (d) A read-only session sees no control that changes anything (sessions
+/// come from `POST /v1/portal/sessions`, admin); signing out forgets the
+/// token, and revokes a full session on the server.
 #[tokio::test]
 async fn a_read_only_session_has_no_controls_that_change_anything() {
     let (stack, key) = setup("An order was placed.").await;
@@ -183,7 +184,10 @@ async fn a_read_only_session_has_no_controls_that_change_anything() {
     assert_eq!(status, StatusCode::CREATED, "read-only portal sessions are not served: {session}");
     assert_eq!(session["readOnly"], true, "{session}");
     let token = session["token"].as_str().unwrap();
-    let extra = json!({"readonly_token": token, "endpoint_id": endpoint_id, "delivery_id": delivery_id});
+    let (status, full) = stack.admin_post("/v1/portal/sessions", json!({"tenant": TENANT})).await;
+    assert_eq!(status, StatusCode::CREATED, "{full}");
+    let extra = json!({"readonly_token": token, "session_token": full["token"], "endpoint_id": endpoint_id,
+        "delivery_id": delivery_id});
     scenario("read_only", &stack, &key, extra).await;
 }
 
