@@ -133,6 +133,51 @@ def create_and_deliver(cfg):
         b.go("#/")
         assert event_id in b.text(), "the landing page does not list the delivery"
         assert "Orders to the warehouse" in b.text()
+
+        # The event log: the event, its data and its delivery; a type filter that matches nothing.
+        b.go("#/events")
+        b.refresh_until(lambda: event_id in b.text(), "the event in the event log")
+        b.driver.find_element(By.LINK_TEXT, event_id).click()
+        b.wait(lambda d: b.title() == f"Event {cfg['event_type']}", "the event's page")
+        b.wait_loaded()
+        assert '"orderId": "o-1"' in b.text() and "delivered" in b.text(), b.text()
+        b.go("#/events")
+        b.fill("Event type", "no.such.type")
+        b.button("Apply").click()
+        b.wait(lambda d: "type=no.such.type" in d.execute_script("return location.hash") and "No events match." in b.text(),
+               "the type filter to match nothing")
+
+        b.go(endpoint_url)
+        # The signing secret: revealed, then rotated (after a confirmation) to another one.
+        b.button("Reveal signing secret").click()
+        first = b.wait(lambda d: d.find_elements(By.CSS_SELECTOR, ".secret-value"), "the secret")[0].text
+        assert first.startswith("whsec_"), first
+        b.button("Rotate secret").click()
+        b.button("Rotate now").click()
+        b.wait(lambda d: b.one(".secret-value").text not in ("", first), "a new secret")
+
+        # The subscription: edited to every type, then deleted.
+        b.button("Edit", b.one(".subscription")).click()
+        b.fill("Event types", "*")
+        b.button("Save subscription").click()
+        b.wait(lambda d: [c for c in d.find_elements(By.CSS_SELECTOR, ".subscription code.tag") if c.text == "*"],
+               "the edited subscription")
+        b.button("Delete", b.one(".subscription")).click()
+        b.button("Delete subscription").click()
+        b.wait(lambda d: "No subscriptions" in b.text(), "the subscription to go")
+
+        # Deactivated, activated, then deleted (after a confirmation).
+        b.button("Deactivate").click()
+        b.wait(lambda d: b.css(".badge-deactivated"), "the deactivated status")
+        b.wait_loaded()
+        b.button("Activate").click()
+        b.wait(lambda d: b.css("dd .badge-active"), "the active status")
+        b.wait_loaded()
+        b.button("Delete endpoint").click()
+        b.button("Delete for good").click()
+        b.wait(lambda d: d.execute_script("return location.hash") == "#/endpoints", "the endpoint list")
+        b.wait_loaded()
+        b.wait(lambda d: "No endpoints yet." in b.text(), "the endpoint to be gone")
         b.assert_no_csp_violations()
 
 
