@@ -20,7 +20,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-WAIT = 20  # seconds, the bound of every wait
+WAIT = 30  # seconds, the bound of every wait
 
 
 def log(*parts):
