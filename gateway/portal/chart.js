@@ -5,7 +5,7 @@ import { h, svg } from './dom.js';
 
 const WIDTH = 600;
 const HEIGHT = 160;
-const PAD = { top: 10, right: 8, bottom: 22, left: 34 };
+const PAD = { top: 12, right: 8, bottom: 26, left: 40 };
 
 /** A stacked bar per minute: delivered below, failed above. */
 export function minutesChart(minutes) {
