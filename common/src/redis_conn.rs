@@ -217,9 +217,13 @@ pub fn is_transient(err: &redis::RedisError) -> bool {
         )
 }
 
-/// Whether Redis lost its script cache (restart, failover, `SCRIPT FLUSH`).
+/// Whether Redis lost its script cache (restart, failover, `SCRIPT FLUSH`),
+/// for any command of a pipeline: on a cluster, one node refusing a write
+/// must not hide that another node needs the script loaded.
 pub fn is_no_script(err: &redis::RedisError) -> bool {
-    err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+    let no_script = redis::ServerErrorKind::NoScript;
+    err.kind() == redis::ErrorKind::Server(no_script)
+        || err.clone().into_server_errors().is_some_and(|items| items.iter().any(|(_, e)| e.kind() == Some(no_script)))
 }
 
 /// `PING`, for readiness checks.

@@ -88,11 +88,11 @@ async function render(opts = {}) {
 }
 
 /**
- * Ends the session: a portal session is revoked on the server (a read-only
- * one may not, and simply expires), and the token leaves this tab.
+ * Ends the session: a portal session (read-only ones too) is revoked on the
+ * server, and the token leaves this tab.
  */
 async function signOut() {
-  if (session.sessionId && !session.readOnly) {
+  if (session.sessionId) {
     try {
       await api('DELETE', `/v1/portal/sessions/${enc(session.sessionId)}`);
     } catch (err) {

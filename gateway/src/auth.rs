@@ -51,10 +51,16 @@ pub enum Caller {
 pub enum Access {
     /// An API key: everything in its tenant.
     Key,
-    /// A portal session: everything but managing keys and sessions.
-    Session,
-    /// A read-only portal session: reads only.
-    ReadOnlySession,
+    /// A portal session: everything but managing keys and sessions, or
+    /// reads only (and ending itself) when read-only.
+    Session(Session),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Session {
+    pub read_only: bool,
+    /// Unix milliseconds.
+    pub expires_at: i64,
 }
 
 impl Caller {
@@ -66,7 +72,7 @@ impl Caller {
     /// Refuses portal sessions: keys and sessions are managed with API keys or the admin token.
     pub fn require_key_or_admin(&self) -> Result<(), GatewayError> {
         match self {
-            Caller::Tenant { access: Access::Session | Access::ReadOnlySession, .. } => {
+            Caller::Tenant { access: Access::Session(_), .. } => {
                 Err(GatewayError::Forbidden("a portal session cannot manage API keys or sessions".to_owned()))
             }
             _ => Ok(()),
@@ -153,10 +159,12 @@ impl Authenticator {
                 }) {
                     until = until.min(now + left);
                 }
-                let access = match (key.expires_at.is_some(), key.read_only) {
-                    (false, _) => Access::Key,
-                    (true, false) => Access::Session,
-                    (true, true) => Access::ReadOnlySession,
+                let access = match &key.expires_at {
+                    None => Access::Key,
+                    Some(at) => Access::Session(Session {
+                        read_only: key.read_only,
+                        expires_at: herald_proto::convert::millis(at),
+                    }),
                 };
                 Some(Grant { tenant: key.tenant, key_id: key.id, access })
             }
@@ -212,14 +220,20 @@ where
         let state = AppState::from_ref(state);
         let authorization = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         let caller = state.auth.authenticate(authorization).await?;
-        if matches!(caller, Caller::Tenant { access: Access::ReadOnlySession, .. })
+        if let Caller::Tenant { key_id, access: Access::Session(Session { read_only: true, .. }), .. } = &caller
             && !matches!(parts.method, Method::GET | Method::HEAD)
+            && !ends_itself(&parts.method, parts.uri.path(), key_id)
         {
             return Err(GatewayError::Forbidden("this portal session is read-only".to_owned()));
         }
         parts.extensions.insert(caller.clone());
         Ok(caller)
     }
+}
+
+/// Signing out: a read-only session may still revoke itself.
+fn ends_itself(method: &Method, path: &str, session_id: &str) -> bool {
+    method == Method::DELETE && path.strip_prefix("/v1/portal/sessions/") == Some(session_id)
 }
 
 /// The admin; a tenant key is refused with `403`.
@@ -325,6 +339,14 @@ mod tests {
         let err = auth.authenticate(Some("Bearer hk_whatever")).await.unwrap_err();
         assert_eq!(err.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
         assert!(started.elapsed() < Duration::from_secs(3));
+    }
+
+    #[test]
+    fn a_read_only_session_may_only_end_itself() {
+        assert!(ends_itself(&Method::DELETE, "/v1/portal/sessions/ps_1", "ps_1"));
+        assert!(!ends_itself(&Method::DELETE, "/v1/portal/sessions/ps_2", "ps_1"));
+        assert!(!ends_itself(&Method::POST, "/v1/portal/sessions/ps_1", "ps_1"));
+        assert!(!ends_itself(&Method::DELETE, "/v1/portal/sessions/ps_1/x", "ps_1"));
     }
 
     #[tokio::test]

@@ -358,6 +358,8 @@ impl Store {
             pipe.del(keys.subscription_index(id, event_type)).ignore();
         }
         pipe.del(keys.tenant_endpoints(id)).ignore().del(keys.tenant_subscriptions(id)).ignore();
+        // Its events expire with the retention; their log goes with the tenant.
+        pipe.del(keys.tenant_events(id)).ignore();
         pipe.incr(keys.routing_generation(id), 1).ignore();
         self.run_atomic(&pipe).await?;
         Ok(true)

@@ -269,6 +269,8 @@ def read_only(cfg):
         b.button("Sign out").click()
         b.wait(lambda d: b.title() == "Signed out", "the signed-out page")
         assert b.driver.execute_script("return sessionStorage.getItem('herald.portal.token')") is None
+        status, _, body = http("GET", f"{cfg['gateway']}/v1/portal/session", cfg["readonly_token"])
+        assert status == 401, f"the read-only session still works after signing out: {status} {body}"
         b.assert_no_csp_violations()
     # A full session's Sign out revokes it on the server.
     with Browser(1280, 900) as b:

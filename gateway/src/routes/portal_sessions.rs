@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::rfc3339_opt;
-use crate::auth::{Access, Caller, Scope};
+use crate::auth::{Access, Caller, Scope, Session};
+use herald_common::time_fmt;
 use crate::error::GatewayError;
 use crate::extract::{Path, resource_id};
 use crate::json::Json;
@@ -96,7 +97,7 @@ pub async fn revoke_session(
 ) -> Result<StatusCode, GatewayError> {
     let id = resource_id("portal session", &id)?.to_owned();
     // A session may end itself (signing out), not another one.
-    if let Caller::Tenant { key_id, access: Access::Session | Access::ReadOnlySession, .. } = &scope.caller
+    if let Caller::Tenant { key_id, access: Access::Session(_), .. } = &scope.caller
         && key_id != &id
     {
         return Err(GatewayError::Forbidden("a portal session can only revoke itself".to_owned()));
@@ -112,11 +113,11 @@ pub async fn revoke_session(
     responses((status = 200, description = "OK", body = SessionInfo), Problems))]
 pub async fn current_session(scope: Scope) -> Result<axum::Json<SessionInfo>, GatewayError> {
     let info = match scope.caller {
-        Caller::Tenant { key_id, access: access @ (Access::Session | Access::ReadOnlySession), .. } => SessionInfo {
+        Caller::Tenant { key_id, access: Access::Session(Session { read_only, expires_at }), .. } => SessionInfo {
             tenant: scope.tenant,
             session_id: Some(key_id),
-            read_only: access == Access::ReadOnlySession,
-            expires_at: None,
+            read_only,
+            expires_at: Some(time_fmt::rfc3339(time_fmt::from_millis(expires_at))),
         },
         _ => SessionInfo { tenant: scope.tenant, session_id: None, read_only: false, expires_at: None },
     };

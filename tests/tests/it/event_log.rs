@@ -150,6 +150,8 @@ async fn portal_sessions_are_scoped_expire_and_can_be_read_only() {
     let read_only = a.body["token"].as_str().unwrap().to_owned();
     let a = call(&stack, &read_only, Method::GET, "/v1/portal/session", None).await;
     assert_eq!(a.body["readOnly"], true);
+    assert!(a.body["expiresAt"].as_str().is_some_and(|t| t.starts_with("20")), "{}", a.raw);
+    let read_only_id = a.body["sessionId"].as_str().unwrap().to_owned();
     expect(&call(&stack, &read_only, Method::GET, "/v1/endpoints", None).await, 200, "read-only reads");
     for (method, path) in [
         (Method::PATCH, format!("/v1/endpoints/{endpoint}")),
@@ -161,6 +163,11 @@ async fn portal_sessions_are_scoped_expire_and_can_be_read_only() {
         expect(&a, 403, &format!("read-only {method} {path}"));
     }
     expect(&call(&stack, &key, Method::GET, &format!("/v1/endpoints/{endpoint}"), None).await, 200, "still there");
+    // Signing out is the one change a read-only session may make, and only of itself.
+    let path = format!("/v1/portal/sessions/{read_only_id}");
+    expect(&call(&stack, &read_only, Method::DELETE, "/v1/portal/sessions/ps_other", None).await, 403, "another");
+    expect(&call(&stack, &read_only, Method::DELETE, &path, None).await, 204, "sign out");
+    expect(&call(&stack, &read_only, Method::GET, "/v1/endpoints", None).await, 401, "signed out");
 
     // Revoked: the token stops working at once (this gateway forgets it).
     let session_id = call(&stack, &token, Method::GET, "/v1/portal/session", None).await.body["sessionId"]
