@@ -5,13 +5,13 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
+use herald_common::time_fmt;
 use herald_proto::v1;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::rfc3339_opt;
 use crate::auth::{Access, Caller, Scope, Session};
-use herald_common::time_fmt;
 use crate::error::GatewayError;
 use crate::extract::{Path, resource_id};
 use crate::json::Json;
