@@ -4,8 +4,9 @@
 //! arbiters (threads with their own single-threaded runtime) of an actix
 //! system started on a dedicated thread ([`ActorSystem`]); an endpoint's
 //! actor lives on the arbiter its id hashes to. An actor holds the endpoint
-//! as prepared for delivery, its OAuth token cache, its circuit breaker, its
-//! rate limit and its in-flight limit, and a bounded queue of jobs.
+//! as prepared for delivery, its OAuth token cache, its circuit breaker, and
+//! its gate ([`crate::endpoint`]: a bounded queue of jobs, the rate limit and
+//! the in-flight limit).
 //!
 //! An actor only keeps books. Each attempt is spawned onto the dispatcher's
 //! tokio runtime (where the shared HTTP client and the Redis connection
@@ -36,8 +37,11 @@
 //! may start `rate` at once and no window ever sees more); a receiver's
 //! `Retry-After` pauses every delivery to the endpoint until it ends
 //! ([`crate::health::Pause`]); the circuit breaker ([`crate::health`]) holds
-//! the queue while open. The gates are in `actor/gate.rs`. A new actor's
-//! breaker carries on from the endpoint's stored health.
+//! the queue while open. The actor asks its gate ([`crate::endpoint::Gate`],
+//! which keeps the queue and these limits, without actix) before each
+//! attempt, and executes its answer: starts the attempt, or sets a timer to
+//! ask again. A new actor's breaker carries on from the endpoint's stored
+//! health.
 //!
 //! **`fifo` ordering.** An endpoint with `ordering: fifo` gets one attempt
 //! at a time, in stream order (publish order: the registry appends an
@@ -65,32 +69,33 @@
 //!   again) and remembered, and no job newer than a let-go one starts until
 //!   it is back.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering as AtomicOrdering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use actix::dev::SendError;
 use actix::fut::wrap_future;
 use actix::prelude::*;
-use herald_common::keys::partition_of;
 use herald_common::model::{EndpointRecord, EndpointStatus, Ordering};
 use herald_common::time_fmt;
 use tokio::time::Instant;
 
 use crate::Shared;
 use crate::delivery::{self, Taken, Target, Work};
+use crate::endpoint::{Decision, Gate, Guards, Queued, entry_order};
 use crate::error::DispatchError;
 use crate::health::{Breaker, Health, Pause};
 use crate::lifecycle::{self, health_epoch};
-use crate::records::HealthRecord;
 use crate::retry::Schedule;
 use crate::send::attempt::PreparedEndpoint;
 use crate::send::oauth::TokenCache;
 
-mod gate;
+mod directory;
+mod mailbox;
 mod system;
 
+pub use directory::{Actors, Loaded, Refused};
+use directory::{Directory, lock};
 pub use system::ActorSystem;
 
 /// Messages waiting in an actor's mailbox.
@@ -102,186 +107,21 @@ pub const IDLE_STOP: Duration = Duration::from_secs(300);
 const CHECK_EVERY: Duration = Duration::from_secs(15);
 /// Endpoint records are read again this often, in case a change was missed.
 const REFRESH_EVERY: Duration = Duration::from_secs(60);
-/// A `fifo` actor waiting for its partition to settle looks again this often.
-const SETTLE_POLL: Duration = Duration::from_millis(100);
-/// A let-go `fifo` job that has not come back after this long is forgotten
-/// (its entry was acknowledged or deleted elsewhere), so the queue moves on.
-const LET_GO_FORGET: Duration = Duration::from_secs(120);
 
-/// Why a job could not be handed to an actor.
-#[derive(Debug)]
-pub enum Refused {
-    /// The actor is busy: put the job off.
-    Later(Box<Work>),
-    /// There is no actor and the endpoint was not loaded: load it and
-    /// dispatch again.
-    NeedEndpoint(Box<Work>),
-    /// The endpoint record does not exist.
-    NoEndpoint(Box<Work>),
-}
-
-/// What starting an endpoint's actor needs: its record and stored health.
-#[derive(Clone, Debug)]
-pub struct Loaded {
-    pub record: EndpointRecord,
-    pub health: HealthRecord,
-}
-
-/// A live actor: its address, whether it wants jobs past the mailbox bound,
-/// and how many jobs it holds (for feeding parked jobs back).
-struct Handle {
-    addr: Addr<EndpointActor>,
-    fifo: Arc<AtomicBool>,
-    queued: Arc<AtomicUsize>,
-}
-
-type Directory = Mutex<HashMap<String, Handle>>;
-
-fn lock(directory: &Directory) -> MutexGuard<'_, HashMap<String, Handle>> {
-    directory.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// A stream entry id (`<ms>-<seq>`) as a number pair that sorts like the stream.
-pub fn entry_order(id: &str) -> (u64, u64) {
-    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
-    (ms.parse().unwrap_or(u64::MAX), seq.parse().unwrap_or(u64::MAX))
-}
-
-fn work_order(work: &Work) -> (u64, u64) {
-    entry_order(&work.taken.entry.id)
-}
-
-/// Endpoint id → actor address.
-pub struct Actors {
-    shared: Arc<Shared>,
-    arbiters: Vec<ArbiterHandle>,
-    directory: Arc<Directory>,
-}
-
-impl Actors {
-    pub fn new(shared: Arc<Shared>, system: &ActorSystem) -> Self {
-        Actors { shared, arbiters: system.arbiters.clone(), directory: Arc::default() }
+/// A job as the gate sees it.
+impl Queued for Work {
+    fn order(&self) -> (u64, u64) {
+        entry_order(&self.taken.entry.id)
     }
 
-    pub fn contains(&self, endpoint_id: &str) -> bool {
-        lock(&self.directory).contains_key(endpoint_id)
+    fn envelope_len(&self) -> usize {
+        self.event.envelope_message_len()
     }
 
-    pub fn len(&self) -> usize {
-        lock(&self.directory).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Hands `work` to its endpoint's actor, starting one from `loaded` when
-    /// there is none. `loaded` is `None` when the endpoint was not loaded
-    /// (an actor existed then) and `Some(None)` when it does not exist.
-    pub fn dispatch(&self, work: Work, loaded: Option<Option<&Loaded>>) -> Result<(), Refused> {
-        let mut directory = lock(&self.directory);
-        let id = work.taken.job.endpoint_id.clone();
-        let mut work = work;
-        if let Some(handle) = directory.get(&id) {
-            if handle.addr.connected() && handle.fifo.load(AtomicOrdering::Acquire) {
-                // Putting a fifo job off would reorder it; the actor's own
-                // queue bound applies instead.
-                handle.addr.do_send(Deliver(work));
-                return Ok(());
-            }
-            match handle.addr.try_send(Deliver(work)) {
-                Ok(()) => return Ok(()),
-                Err(SendError::Full(Deliver(w))) => return Err(Refused::Later(Box::new(w))),
-                Err(SendError::Closed(Deliver(w))) => {
-                    directory.remove(&id);
-                    work = w;
-                }
-            }
-        }
-        let loaded = match loaded {
-            None => return Err(Refused::NeedEndpoint(Box::new(work))),
-            Some(None) => return Err(Refused::NoEndpoint(Box::new(work))),
-            Some(Some(loaded)) => loaded,
-        };
-        let Some(arbiter) = self.arbiters.get(partition_of(&id, self.arbiters.len() as u32) as usize) else {
-            return Err(Refused::Later(Box::new(work)));
-        };
-        let fifo = Arc::new(AtomicBool::new(false));
-        let queued = Arc::new(AtomicUsize::new(0));
-        let actor =
-            EndpointActor::new(self.shared.clone(), self.directory.clone(), loaded, fifo.clone(), queued.clone());
-        let addr = EndpointActor::start_in_arbiter(arbiter, move |ctx: &mut Context<EndpointActor>| {
-            ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
-            actor
-        });
-        let sent = addr.try_send(Deliver(work));
-        directory.insert(id, Handle { addr, fifo, queued });
-        match sent {
-            Ok(()) => Ok(()),
-            Err(SendError::Full(Deliver(w)) | SendError::Closed(Deliver(w))) => Err(Refused::Later(Box::new(w))),
-        }
-    }
-
-    /// How many parked jobs the endpoint's actor on this dispatcher can take
-    /// now: `None` when it has none here, and nothing until its queue is
-    /// down to half, so jobs come back in chunks rather than one by one.
-    pub fn room_for_parked(&self, endpoint_id: &str) -> Option<usize> {
-        let queued = lock(&self.directory).get(endpoint_id)?.queued.load(AtomicOrdering::Relaxed);
-        Some((QUEUE_CAPACITY / 2).saturating_sub(queued))
-    }
-
-    /// The endpoint changed (`None`: deleted); its actor, if any, reloads.
-    pub fn reload(&self, endpoint_id: &str, record: Option<EndpointRecord>) {
-        if let Some(handle) = lock(&self.directory).get(endpoint_id) {
-            // A rare control message; it must not be refused for a full mailbox.
-            handle.addr.do_send(Reload(record));
-        }
-    }
-
-    /// Stops the actors of partition `p`; their queued jobs stay pending.
-    pub fn evict_partition(&self, p: u32, partitions: u32) {
-        let mut directory = lock(&self.directory);
-        let ids: Vec<String> = directory.keys().filter(|id| partition_of(id, partitions) == p).cloned().collect();
-        for id in ids {
-            if let Some(handle) = directory.remove(&id) {
-                handle.addr.do_send(Evict);
-            }
-        }
-    }
-
-    pub fn evict_all(&self) {
-        for (_, handle) in lock(&self.directory).drain() {
-            handle.addr.do_send(Evict);
-        }
-    }
-
-    /// The token cache of the endpoint's live actor on this dispatcher, so a
-    /// test send reuses its token instead of requesting one of its own.
-    /// `None` when no actor runs here (or it does not answer promptly).
-    pub async fn token_cache(&self, endpoint_id: &str) -> Option<Arc<TokenCache>> {
-        let addr = lock(&self.directory).get(endpoint_id).map(|handle| handle.addr.clone())?;
-        tokio::time::timeout(TOKEN_CACHE_WAIT, addr.send(CurrentTokens)).await.ok()?.ok()
+    fn partition_settled(&self) -> bool {
+        self.taken.guard.partition_settled()
     }
 }
-
-/// How long a test send waits for the actor to hand over its token cache.
-const TOKEN_CACHE_WAIT: Duration = Duration::from_secs(1);
-
-#[derive(Message)]
-#[rtype(result = "()")]
-struct Deliver(Work);
-
-#[derive(Message)]
-#[rtype(result = "()")]
-struct Reload(Option<EndpointRecord>);
-
-#[derive(Message)]
-#[rtype(result = "()")]
-struct Evict;
-
-#[derive(Message)]
-#[rtype(result = "Arc<TokenCache>")]
-struct CurrentTokens;
 
 enum State {
     Ready(Arc<Target>),
@@ -301,22 +141,12 @@ pub struct EndpointActor {
     pause: Arc<Pause>,
     /// The incarnation and activation `health` and `tokens` belong to.
     epoch: String,
-    max_in_flight: usize,
-    rate_per_second: Option<usize>,
-    max_batch: usize,
     /// `ordering: fifo`, shared with the directory entry.
     fifo: Arc<AtomicBool>,
     /// The queue's length, shared with the directory entry.
     queued: Arc<AtomicUsize>,
-    /// Sorted by stream entry id when `fifo`.
-    queue: VecDeque<Work>,
-    in_flight: usize,
-    /// `fifo`: the held job at the head of the queue is due again then.
-    hold_until: Option<Instant>,
-    /// `fifo`: entries let go for a full queue, by entry id, with when.
-    let_go: BTreeMap<(u64, u64), Instant>,
-    /// Start times of attempts within the last second, for the rate limit.
-    recent: VecDeque<Instant>,
+    /// The queue, the in-flight count and the limits.
+    gate: Gate<Work>,
     wake: Option<(SpawnHandle, Instant)>,
     last_active: Instant,
     last_refresh: Instant,
@@ -335,6 +165,7 @@ impl EndpointActor {
         let stored = loaded.health.clone().for_epoch(&epoch);
         let health = Health::restore(breaker, &stored, Instant::now(), time_fmt::now_millis());
         let pause = Arc::new(Pause::new(shared.config.retry_after_max));
+        let gate = Gate::new(QUEUE_CAPACITY, shared.config.max_batch_bytes);
         let mut actor = EndpointActor {
             id: loaded.record.id.clone(),
             shared,
@@ -345,26 +176,15 @@ impl EndpointActor {
             health: Arc::new(health),
             pause,
             epoch,
-            max_in_flight: 1,
-            rate_per_second: None,
-            max_batch: 1,
             fifo,
             queued,
-            queue: VecDeque::new(),
-            in_flight: 0,
-            hold_until: None,
-            let_go: BTreeMap::new(),
-            recent: VecDeque::new(),
+            gate,
             wake: None,
             last_active: Instant::now(),
             last_refresh: Instant::now(),
         };
         actor.apply(Some(loaded.record.clone()));
         actor
-    }
-
-    fn is_fifo(&self) -> bool {
-        self.fifo.load(AtomicOrdering::Acquire)
     }
 
     /// Takes a (new) version of the endpoint record.
@@ -389,18 +209,8 @@ impl EndpointActor {
         }
         let fifo = record.ordering == Ordering::Fifo;
         self.fifo.store(fifo, AtomicOrdering::Release);
-        if fifo {
-            self.queue.make_contiguous().sort_by_key(work_order);
-        } else {
-            self.hold_until = None;
-            self.let_go.clear();
-        }
-        self.max_in_flight = if fifo {
-            1
-        } else {
-            record.max_in_flight.unwrap_or(self.shared.config.default_max_in_flight).max(1) as usize
-        };
-        self.rate_per_second = record.rate_limit_per_second.filter(|r| *r > 0).map(|r| r as usize);
+        let max_in_flight = record.max_in_flight.unwrap_or(self.shared.config.default_max_in_flight).max(1) as usize;
+        self.gate.configure(fifo, max_in_flight, record.rate_limit_per_second.map(|r| r as usize));
         let cfg = &self.shared.config;
         self.state = match record.status {
             EndpointStatus::Deactivated => State::Inactive("endpoint deactivated".into()),
@@ -408,7 +218,7 @@ impl EndpointActor {
             EndpointStatus::Active => {
                 match PreparedEndpoint::prepare(&record, &cfg.secrets, &cfg.url_policy, &cfg.webhook_origin) {
                     Ok(prepared) => {
-                        self.max_batch = prepared.max_batch_size().max(1);
+                        self.gate.set_max_batch(prepared.max_batch_size());
                         State::Ready(Arc::new(Target {
                             prepared: prepared.pausing(self.pause.clone()),
                             tokens: self.tokens.clone(),
@@ -440,15 +250,11 @@ impl EndpointActor {
     /// Fails, unsent, the queued jobs of another tenant or of an earlier
     /// incarnation of this endpoint.
     fn fail_refused(&mut self) {
+        let Some(record) = &self.record else { return };
         let mut refused: BTreeMap<String, Vec<Work>> = BTreeMap::new();
-        let mut kept = VecDeque::with_capacity(self.queue.len());
-        for work in self.queue.drain(..) {
-            match self.record.as_ref().and_then(|record| lifecycle::refusal(&work.taken.job, record)) {
-                Some(reason) => refused.entry(reason).or_default().push(work),
-                None => kept.push_back(work),
-            }
+        for (reason, work) in self.gate.remove_where(|work| lifecycle::refusal(&work.taken.job, record)) {
+            refused.entry(reason).or_default().push(work);
         }
-        self.queue = kept;
         for (reason, works) in refused {
             self.fail_unsent(works, reason);
         }
@@ -457,37 +263,36 @@ impl EndpointActor {
     /// Starts as many queued jobs as the limits allow.
     fn pump(&mut self, ctx: &mut Context<Self>) {
         self.start_queued(ctx);
-        self.queued.store(self.queue.len(), AtomicOrdering::Relaxed);
+        self.queued.store(self.gate.len(), AtomicOrdering::Relaxed);
     }
 
     fn start_queued(&mut self, ctx: &mut Context<Self>) {
-        if self.queue.is_empty() {
+        if self.gate.is_empty() {
             return;
         }
         let target = match &self.state {
             State::Ready(target) => target.clone(),
             State::Inactive(reason) => {
                 let reason = reason.clone();
-                self.hold_until = None;
-                self.fail_queued(reason);
+                let queued = self.gate.take_all();
+                self.fail_unsent(queued, reason);
                 return;
             }
         };
-        while self.in_flight < self.max_in_flight && !self.queue.is_empty() {
-            let n = match self.gate(&target, Instant::now()) {
-                Ok(0) => return,
-                Ok(n) => n,
-                Err(at) => {
+        loop {
+            let guards = Guards { pause: &self.pause, health: &target.health };
+            let batch = match self.gate.next(Instant::now(), &guards) {
+                Decision::Start(batch) => batch,
+                Decision::AskAt(at) => {
                     self.wake_at(at, ctx);
                     return;
                 }
+                Decision::Idle => return,
             };
-            let batch: Vec<Work> = self.queue.drain(..n).collect();
-            self.in_flight += 1;
             let attempt = self.shared.rt.spawn(delivery::deliver(self.shared.clone(), target.clone(), batch));
             let health = target.health.clone();
             ctx.spawn(wrap_future::<_, Self>(attempt).map(move |result, act, ctx| {
-                act.in_flight = act.in_flight.saturating_sub(1);
+                act.gate.finished();
                 act.last_active = Instant::now();
                 match result {
                     Ok(report) => {
@@ -495,11 +300,7 @@ impl EndpointActor {
                             act.state = State::Inactive("endpoint disabled".into());
                         }
                         if !report.held.is_empty() {
-                            // The oldest jobs of the endpoint: back to the head.
-                            for work in report.held.into_iter().rev() {
-                                act.queue.push_front(work);
-                            }
-                            act.hold_until = report.retry_at;
+                            act.gate.hold(report.held, report.retry_at);
                             // The endpoint may have been created again meanwhile.
                             act.fail_refused();
                         }
@@ -530,11 +331,6 @@ impl EndpointActor {
         self.wake = Some((handle, at));
     }
 
-    fn fail_queued(&mut self, reason: String) {
-        let queued: Vec<Work> = self.queue.drain(..).collect();
-        self.fail_unsent(queued, reason);
-    }
-
     fn fail_unsent(&self, works: Vec<Work>, reason: String) {
         let (taken, types): (Vec<Taken>, Vec<Option<String>>) = works
             .into_iter()
@@ -548,34 +344,9 @@ impl EndpointActor {
         }
     }
 
-    /// `fifo`: queues `work` in entry order; with the queue full, the newest
-    /// of it and the queued jobs is let go (left pending) and remembered.
-    fn enqueue_fifo(&mut self, work: Work) {
-        let order = work_order(&work);
-        self.let_go.remove(&order);
-        let work = if self.queue.len() >= QUEUE_CAPACITY {
-            match self.queue.back() {
-                Some(tail) if work_order(tail) > order => {
-                    let Some(tail) = self.queue.pop_back() else { return };
-                    self.let_go.insert(work_order(&tail), Instant::now());
-                    work
-                }
-                _ => {
-                    self.let_go.insert(order, Instant::now());
-                    return;
-                }
-            }
-        } else {
-            work
-        };
-        let at = self.queue.iter().rposition(|w| work_order(w) < order).map_or(0, |i| i + 1);
-        self.queue.insert(at, work);
-    }
-
     fn check(&mut self, ctx: &mut Context<Self>) {
-        self.let_go.retain(|_, at| at.elapsed() < LET_GO_FORGET);
-        let idle = self.queue.is_empty() && self.in_flight == 0 && self.let_go.is_empty();
-        if idle && self.last_active.elapsed() >= IDLE_STOP {
+        self.gate.forget_let_go(Instant::now());
+        if self.gate.is_idle() && self.last_active.elapsed() >= IDLE_STOP {
             let me = ctx.address();
             let mut directory = lock(&self.directory);
             if directory.get(&self.id).is_some_and(|h| h.addr == me) {
@@ -613,67 +384,5 @@ impl Actor for EndpointActor {
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         metrics::gauge!("herald_live_actors").decrement(1.0);
-    }
-}
-
-impl Handler<Deliver> for EndpointActor {
-    type Result = ();
-
-    fn handle(&mut self, Deliver(work): Deliver, ctx: &mut Self::Context) {
-        self.last_active = Instant::now();
-        if let Some(reason) = self.refusal(&work) {
-            self.fail_unsent(vec![work], reason);
-            return;
-        }
-        if self.is_fifo() {
-            self.enqueue_fifo(work);
-            self.pump(ctx);
-            return;
-        }
-        if self.queue.len() >= QUEUE_CAPACITY {
-            self.shared.rt.spawn(delivery::park(self.shared.clone(), vec![work]));
-            return;
-        }
-        self.queue.push_back(work);
-        self.pump(ctx);
-    }
-}
-
-impl Handler<Reload> for EndpointActor {
-    type Result = ();
-
-    fn handle(&mut self, Reload(record): Reload, ctx: &mut Self::Context) {
-        self.apply(record);
-        self.pump(ctx);
-    }
-}
-
-impl Handler<CurrentTokens> for EndpointActor {
-    type Result = MessageResult<CurrentTokens>;
-
-    fn handle(&mut self, _: CurrentTokens, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.tokens.clone())
-    }
-}
-
-impl Handler<Evict> for EndpointActor {
-    type Result = ();
-
-    fn handle(&mut self, _: Evict, ctx: &mut Self::Context) {
-        ctx.stop();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn entry_ids_sort_like_the_stream() {
-        assert!(entry_order("1700000000000-2") < entry_order("1700000000000-10"));
-        assert!(entry_order("999-5") < entry_order("1000-0"));
-        assert_eq!(entry_order("12-3"), (12, 3));
-        assert_eq!(entry_order("12"), (12, 0));
-        assert_eq!(entry_order("x-y"), (u64::MAX, u64::MAX));
     }
 }

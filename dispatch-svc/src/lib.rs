@@ -8,11 +8,13 @@
 //! (v1 and v1alpha) on one listener and `/healthz` `/readyz` `/metrics` on
 //! another, until the shutdown token is cancelled; then it drains.
 //!
-//! Code map: [`partition`] owns partitions and reads them; [`actor`] (the only
-//! actix code) holds one actor per endpoint; [`delivery`] runs an attempt and
-//! settles it; [`send`] renders, signs, authenticates and sends one
-//! attempt; [`retry`] is when the next attempt is due; [`records`] is the
-//! store of every delivery key (outcomes, lists, parking, the retry set);
+//! Code map: [`partition`] owns partitions and reads them; [`endpoint`]
+//! decides when an endpoint's next attempt may start; [`actor`] (the only
+//! actix code) holds one actor per endpoint, a shell around its gate;
+//! [`delivery`] runs an attempt and settles it; [`send`] renders, signs,
+//! authenticates and sends one attempt; [`retry`] is when the next attempt
+//! is due; [`records`] is the store of every delivery key (outcomes, lists,
+//! parking, the retry set);
 //! [`operational`] publishes the operational events;
 //! [`lifecycle`] tells which endpoint incarnation a job belongs to;
 //! [`health`] the circuit breaker; [`observe`] the gauges that follow
@@ -38,6 +40,7 @@ use tonic::transport::Server;
 pub mod actor;
 pub mod changes;
 pub mod delivery;
+pub mod endpoint;
 pub mod error;
 pub mod event;
 pub mod health;

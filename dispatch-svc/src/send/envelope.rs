@@ -95,10 +95,16 @@ pub fn message_len(event: &StoredEvent) -> usize {
 /// carries without passing `max_bytes`; never fewer than one while anything
 /// is queued.
 pub fn batch_len<'a>(queued: impl IntoIterator<Item = &'a LoadedEvent>, max_count: usize, max_bytes: usize) -> usize {
+    batch_len_of(queued.into_iter().map(LoadedEvent::envelope_message_len), max_count, max_bytes)
+}
+
+/// [`batch_len`] over the queued events' message lengths
+/// ([`LoadedEvent::envelope_message_len`]), each asked for only when needed.
+pub fn batch_len_of(message_lens: impl IntoIterator<Item = usize>, max_count: usize, max_bytes: usize) -> usize {
     let mut size = FRAME;
     let mut n = 0;
-    for event in queued.into_iter().take(max_count) {
-        let grown = size + event.envelope_message_len() + usize::from(n > 0);
+    for len in message_lens.into_iter().take(max_count) {
+        let grown = size + len + usize::from(n > 0);
         if n > 0 && grown > max_bytes {
             break;
         }
