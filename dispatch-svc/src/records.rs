@@ -45,6 +45,7 @@ mod codec;
 mod endpoint_health;
 mod listing;
 mod parking;
+mod request_shape;
 mod requeue;
 pub mod retry_set;
 mod writer;
@@ -52,6 +53,7 @@ mod writer;
 pub use codec::Waiting;
 pub use endpoint_health::HealthRecord;
 pub use listing::ListFilter;
+pub use request_shape::{REDACTED, RequestShape, SentRequest, is_varying};
 
 use codec::{State, attempt_field, decode_attempt, decode_state, encode_attempt, encode_state};
 use writer::{HealthWrite, Write, Writer, add_to_index};
@@ -90,18 +92,6 @@ pub struct AttemptRecord {
     /// What was sent; `None` when nothing was (the attempt failed before).
     pub sent: Option<SentRequest>,
 }
-
-/// The request an attempt sent, as the delivery history shows it:
-/// credentials and signatures are replaced by [`REDACTED`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SentRequest {
-    pub url: String,
-    pub body_bytes: u64,
-    pub headers: Vec<(String, String)>,
-}
-
-/// The value a recorded header shows in place of a secret.
-pub const REDACTED: &str = "[redacted]";
 
 /// A delivery as read back.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -169,14 +159,20 @@ pub struct Records {
     keys: Keys,
     retention_ms: i64,
     writer: Writer,
+    /// Request shapes this process stored, by (shard, hour bucket, shape id).
+    shapes_stored: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<(u32, i64, String)>>>,
 }
+
+/// Past this many remembered shapes, the memory is cleared (storing a
+/// shape again is harmless).
+const SHAPES_REMEMBERED: usize = 10_000;
 
 impl Records {
     /// Starts the outcome writer on the current runtime.
     pub fn new(conn: RedisConn, keys: Keys, retention: std::time::Duration) -> Self {
         let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX).max(1);
         let writer = Writer::start(conn.clone(), keys.clone(), retention_ms);
-        Records { conn, keys, retention_ms, writer }
+        Records { conn, keys, retention_ms, writer, shapes_stored: Default::default() }
     }
 
     pub fn keys(&self) -> &Keys {
@@ -204,7 +200,30 @@ impl Records {
             key: self.keys.endpoint_health(endpoint_id),
             fields: health.fields().into(),
         });
-        self.writer.write(writes, health).await
+        let written = self.writer.write(writes, health).await;
+        if written.is_err() {
+            // A shape may have been remembered as stored with a write that failed.
+            self.shapes().clear();
+        }
+        written
+    }
+
+    fn shapes(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<(u32, i64, String)>> {
+        // Only inserts and clears happen under this lock: a panic cannot leave it half-changed.
+        self.shapes_stored.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The shape field to store beside an attempt, unless this process
+    /// stored it in that bucket already.
+    fn shape_to_store(&self, shard: u32, bucket: i64, sent: &SentRequest) -> Option<(String, String)> {
+        let shape = sent.shape.as_deref()?;
+        let mut stored = self.shapes();
+        if stored.len() >= SHAPES_REMEMBERED {
+            stored.clear();
+        }
+        stored
+            .insert((shard, bucket, sent.shape_id.clone()))
+            .then(|| (request_shape::shape_field(&sent.shape_id), shape.encode()))
     }
 
     fn write_of(&self, s: &Settlement<'_>, now: Millis) -> Write {
@@ -232,10 +251,17 @@ impl Records {
         {
             fields.push((attempt_field(id, attempt.n), encode_attempt(attempt)));
         }
+        // Beside the stream entry it acknowledges, so both are one step.
+        let shard = self.keys.record_shard(s.entry.partition);
+        let bucket = bucket_of(id).unwrap_or(now.div_euclid(HOUR_MS));
+        if let Some(field) =
+            s.attempt.as_ref().and_then(|a| a.sent.as_ref()).and_then(|sent| self.shape_to_store(shard, bucket, sent))
+        {
+            fields.push(field);
+        }
         Write {
-            // Beside the stream entry it acknowledges, so both are one step.
-            shard: self.keys.record_shard(s.entry.partition),
-            bucket: bucket_of(id).unwrap_or(now.div_euclid(HOUR_MS)),
+            shard,
+            bucket,
             fields,
             index: (!s.listed).then(|| (job.tenant.clone(), id.to_owned())),
             retry: s.retry.as_ref().map(|(due, next)| (s.entry.partition, *due, retry_set::encode_job(next))),
@@ -314,7 +340,32 @@ impl Records {
             record.attempts = raw.iter().flatten().filter_map(|a| decode_attempt(a)).collect();
         }
         record.attempts.extend(latest);
+        self.read_shapes(id, &mut record.attempts).await?;
         Ok(Some(record))
+    }
+
+    /// Fills in the request shapes of a delivery's attempts from its bucket.
+    async fn read_shapes(&self, id: &str, attempts: &mut [AttemptRecord]) -> Result<(), DispatchError> {
+        let mut ids: Vec<String> =
+            attempts.iter().filter_map(|a| a.sent.as_ref()).map(|s| s.shape_id.clone()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let fields: Vec<String> = ids.iter().map(|s| request_shape::shape_field(s)).collect();
+        let mut conn = self.conn.clone();
+        let raw: Vec<Option<String>> =
+            redis::cmd("HMGET").arg(self.bucket_key(id)).arg(&fields).query_async(&mut conn).await?;
+        let shapes: HashMap<String, std::sync::Arc<RequestShape>> = ids
+            .into_iter()
+            .zip(raw)
+            .filter_map(|(id, raw)| Some((id, std::sync::Arc::new(RequestShape::decode(raw.as_deref()?)?))))
+            .collect();
+        for sent in attempts.iter_mut().filter_map(|a| a.sent.as_mut()) {
+            sent.shape = shapes.get(sent.shape_id.as_str()).cloned();
+        }
+        Ok(())
     }
 
     /// Several deliveries by id (each with its latest attempt), in order;

@@ -129,14 +129,16 @@ fn attempt_to_wire(a: &AttemptRecord) -> v1::Attempt {
         latency_ms: *latency_ms,
         error: error.clone().unwrap_or_default(),
         response_body: response_body.clone(),
-        request: sent.as_ref().map(|s| v1::SentRequest {
-            url: s.url.clone(),
-            body_bytes: s.body_bytes,
-            headers: s
-                .headers
-                .iter()
-                .map(|(name, value)| v1::Header { name: name.clone(), value: value.clone() })
-                .collect(),
+        request: sent.as_ref().and_then(|s| {
+            let (url, headers) = s.url_and_headers()?;
+            Some(v1::SentRequest {
+                url: url.to_owned(),
+                body_bytes: s.body_bytes,
+                headers: headers
+                    .into_iter()
+                    .map(|(name, value)| v1::Header { name: name.to_owned(), value: value.to_owned() })
+                    .collect(),
+            })
         }),
     }
 }

@@ -64,9 +64,10 @@ fn status_from_code(code: u8) -> Option<DeliveryStatus> {
     }
 }
 
-/// What was sent: URL, body size, headers.
-type SentValues<'a> = (&'a str, u64, &'a [(String, String)]);
-type OwnedSent = (String, u64, Vec<(String, String)>);
+/// What was sent: its shape, body size and the shape's gaps
+/// (see [`super::request_shape`]).
+type SentValues<'a> = (&'a str, u64, &'a [String]);
+type OwnedSent = (String, u64, Vec<String>);
 type AttemptValues<'a> = (u32, Millis, Option<u16>, u64, Option<&'a str>, &'a str, Option<SentValues<'a>>);
 /// An attempt as stored; attempts stored before requests were recorded
 /// have six values.
@@ -99,7 +100,7 @@ impl OwnedLatest {
 }
 
 fn sent_values(sent: &SentRequest) -> SentValues<'_> {
-    (&sent.url, sent.body_bytes, &sent.headers)
+    (&sent.shape_id, sent.body_bytes, &sent.varying)
 }
 #[allow(clippy::type_complexity)]
 type OwnedState = (
@@ -127,7 +128,7 @@ fn attempt_from(values: OwnedAttempt) -> AttemptRecord {
         OwnedAttempt::Sent(n, at, code, latency, error, body, sent) => (n, at, code, latency, error, body, sent),
         OwnedAttempt::Bare(n, at, code, latency, error, body) => (n, at, code, latency, error, body, None),
     };
-    let sent = sent.map(|(url, body_bytes, headers)| SentRequest { url, body_bytes, headers });
+    let sent = sent.map(|(shape_id, body_bytes, varying)| SentRequest { shape_id, body_bytes, varying, shape: None });
     AttemptRecord { n, at, status_code, latency_ms, error, response_body, sent }
 }
 
@@ -271,9 +272,10 @@ mod tests {
             error: Some("endpoint answered status 503".into()),
             response_body: "<b>busy</b>".into(),
             sent: Some(SentRequest {
-                url: "https://example.com/hook".into(),
+                shape_id: "0a1b".into(),
                 body_bytes: 42,
-                headers: vec![("webhook-signature".into(), "[redacted]".into())],
+                varying: vec!["e-1".into()],
+                shape: None,
             }),
         };
         let state = State {
