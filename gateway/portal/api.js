@@ -126,6 +126,26 @@ function baseField(field) {
 }
 
 /**
+ * Runs `action` when `form` is submitted, its `submit` button disabled
+ * meanwhile; a failure is shown next to the form unless `failed` answers
+ * that it dealt with it.
+ */
+export function onSubmit(form, submit, action, failed) {
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    submit.disabled = true;
+    try {
+      await action();
+      showProblem(form, null);
+    } catch (err) {
+      if (!(failed && failed(err))) showProblem(form, err);
+    } finally {
+      submit.disabled = false;
+    }
+  });
+}
+
+/**
  * Shows an error next to `form` (in its `.problems` slot) and marks the
  * controls whose `name` the problem's `errors` mention.
  */

@@ -1,7 +1,7 @@
 // One endpoint: its settings, health, traffic chart, signing secret, test
 // sends, replay and recovery, and its subscriptions.
 
-import { api, ApiError, enc, problemBox, showProblem } from './api.js';
+import { api, ApiError, enc, onSubmit, problemBox } from './api.js';
 import { allEventTypes, example } from './catalog.js';
 import { minutesChart } from './chart.js';
 import { badge, field, fields, h, heading, input, isoToLocal, link, localToIso, pre, replace, section, select, textarea, time } from './dom.js';
@@ -102,26 +102,17 @@ function testPanel(id, types) {
   const form = h('form', { class: 'stack', novalidate: true, 'data-mutates': '' },
     h('div', { class: 'grid' }, field('Event type', type), field('Data (JSON)', data)),
     h('div', { class: 'problems' }), h('div', { class: 'actions' }, submit), out);
-  form.addEventListener('submit', async (event) => {
-    event.preventDefault();
-    submit.disabled = true;
-    try {
-      let parsed;
-      try { parsed = JSON.parse(data.value || '{}'); } catch (e) {
-        throw new ApiError(400, { title: 'Invalid JSON', detail: e.message, errors: [{ field: 'data', message: 'is not valid JSON' }] });
-      }
-      const outcome = await api('POST', `/v1/endpoints/${enc(id)}/test`, { eventType: type.value, data: parsed });
-      showProblem(form, null);
-      replace(out, h('div', { class: 'test-outcome' }, h('h3', {}, 'Attempt'), fields([
-        ['Result', badge(outcome.delivered ? 'delivered' : 'failed')],
-        ['Status code', outcome.statusCode ?? 'No answer'],
-        ['Latency', `${outcome.latencyMs} ms`],
-        ['Error', outcome.error || null]])));
-    } catch (err) {
-      showProblem(form, err);
-    } finally {
-      submit.disabled = false;
+  onSubmit(form, submit, async () => {
+    let parsed;
+    try { parsed = JSON.parse(data.value || '{}'); } catch (e) {
+      throw new ApiError(400, { title: 'Invalid JSON', detail: e.message, errors: [{ field: 'data', message: 'is not valid JSON' }] });
     }
+    const outcome = await api('POST', `/v1/endpoints/${enc(id)}/test`, { eventType: type.value, data: parsed });
+    replace(out, h('div', { class: 'test-outcome' }, h('h3', {}, 'Attempt'), fields([
+      ['Result', badge(outcome.delivered ? 'delivered' : 'failed')],
+      ['Status code', outcome.statusCode ?? 'No answer'],
+      ['Latency', `${outcome.latencyMs} ms`],
+      ['Error', outcome.error || null]])));
   });
   return form;
 }
@@ -137,24 +128,17 @@ function resendForm(id, kind) {
   const form = h('form', { class: 'stack', novalidate: true, 'data-mutates': '' },
     h('div', { class: 'grid' }, field('Since', since), until ? field('Until (optional)', until) : null),
     h('div', { class: 'problems' }), h('div', { class: 'actions' }, submit), out);
-  form.addEventListener('submit', async (event) => {
-    event.preventDefault();
-    submit.disabled = true;
-    try {
-      const body = { since: localToIso(since.value) };
-      if (until && until.value) body.until = localToIso(until.value);
-      const answer = await api('POST', `/v1/endpoints/${enc(id)}/${kind}`, body);
-      showProblem(form, null);
-      const n = kind === 'replay' ? answer.count : answer.recovered;
-      replace(out, kind === 'replay' ? `${n} ${n === 1 ? 'event' : 'events'} queued for replay.`
-        : `${n} ${n === 1 ? 'delivery' : 'deliveries'} queued again.`);
-    } catch (err) {
-      if (err instanceof ApiError && err.missing && kind === 'replay') {
-        replace(out, 'Replay is not available on this server yet.');
-      } else showProblem(form, err);
-    } finally {
-      submit.disabled = false;
-    }
+  onSubmit(form, submit, async () => {
+    const body = { since: localToIso(since.value) };
+    if (until && until.value) body.until = localToIso(until.value);
+    const answer = await api('POST', `/v1/endpoints/${enc(id)}/${kind}`, body);
+    const n = kind === 'replay' ? answer.count : answer.recovered;
+    replace(out, kind === 'replay' ? `${n} ${n === 1 ? 'event' : 'events'} queued for replay.`
+      : `${n} ${n === 1 ? 'delivery' : 'deliveries'} queued again.`);
+  }, (err) => {
+    if (!(err instanceof ApiError && err.missing && kind === 'replay')) return false;
+    replace(out, 'Replay is not available on this server yet.');
+    return true;
   });
   return form;
 }

@@ -2,7 +2,7 @@
 // subscription form, and the buttons of actions. None of them is built in a
 // read-only session.
 
-import { api, ApiError, problemBox, session, showProblem } from './api.js';
+import { api, ApiError, onSubmit, problemBox, session } from './api.js';
 import { field, h, input, select, textarea, uid } from './dom.js';
 
 export const FORMATS = ['json', 'cloudevents', 'cloudevents-binary', 'envelope', 'template'];
@@ -195,45 +195,36 @@ export function endpointForm(endpoint, eventTypes, done) {
     return { type, ...plain, clientSecret: c.clientSecret.value };
   };
 
-  form.addEventListener('submit', async (event) => {
-    event.preventDefault();
-    submit.disabled = true;
-    try {
-      const schedule = c.schedule.value.split(',').map((s) => s.trim()).filter(Boolean);
-      const attempts = number(c.maxAttempts.value);
-      const body = {
-        url: c.url.value.trim(),
-        description: c.description.value,
-        auth: readAuth(),
-        format: c.format.value,
-        template: c.format.value === 'template' ? parseJson(form, 'template', c.template.value) : null,
-        headers: headers.read(),
-        metadata: metadata.read(),
-        rateLimitPerSecond: number(c.rate.value),
-        maxInFlight: number(c.inFlight.value),
-        ordering: c.ordering.value,
-        maxBatchSize: c.format.value === 'envelope' ? number(c.maxBatchSize.value) : null,
-        handshake: c.handshake.checked,
-        retry: schedule.length || attempts !== null ? { schedule, ...(attempts !== null ? { maxAttempts: attempts } : {}) } : null,
-      };
-      let saved;
-      if (endpoint) {
-        saved = await api('PATCH', `/v1/endpoints/${encodeURIComponent(endpoint.id)}`, body);
-      } else {
-        for (const key of Object.keys(body)) if (body[key] === null || body[key] === undefined) delete body[key];
-        saved = await api('POST', '/v1/endpoints', body);
-        const chosen = [...form.querySelectorAll('input[name="eventTypes"]:checked')].map((b) => b.value);
-        if (chosen.length) {
-          await api('POST', '/v1/subscriptions', { endpointId: saved.id, eventTypes: chosen.includes('*') ? ['*'] : chosen });
-        }
+  onSubmit(form, submit, async () => {
+    const schedule = c.schedule.value.split(',').map((s) => s.trim()).filter(Boolean);
+    const attempts = number(c.maxAttempts.value);
+    const body = {
+      url: c.url.value.trim(),
+      description: c.description.value,
+      auth: readAuth(),
+      format: c.format.value,
+      template: c.format.value === 'template' ? parseJson(form, 'template', c.template.value) : null,
+      headers: headers.read(),
+      metadata: metadata.read(),
+      rateLimitPerSecond: number(c.rate.value),
+      maxInFlight: number(c.inFlight.value),
+      ordering: c.ordering.value,
+      maxBatchSize: c.format.value === 'envelope' ? number(c.maxBatchSize.value) : null,
+      handshake: c.handshake.checked,
+      retry: schedule.length || attempts !== null ? { schedule, ...(attempts !== null ? { maxAttempts: attempts } : {}) } : null,
+    };
+    let saved;
+    if (endpoint) {
+      saved = await api('PATCH', `/v1/endpoints/${encodeURIComponent(endpoint.id)}`, body);
+    } else {
+      for (const key of Object.keys(body)) if (body[key] === null || body[key] === undefined) delete body[key];
+      saved = await api('POST', '/v1/endpoints', body);
+      const chosen = [...form.querySelectorAll('input[name="eventTypes"]:checked')].map((b) => b.value);
+      if (chosen.length) {
+        await api('POST', '/v1/subscriptions', { endpointId: saved.id, eventTypes: chosen.includes('*') ? ['*'] : chosen });
       }
-      showProblem(form, null);
-      done(saved);
-    } catch (err) {
-      showProblem(form, err);
-    } finally {
-      submit.disabled = false;
     }
+    done(saved);
   });
   return form;
 }
@@ -253,21 +244,13 @@ export function subscriptionForm(endpointId, subscription, eventTypes, done, can
     field('Filter (JSON, optional)', filter),
     h('div', { class: 'problems', 'aria-live': 'polite' }),
     h('div', { class: 'actions' }, submit, cancel ? h('button', { type: 'button', class: 'secondary', on: { click: cancel } }, 'Cancel') : null));
-  form.addEventListener('submit', async (event) => {
-    event.preventDefault();
-    submit.disabled = true;
-    try {
-      const eventTypesValue = types.value.split(',').map((s) => s.trim()).filter(Boolean);
-      const filterValue = parseJson(form, 'filter', filter.value);
-      const saved = subscription
-        ? await api('PATCH', `/v1/subscriptions/${encodeURIComponent(subscription.id)}`, { eventTypes: eventTypesValue, filter: filterValue })
-        : await api('POST', '/v1/subscriptions', { endpointId, eventTypes: eventTypesValue, ...(filterValue ? { filter: filterValue } : {}) });
-      done(saved);
-    } catch (err) {
-      showProblem(form, err);
-    } finally {
-      submit.disabled = false;
-    }
+  onSubmit(form, submit, async () => {
+    const eventTypesValue = types.value.split(',').map((s) => s.trim()).filter(Boolean);
+    const filterValue = parseJson(form, 'filter', filter.value);
+    const saved = subscription
+      ? await api('PATCH', `/v1/subscriptions/${encodeURIComponent(subscription.id)}`, { eventTypes: eventTypesValue, filter: filterValue })
+      : await api('POST', '/v1/subscriptions', { endpointId, eventTypes: eventTypesValue, ...(filterValue ? { filter: filterValue } : {}) });
+    done(saved);
   });
   return form;
 }

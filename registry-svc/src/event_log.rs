@@ -10,6 +10,7 @@ use herald_common::model::{Millis, StoredEvent};
 
 use crate::Registry;
 use crate::error::{RegistryError, Result};
+use crate::store::LogOrder;
 use crate::validate::{self, Page};
 
 /// A page filtered by type reads at most this many index entries, then
@@ -58,7 +59,8 @@ impl Registry {
         let mut scanned = 0;
         let mut next = None;
         loop {
-            let entries = self.store.event_log_entries(tenant, &upper, from, chunk).await?;
+            let lower = from.map_or_else(|| "-".to_owned(), event_index::from_time);
+            let entries = self.store.event_log_entries(tenant, LogOrder::NewestFirst, (&lower, &upper), chunk).await?;
             let exhausted = entries.len() < chunk;
             for entry in entries {
                 scanned += 1;

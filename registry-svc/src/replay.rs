@@ -18,6 +18,7 @@ use herald_common::model::{EndpointStatus, Job, Millis, StoredEvent};
 use crate::Registry;
 use crate::error::{RegistryError, Result};
 use crate::routing::{Route, RouteTable};
+use crate::store::LogOrder;
 use crate::validate::Page;
 
 /// Most events one replay reads; a longer range is replayed in parts.
@@ -55,7 +56,7 @@ impl Registry {
         let mut scanned = 0;
         let mut queued = 0u32;
         while scanned < MAX_REPLAYED_EVENTS {
-            let entries = self.store.event_log_entries_oldest_first(tenant, &lower, &upper, CHUNK).await?;
+            let entries = self.store.event_log_entries(tenant, LogOrder::OldestFirst, (&lower, &upper), CHUNK).await?;
             let Some(last) = entries.last() else { break };
             lower = format!("({last}");
             scanned += entries.len();

@@ -27,6 +27,7 @@ use crate::error::Result;
 use crate::validate::{Page, split_page};
 
 mod event_log;
+pub use event_log::LogOrder;
 mod partition_steps;
 mod portal_sessions;
 mod publishing;

@@ -218,6 +218,28 @@ pub async fn list_deliveries(
     }))
 }
 
+/// Reads the deliveries `request` asks for, a page of 1,000 at a time, up
+/// to `max_pages`, handing each page to `visit`; answers whether every page
+/// was read.
+pub(crate) async fn each_delivery_page(
+    state: &AppState,
+    mut request: v1::ListDeliveriesRequest,
+    max_pages: usize,
+    mut visit: impl FnMut(Vec<v1::Delivery>),
+) -> Result<bool, GatewayError> {
+    let mut cursor = String::new();
+    for _ in 0..max_pages {
+        request.page = Some(v1::PageRequest { limit: 1000, cursor });
+        let answer = state.upstream.dispatch().list_deliveries(request.clone()).await?.into_inner();
+        visit(answer.deliveries);
+        match answer.page.map(|p| p.next_cursor).filter(|c| !c.is_empty()) {
+            Some(next) => cursor = next,
+            None => return Ok(true),
+        }
+    }
+    Ok(false)
+}
+
 fn delivery_ref(scope: &Scope, id: &str) -> Result<v1::DeliveryRef, GatewayError> {
     Ok(v1::DeliveryRef { tenant: scope.tenant.clone(), id: resource_id("delivery", id)?.to_owned() })
 }

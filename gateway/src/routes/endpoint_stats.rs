@@ -7,6 +7,7 @@ use herald_proto::v1;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::deliveries::each_delivery_page;
 use crate::AppState;
 use crate::auth::Scope;
 use crate::error::GatewayError;
@@ -57,20 +58,16 @@ pub async fn endpoint_stats(
     state.upstream.registry().get_endpoint(reference).await?;
     let first_minute = (time_fmt::now_millis() / MINUTE_MS - (MINUTES as i64 - 1)) * MINUTE_MS;
     let mut counts = [(0u32, 0u32); MINUTES];
-    let mut cursor = String::new();
-    let mut truncated = true;
-    for _ in 0..MAX_PAGES {
-        let request = v1::ListDeliveriesRequest {
-            tenant: scope.tenant.clone(),
-            endpoint_id: endpoint_id.clone(),
-            // A delivery settled in the hour may have been created before it,
-            // when it retried: an hour more of creation covers the schedule's start.
-            after: herald_proto::convert::timestamp(first_minute - 60 * MINUTE_MS),
-            page: Some(v1::PageRequest { limit: 1000, cursor }),
-            ..Default::default()
-        };
-        let answer = state.upstream.dispatch().list_deliveries(request).await?.into_inner();
-        for d in &answer.deliveries {
+    let request = v1::ListDeliveriesRequest {
+        tenant: scope.tenant.clone(),
+        endpoint_id: endpoint_id.clone(),
+        // A delivery settled in the hour may have been created before it,
+        // when it retried: an hour more of creation covers the schedule's start.
+        after: herald_proto::convert::timestamp(first_minute - 60 * MINUTE_MS),
+        ..Default::default()
+    };
+    let complete = each_delivery_page(&state, request, MAX_PAGES, |page| {
+        for d in &page {
             let at = d.updated_at.as_ref().map_or(0, herald_proto::convert::millis);
             let Ok(slot) = usize::try_from((at - first_minute).div_euclid(MINUTE_MS)) else { continue };
             let Some(count) = counts.get_mut(slot) else { continue };
@@ -80,14 +77,8 @@ pub async fn endpoint_stats(
                 _ => {}
             }
         }
-        match answer.page.map(|p| p.next_cursor).filter(|c| !c.is_empty()) {
-            Some(next) => cursor = next,
-            None => {
-                truncated = false;
-                break;
-            }
-        }
-    }
+    })
+    .await?;
     let minutes = counts
         .iter()
         .enumerate()
@@ -97,5 +88,5 @@ pub async fn endpoint_stats(
             failed: *failed,
         })
         .collect();
-    Ok(axum::Json(EndpointStats { minutes, truncated }))
+    Ok(axum::Json(EndpointStats { minutes, truncated: !complete }))
 }

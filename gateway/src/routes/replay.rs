@@ -9,6 +9,7 @@ use prost_types::Timestamp;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::deliveries::each_delivery_page;
 use super::parse_time;
 use crate::AppState;
 use crate::auth::Scope;
@@ -70,23 +71,19 @@ async fn delivered_events(
     since: &Timestamp,
 ) -> Result<Vec<String>, GatewayError> {
     let just_before = herald_proto::convert::millis(since).saturating_sub(1);
-    let after = herald_proto::convert::timestamp(just_before);
+    let request = v1::ListDeliveriesRequest {
+        tenant: tenant.to_owned(),
+        endpoint_id: endpoint_id.to_owned(),
+        after: herald_proto::convert::timestamp(just_before),
+        ..Default::default()
+    };
     let mut events = Vec::new();
-    let mut cursor = String::new();
-    for _ in 0..MAX_PAGES {
-        let request = v1::ListDeliveriesRequest {
-            tenant: tenant.to_owned(),
-            endpoint_id: endpoint_id.to_owned(),
-            after,
-            page: Some(v1::PageRequest { limit: 1000, cursor }),
-            ..Default::default()
-        };
-        let answer = state.upstream.dispatch().list_deliveries(request).await?.into_inner();
-        events.extend(answer.deliveries.into_iter().map(|d| d.event_id));
-        match answer.page.map(|p| p.next_cursor).filter(|c| !c.is_empty()) {
-            Some(next) => cursor = next,
-            None => return Ok(events),
-        }
+    let complete = each_delivery_page(state, request, MAX_PAGES, |page| {
+        events.extend(page.into_iter().map(|d| d.event_id));
+    })
+    .await?;
+    if complete {
+        return Ok(events);
     }
     Err(GatewayError::invalid(
         "since",

@@ -1,59 +1,37 @@
 //! Reading the event log: a tenant's index entries newest first, and the
 //! stored events they name (written by the publish steps).
 
-use herald_common::event_index;
-use herald_common::model::{Job, Millis};
+use herald_common::model::Job;
 
 use super::Store;
+
+/// Which way a read of the event log goes.
+#[derive(Clone, Copy, Debug)]
+pub enum LogOrder {
+    NewestFirst,
+    OldestFirst,
+}
 use crate::error::Result;
 
 impl Store {
-    /// Up to `count` index entries below `upper` (a `BYLEX` bound, or `+`)
-    /// and at or after `published_from`, newest first.
+    /// Up to `count` index entries between two `BYLEX` bounds, in `order`
+    /// (newest first from `upper` down to `lower`, or oldest first up).
     pub async fn event_log_entries(
         &self,
         tenant: &str,
-        upper: &str,
-        published_from: Option<Millis>,
+        order: LogOrder,
+        (lower, upper): (&str, &str),
         count: usize,
     ) -> Result<Vec<String>> {
-        let lower = published_from.map_or_else(|| "-".to_owned(), event_index::from_time);
+        let mut command = redis::cmd("ZRANGE");
+        command.arg(self.keys.tenant_events(tenant));
+        match order {
+            LogOrder::NewestFirst => command.arg(upper).arg(lower).arg("BYLEX").arg("REV"),
+            LogOrder::OldestFirst => command.arg(lower).arg(upper).arg("BYLEX"),
+        };
+        command.arg("LIMIT").arg(0).arg(count);
         let mut conn = self.conn.clone();
-        let entries: Vec<String> = redis::cmd("ZRANGE")
-            .arg(self.keys.tenant_events(tenant))
-            .arg(upper)
-            .arg(lower)
-            .arg("BYLEX")
-            .arg("REV")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(count)
-            .query_async(&mut conn)
-            .await?;
-        Ok(entries)
-    }
-
-    /// Up to `count` index entries from `lower` to `upper` (`BYLEX`
-    /// bounds), oldest first.
-    pub async fn event_log_entries_oldest_first(
-        &self,
-        tenant: &str,
-        lower: &str,
-        upper: &str,
-        count: usize,
-    ) -> Result<Vec<String>> {
-        let mut conn = self.conn.clone();
-        let entries: Vec<String> = redis::cmd("ZRANGE")
-            .arg(self.keys.tenant_events(tenant))
-            .arg(lower)
-            .arg(upper)
-            .arg("BYLEX")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(count)
-            .query_async(&mut conn)
-            .await?;
-        Ok(entries)
+        Ok(command.query_async(&mut conn).await?)
     }
 
     /// Appends jobs to their partition streams (replays; publishing has its
