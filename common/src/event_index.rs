@@ -1,45 +1,57 @@
-//! The entries of a tenant's event log index (`tenant:{t}:events`): one
-//! member per published event, `<published ms, 13 digits>:<type>:<id>`,
-//! all at score 0, so the set reads in publish order by `BYLEX` and a range
-//! of publish times is a range of members. The type rides in the member so
-//! a listing filtered by type reads no event it does not answer. Neither
-//! types nor ids may hold `:`, so the layout parses back unambiguously.
+//! The entries of a tenant's event log (`tenant:{t}:events`), a Redis
+//! stream with one entry per published event: its id is the publish time
+//! (`<ms>-<seq>`, given by Redis as the event is stored), its fields the
+//! event's type and id. A stream keeps an entry in ~60 bytes where a sorted
+//! set member took ~170, reads a range of publish times as a range of ids,
+//! and trims itself to the retention as it grows (`XADD … MINID ~`). The
+//! type rides in the entry so a listing filtered by type reads no event it
+//! does not answer.
 
 use crate::model::Millis;
 
+/// Field names of an entry.
+pub const TYPE: &str = "t";
+pub const ID: &str = "i";
+
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EventIndexEntry<'a> {
+pub struct EventIndexEntry {
+    /// The stream entry id, which is also a page cursor.
+    pub entry_id: String,
     pub published_ms: Millis,
-    pub event_type: &'a str,
-    pub event_id: &'a str,
+    pub event_type: String,
+    pub event_id: String,
 }
 
-impl<'a> EventIndexEntry<'a> {
-    pub fn encode(&self) -> String {
-        format!("{:013}:{}:{}", self.published_ms.max(0), self.event_type, self.event_id)
-    }
-
-    /// `None` for anything [`EventIndexEntry::encode`] cannot have written.
-    pub fn decode(member: &'a str) -> Option<EventIndexEntry<'a>> {
-        let (ms, rest) = member.split_once(':')?;
-        let (event_type, event_id) = rest.split_once(':')?;
-        let valid = ms.len() == 13
-            && ms.bytes().all(|b| b.is_ascii_digit())
-            && !event_type.is_empty()
-            && !event_id.is_empty()
-            && !event_id.contains(':');
-        valid.then(|| EventIndexEntry { published_ms: ms.parse().unwrap_or(0), event_type, event_id })
+impl EventIndexEntry {
+    /// An entry read back; `None` for anything the publish step cannot have written.
+    pub fn from_stream(entry_id: &str, fields: &[(String, String)]) -> Option<EventIndexEntry> {
+        let published_ms = entry_ms(entry_id)?;
+        let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        Some(EventIndexEntry {
+            entry_id: entry_id.to_owned(),
+            published_ms,
+            event_type: field(TYPE)?,
+            event_id: field(ID)?,
+        })
     }
 }
 
-/// The `BYLEX` bound below every entry published at `ms` or later.
+/// The time of an entry id (`<ms>-<seq>`); `None` if it is not one, which is
+/// how a cursor from a caller is checked.
+pub fn entry_ms(entry_id: &str) -> Option<Millis> {
+    let (ms, seq) = entry_id.split_once('-')?;
+    seq.parse::<u64>().ok()?;
+    ms.parse::<u64>().ok().and_then(|ms| Millis::try_from(ms).ok())
+}
+
+/// The range bound of every entry published at `ms` or later.
 pub fn from_time(ms: Millis) -> String {
-    format!("[{:013}", ms.max(0))
+    format!("{}", ms.max(0))
 }
 
-/// The `BYLEX` bound above every entry published before `ms`.
+/// The (exclusive) range bound of every entry published before `ms`.
 pub fn before_time(ms: Millis) -> String {
-    format!("({:013}", ms.max(0))
+    format!("({}-0", ms.max(0))
 }
 
 #[cfg(test)]
@@ -47,29 +59,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn entries_round_trip_and_sort_by_time() {
-        let entry = EventIndexEntry { published_ms: 1_733_030_000_123, event_type: "order.paid", event_id: "e-1.x~" };
-        let member = entry.encode();
-        assert_eq!(member, "1733030000123:order.paid:e-1.x~");
-        assert_eq!(EventIndexEntry::decode(&member), Some(entry));
-        let earlier = EventIndexEntry { published_ms: 999, event_type: "z", event_id: "z" }.encode();
-        assert!(earlier < member);
-        assert!(from_time(1_733_030_000_123)[1..] <= *member);
-        assert!(before_time(1_733_030_000_123)[1..] < *member);
+    fn entries_read_back() {
+        let fields = vec![(TYPE.to_owned(), "order.paid".to_owned()), (ID.to_owned(), "e-1".to_owned())];
+        let entry = EventIndexEntry::from_stream("1733030000123-4", &fields).unwrap();
+        assert_eq!(
+            (entry.published_ms, entry.event_type.as_str(), entry.event_id.as_str()),
+            (1_733_030_000_123, "order.paid", "e-1")
+        );
+        assert_eq!(EventIndexEntry::from_stream("1733030000123-4", &fields[..1]), None);
+        assert_eq!(EventIndexEntry::from_stream("soon", &fields), None);
     }
 
     #[test]
-    fn what_was_not_encoded_does_not_decode() {
-        for bad in [
-            "",
-            "1733030000123",
-            "1733030000123:t",
-            "173303000012:t:e",
-            "17330300001x3:t:e",
-            "1733030000123::e",
-            "1733030000123:t:a:b",
-        ] {
-            assert_eq!(EventIndexEntry::decode(bad), None, "{bad}");
+    fn cursors_are_entry_ids() {
+        assert_eq!(entry_ms("1733030000123-0"), Some(1_733_030_000_123));
+        for bad in ["", "1733030000123", "x-1", "1-x", "-1-1", "1:2"] {
+            assert_eq!(entry_ms(bad), None, "{bad}");
         }
+        assert_eq!(before_time(5), "(5-0");
+        assert_eq!(from_time(-3), "0");
     }
 }

@@ -94,7 +94,7 @@ impl Keys {
     pub fn tenant_api_keys(&self, tenant: &str) -> String {
         self.key(&["tenant", tenant, "apikeys"])
     }
-    /// A tenant's event log: one member per published event
+    /// A tenant's event log: a stream with one entry per published event
     /// ([`crate::event_index`]), trimmed to the event retention.
     pub fn tenant_events(&self, tenant: &str) -> String {
         self.key(&["tenant", tenant, "events"])

@@ -1,7 +1,8 @@
 //! The event log: a tenant's published events, newest first, for as long as
-//! they are kept (`HERALD_EVENT_RETENTION`). The index entries name each
+//! they are kept (`HERALD_EVENT_RETENTION`). The log's entries carry each
 //! event's publish time and type ([`herald_common::event_index`]), so a page
-//! filtered by type or time reads only the events it answers.
+//! filtered by type or time reads only the events it answers; the cursor is
+//! the last entry's id.
 
 use herald_common::event_header::EventHeader;
 use herald_common::event_index::{self, EventIndexEntry};
@@ -45,29 +46,25 @@ impl Registry {
             validate::event_type_name("type", query.event_type).map_err(|e| RegistryError::Invalid(vec![e]))?;
         }
         let mut upper = match &page.after {
-            Some(cursor) => match EventIndexEntry::decode(cursor) {
-                Some(_) => format!("({cursor}"),
-                None => {
-                    return Err(RegistryError::invalid("page.cursor", "is not a cursor returned by a previous page"));
-                }
-            },
+            Some(cursor) if event_index::entry_ms(cursor).is_some() => format!("({cursor}"),
+            Some(_) => {
+                return Err(RegistryError::invalid("page.cursor", "is not a cursor returned by a previous page"));
+            }
             None => query.published_before.map_or_else(|| "+".to_owned(), event_index::before_time),
         };
-        let from = query.published_after.map(|ms| ms.saturating_add(1));
+        let lower =
+            query.published_after.map_or_else(|| "-".to_owned(), |ms| event_index::from_time(ms.saturating_add(1)));
         let chunk = if query.event_type.is_empty() { page.limit + 1 } else { (page.limit + 1).max(100) };
-        let mut matched: Vec<String> = Vec::new();
+        let mut matched: Vec<EventIndexEntry> = Vec::new();
         let mut scanned = 0;
         let mut next = None;
         loop {
-            let lower = from.map_or_else(|| "-".to_owned(), event_index::from_time);
             let entries = self.store.event_log_entries(tenant, LogOrder::NewestFirst, (&lower, &upper), chunk).await?;
             let exhausted = entries.len() < chunk;
             for entry in entries {
                 scanned += 1;
-                let wanted = EventIndexEntry::decode(&entry)
-                    .is_some_and(|e| query.event_type.is_empty() || e.event_type == query.event_type);
-                upper = format!("({entry}");
-                if wanted {
+                upper = format!("({}", entry.entry_id);
+                if query.event_type.is_empty() || entry.event_type == query.event_type {
                     matched.push(entry);
                     if matched.len() > page.limit {
                         break;
@@ -76,7 +73,7 @@ impl Registry {
             }
             if matched.len() > page.limit {
                 matched.truncate(page.limit);
-                next = matched.last().cloned();
+                next = matched.last().map(|e| e.entry_id.clone());
                 break;
             }
             if exhausted {
@@ -87,8 +84,7 @@ impl Registry {
                 break;
             }
         }
-        let entries: Vec<EventIndexEntry<'_>> = matched.iter().filter_map(|m| EventIndexEntry::decode(m)).collect();
-        let ids: Vec<&str> = entries.iter().map(|e| e.event_id).collect();
+        let ids: Vec<&str> = matched.iter().map(|e| e.event_id.as_str()).collect();
         let stored = self.store.stored_events(tenant, &ids).await?;
         // An event past its retention may still be indexed until the next publish trims it.
         let events = stored.into_iter().flatten().filter_map(|raw| logged(&raw)).collect();

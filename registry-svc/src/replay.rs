@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use herald_common::event_header::EventHeader;
-use herald_common::event_index::{self, EventIndexEntry};
+use herald_common::event_index;
 use herald_common::ids;
 use herald_common::keys::partition_of;
 use herald_common::model::{EndpointStatus, Job, Millis, StoredEvent};
@@ -58,14 +58,10 @@ impl Registry {
         while scanned < MAX_REPLAYED_EVENTS {
             let entries = self.store.event_log_entries(tenant, LogOrder::OldestFirst, (&lower, &upper), CHUNK).await?;
             let Some(last) = entries.last() else { break };
-            lower = format!("({last}");
+            lower = format!("({}", last.entry_id);
             scanned += entries.len();
-            let wanted: Vec<EventIndexEntry<'_>> = entries
-                .iter()
-                .filter_map(|m| EventIndexEntry::decode(m))
-                .filter(|e| !delivered_events.contains(e.event_id))
-                .collect();
-            let ids: Vec<&str> = wanted.iter().map(|e| e.event_id).collect();
+            let ids: Vec<&str> =
+                entries.iter().map(|e| e.event_id.as_str()).filter(|id| !delivered_events.contains(*id)).collect();
             let stored = self.store.stored_events(tenant, &ids).await?;
             let mut jobs = Vec::new();
             for raw in stored.into_iter().flatten() {

@@ -1,6 +1,7 @@
-//! Reading the event log: a tenant's index entries newest first, and the
-//! stored events they name (written by the publish steps).
+//! Reading the event log: a tenant's log entries in either order, and the
+//! stored events they name (both written by the publish steps).
 
+use herald_common::event_index::EventIndexEntry;
 use herald_common::model::Job;
 
 use super::Store;
@@ -14,24 +15,33 @@ pub enum LogOrder {
 use crate::error::Result;
 
 impl Store {
-    /// Up to `count` index entries between two `BYLEX` bounds, in `order`
-    /// (newest first from `upper` down to `lower`, or oldest first up).
+    /// Up to `count` log entries between two stream range bounds, in
+    /// `order` (newest first from `upper` down to `lower`, or oldest first
+    /// up); entries that do not read as the publish step writes them are
+    /// left out.
     pub async fn event_log_entries(
         &self,
         tenant: &str,
         order: LogOrder,
         (lower, upper): (&str, &str),
         count: usize,
-    ) -> Result<Vec<String>> {
-        let mut command = redis::cmd("ZRANGE");
-        command.arg(self.keys.tenant_events(tenant));
-        match order {
-            LogOrder::NewestFirst => command.arg(upper).arg(lower).arg("BYLEX").arg("REV"),
-            LogOrder::OldestFirst => command.arg(lower).arg(upper).arg("BYLEX"),
+    ) -> Result<Vec<EventIndexEntry>> {
+        let mut command = match order {
+            LogOrder::NewestFirst => {
+                let mut c = redis::cmd("XREVRANGE");
+                c.arg(self.keys.tenant_events(tenant)).arg(upper).arg(lower);
+                c
+            }
+            LogOrder::OldestFirst => {
+                let mut c = redis::cmd("XRANGE");
+                c.arg(self.keys.tenant_events(tenant)).arg(lower).arg(upper);
+                c
+            }
         };
-        command.arg("LIMIT").arg(0).arg(count);
+        command.arg("COUNT").arg(count);
         let mut conn = self.conn.clone();
-        Ok(command.query_async(&mut conn).await?)
+        let entries: Vec<(String, Vec<(String, String)>)> = command.query_async(&mut conn).await?;
+        Ok(entries.iter().filter_map(|(id, fields)| EventIndexEntry::from_stream(id, fields)).collect())
     }
 
     /// Appends jobs to their partition streams (replays; publishing has its

@@ -10,9 +10,10 @@
 //! publish of a stored id within the window runs the partition steps again:
 //! the missing ones append their jobs, the done ones append nothing. No
 //! delivery is lost or doubled, and the answer is the first publish's count.
-//! The event log entry (in the registry's slot) is written with the steps.
+//! The event log entry (in the registry's slot) is written with the steps
+//! of a new event.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use herald_common::event_header::EventHeader;
@@ -21,7 +22,7 @@ use herald_common::time_fmt;
 use redis::Script;
 
 use super::Store;
-use super::publishing::{Enqueue, Enqueued, push_job};
+use super::publishing::{Enqueue, Enqueued, oldest_logged, push_job};
 use crate::error::Result;
 
 /// One partition's step, atomic. KEYS: the partition stream, then one
@@ -78,27 +79,35 @@ impl Store {
         let mut answers = Vec::with_capacity(calls.len());
         let mut steps: BTreeMap<u32, Vec<(&Enqueue<'_>, usize)>> = BTreeMap::new();
         let mut pipe = redis::pipe();
-        let cutoff = event_index::before_time(now.saturating_sub(i64::try_from(retention_ms).unwrap_or(i64::MAX)));
-        let mut trimmed = BTreeSet::new();
+        let oldest = oldest_logged(now, retention_ms);
         for (call, before) in calls.iter().zip(stored) {
             let (answer, complete) = match before {
-                None => (Enqueued { duplicate: false, deliveries: call.jobs.len() as u32 }, Some(call.header(now))),
+                None => {
+                    // Logged once, with the partition steps. (A publish cut
+                    // short before this write is delivered when published
+                    // again, but not listed in the log.)
+                    pipe.cmd("XADD")
+                        .arg(self.keys.tenant_events(call.tenant))
+                        .arg("MINID")
+                        .arg("~")
+                        .arg(oldest)
+                        .arg("*")
+                        .arg(event_index::TYPE)
+                        .arg(call.event_type)
+                        .arg(event_index::ID)
+                        .arg(call.event_id)
+                        .ignore();
+                    (Enqueued { duplicate: false, deliveries: call.jobs.len() as u32 }, true)
+                }
                 Some(before) => match EventHeader::split(&before).0 {
                     Some(header) if now.saturating_sub(header.published_ms) < window => {
-                        (Enqueued { duplicate: true, deliveries: header.deliveries }, Some(header))
+                        (Enqueued { duplicate: true, deliveries: header.deliveries }, true)
                     }
-                    _ => (Enqueued { duplicate: true, deliveries: 0 }, None),
+                    _ => (Enqueued { duplicate: true, deliveries: 0 }, false),
                 },
             };
             answers.push(answer);
-            if let Some(header) = complete {
-                // Logged again when published again, as the steps run again: a
-                // publish cut short before this write is listed after all.
-                let log = self.keys.tenant_events(call.tenant);
-                if trimmed.insert(call.tenant) {
-                    pipe.cmd("ZREMRANGEBYLEX").arg(&log).arg("-").arg(&cutoff).ignore();
-                }
-                pipe.zadd(log, call.log_entry(&header), 0).ignore();
+            if complete {
                 for (i, (partition, _)) in call.jobs.iter().enumerate() {
                     steps.entry(*partition).or_default().push((call, i));
                 }

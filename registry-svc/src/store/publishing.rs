@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::LazyLock;
 
 use herald_common::event_header::EventHeader;
-use herald_common::event_index::{self, EventIndexEntry};
+use herald_common::event_index;
 use herald_common::model::{EndpointRecord, EndpointStatus, Job, Millis, SubscriptionRecord};
 use herald_common::{ids, time_fmt};
 use redis::{Script, ScriptInvocation, Value as RedisValue};
@@ -23,37 +23,32 @@ use crate::error::Result;
 /// they were published with, so a stored payload is never replaced.
 /// The shebang makes a Redis at `maxmemory` refuse the script before its
 /// first write rather than stop it halfway.
-/// A new event also joins its tenant's event log index, which is trimmed
-/// to the retention once per tenant and batch.
-/// KEYS: per event, its key, its tenant's event log index, then one
-/// partition stream per job.
-/// ARGV: now ms, retention ms, idempotency ms, event count, the index bound
-/// below which entries are past the retention, then per event the stored
-/// value, its index entry, the job count and per job its field count
-/// followed by field/value pairs. Answers per event {duplicate (0|1),
-/// deliveries}.
+/// A new event also joins its tenant's event log, which trims entries past
+/// the retention as it grows.
+/// KEYS: per event, its key, its tenant's event log, then one partition
+/// stream per job.
+/// ARGV: now ms, retention ms, idempotency ms, event count, the oldest
+/// publish time the log keeps, the log's type and id field names, then per
+/// event the stored value, its type, its id, the job count and per job its
+/// field count followed by field/value pairs. Answers per event
+/// {duplicate (0|1), deliveries}.
 static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"#!lua
 local now, retention, window = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
-local a, k = 6, 1
-local answers, trimmed = {}, {}
+local a, k = 8, 1
+local answers = {}
 for e = 1, tonumber(ARGV[4]) do
-  local jobs = tonumber(ARGV[a + 2])
+  local jobs = tonumber(ARGV[a + 3])
   local old = redis.call('SET', KEYS[k], ARGV[a], 'NX', 'PX', retention, 'GET')
   if old then
     local n, at = string.match(old, '^h1 (%d+) (%d+)')
     if n and now - tonumber(at) < window then answers[e] = {1, tonumber(n)} else answers[e] = {1, 0} end
   else
     answers[e] = {0, jobs}
-    local log = KEYS[k + 1]
-    if not trimmed[log] then
-      redis.call('ZREMRANGEBYLEX', log, '-', ARGV[5])
-      trimmed[log] = true
-    end
-    redis.call('ZADD', log, 0, ARGV[a + 1])
+    redis.call('XADD', KEYS[k + 1], 'MINID', '~', ARGV[5], '*', ARGV[6], ARGV[a + 1], ARGV[7], ARGV[a + 2])
   end
-  a = a + 3
+  a = a + 4
   for i = 1, jobs do
     local n = tonumber(ARGV[a])
     if not old then
@@ -96,12 +91,11 @@ impl Enqueue<'_> {
         let (first, last) = times.fold((now, now), |(lo, hi), t| (lo.min(t), hi.max(t)));
         EventHeader { deliveries: self.jobs.len() as u32, published_ms: first, span_ms: last - first }
     }
+}
 
-    /// The event's member in its tenant's event log index.
-    pub(super) fn log_entry(&self, header: &EventHeader) -> String {
-        EventIndexEntry { published_ms: header.published_ms, event_type: self.event_type, event_id: self.event_id }
-            .encode()
-    }
+/// The oldest publish time a tenant's event log keeps (an `XADD MINID`).
+pub(super) fn oldest_logged(now: Millis, retention_ms: u64) -> i64 {
+    now.saturating_sub(i64::try_from(retention_ms).unwrap_or(i64::MAX)).max(0)
 }
 
 /// Answer of the atomic publish step.
@@ -199,14 +193,16 @@ impl Store {
         let now = time_fmt::now_millis();
         let mut inv = PUBLISH.prepare_invoke();
         inv.arg(now).arg(retention_ms.max(1)).arg(idempotency_ms.max(1)).arg(calls.len());
-        inv.arg(event_index::before_time(now.saturating_sub(i64::try_from(retention_ms).unwrap_or(i64::MAX))));
+        inv.arg(oldest_logged(now, retention_ms)).arg(event_index::TYPE).arg(event_index::ID);
         for call in calls {
             inv.key(keys.event(call.tenant, call.event_id)).key(keys.tenant_events(call.tenant));
             for (partition, _) in call.jobs {
                 inv.key(keys.partition_stream(*partition));
             }
-            let header = call.header(now);
-            inv.arg(header.prepend(call.payload)).arg(call.log_entry(&header)).arg(call.jobs.len());
+            inv.arg(call.header(now).prepend(call.payload))
+                .arg(call.event_type)
+                .arg(call.event_id)
+                .arg(call.jobs.len());
             for (_, job) in call.jobs {
                 push_job(&mut inv, job);
             }
