@@ -165,7 +165,7 @@ async fn deliver_in_span(shared: Arc<Shared>, target: Arc<Target>, mut batch: Ve
             latency_ms: outcome.latency_ms(),
             error: outcome.error.clone(),
             response_body: outcome.response_body.clone(),
-            sent: outcome.sent.clone(),
+            sent: outcome.sent.clone().map(|sent| sent.without_event_id(&job.event_id)),
         };
         let (status, retry, held) =
             match next_step(&target.schedule, cfg.retry_after_max, job.attempt, outcome.verdict, random_unit()) {

@@ -341,6 +341,9 @@ impl Records {
         }
         record.attempts.extend(latest);
         self.read_shapes(id, &mut record.attempts).await?;
+        for sent in record.attempts.iter_mut().filter_map(|a| a.sent.as_mut()) {
+            sent.restore_event_id(&record.event_id);
+        }
         Ok(Some(record))
     }
 

@@ -55,7 +55,37 @@ pub struct SentRequest {
     pub shape: Option<Arc<RequestShape>>,
 }
 
+/// The gap that holds the message id, left empty when it is the event id.
+const MESSAGE_ID: &str = "webhook-id";
+
 impl SentRequest {
+    /// The same, without the message id when it is `event_id` (as it is for
+    /// every single-event message): the record names its event already.
+    pub fn without_event_id(mut self, event_id: &str) -> SentRequest {
+        if let Some(gap) = self.gap(MESSAGE_ID)
+            && self.varying.get(gap).is_some_and(|v| v == event_id)
+        {
+            self.varying[gap].clear();
+        }
+        self
+    }
+
+    /// Puts back a message id left out by [`SentRequest::without_event_id`].
+    pub fn restore_event_id(&mut self, event_id: &str) {
+        if let Some(gap) = self.gap(MESSAGE_ID)
+            && let Some(value) = self.varying.get_mut(gap)
+            && value.is_empty()
+        {
+            value.push_str(event_id);
+        }
+    }
+
+    /// Which of the values fills the shape's gap for header `name`.
+    fn gap(&self, name: &str) -> Option<usize> {
+        let shape = self.shape.as_deref()?;
+        shape.headers.iter().filter(|(_, value)| value.is_none()).position(|(n, _)| n == name)
+    }
+
     /// URL and headers as sent, when the shape is known.
     pub fn url_and_headers(&self) -> Option<(&str, Vec<(&str, &str)>)> {
         let shape = self.shape.as_deref()?;
@@ -105,5 +135,11 @@ mod tests {
             ]
         );
         assert!(is_varying("ce-id") && !is_varying("content-type"));
+
+        let mut short = sent.clone().without_event_id("evt_1");
+        assert_eq!(short.varying, ["", "1796105046"]);
+        short.restore_event_id("evt_1");
+        assert_eq!(short, sent);
+        assert_eq!(sent.clone().without_event_id("evt_2"), sent);
     }
 }
