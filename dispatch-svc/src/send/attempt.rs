@@ -20,7 +20,6 @@
 //! An attempt never returns an error: what went wrong is part of the
 //! [`AttemptOutcome`] so it can be stored with the delivery.
 
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -38,9 +37,10 @@ use url::Url;
 
 use crate::error::DispatchError;
 use crate::health::Pause;
-use crate::records::{REDACTED, RequestShape, SentRequest, is_varying};
+use crate::records::SentRequest;
 use crate::send::http_client::{describe, read_prefix};
 use crate::send::oauth::{OAuthConfig, TokenCache};
+use crate::send::recorded::ShapeCache;
 use crate::send::render::{LoadedEvent, RenderPlan};
 use crate::send::signing::{SigningKey, signature_header};
 
@@ -168,9 +168,6 @@ pub struct PreparedEndpoint {
     /// The shape of its latest request and its key, reused while unchanged.
     shape: ShapeCache,
 }
-
-/// An endpoint's latest request shape and its key (see `sent_request`).
-type ShapeCache = Arc<std::sync::Mutex<Option<(u64, Arc<RequestShape>)>>>;
 
 /// Header values may carry credentials, so only their names are shown.
 impl std::fmt::Debug for PreparedEndpoint {
@@ -464,7 +461,7 @@ impl PreparedEndpoint {
     }
 
     async fn send(&self, client: &reqwest::Client, headers: HeaderMap, body: Bytes) -> AttemptOutcome {
-        let sent = Some(self.sent_request(&headers, body.len()));
+        let sent = Some(self.shape.record(&self.url, &headers, body.len()));
         let started = Instant::now();
         let response = match client.post(self.url.clone()).headers(headers).body(body).send().await {
             Ok(response) => response,
@@ -498,55 +495,6 @@ impl PreparedEndpoint {
             token_refreshed: false,
             sent,
         }
-    }
-
-    /// The request as the delivery history keeps it: credentials (the
-    /// authorization, the endpoint's sealed headers) and signatures
-    /// redacted, the per-message values apart from the endpoint's shape.
-    /// The shape is built once and reused while it stays the same.
-    fn sent_request(&self, headers: &HeaderMap, body_bytes: usize) -> SentRequest {
-        let secret = |name: &HeaderName, value: &HeaderValue| {
-            value.is_sensitive() || name == AUTHORIZATION || name.as_str().contains("signature")
-        };
-        let mut hasher = std::hash::DefaultHasher::new();
-        self.url.as_str().hash(&mut hasher);
-        let mut varying = Vec::new();
-        for (name, value) in headers {
-            name.as_str().hash(&mut hasher);
-            if is_varying(name.as_str()) {
-                varying.push(String::from_utf8_lossy(value.as_bytes()).into_owned());
-            } else if secret(name, value) {
-                REDACTED.hash(&mut hasher);
-            } else {
-                value.as_bytes().hash(&mut hasher);
-            }
-        }
-        let key = hasher.finish();
-        let mut cached = self.shape.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let shape = match &*cached {
-            Some((k, shape)) if *k == key => shape.clone(),
-            _ => {
-                let shape = Arc::new(RequestShape {
-                    url: self.url.to_string(),
-                    headers: headers
-                        .iter()
-                        .map(|(name, value)| {
-                            let shown = if is_varying(name.as_str()) {
-                                None
-                            } else if secret(name, value) {
-                                Some(REDACTED.to_owned())
-                            } else {
-                                Some(String::from_utf8_lossy(value.as_bytes()).into_owned())
-                            };
-                            (name.as_str().to_owned(), shown)
-                        })
-                        .collect(),
-                });
-                *cached = Some((key, shape.clone()));
-                shape
-            }
-        };
-        SentRequest { shape_id: format!("{key:016x}"), body_bytes: body_bytes as u64, varying, shape: Some(shape) }
     }
 }
 
