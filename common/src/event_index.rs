@@ -15,9 +15,9 @@ pub const ID: &str = "i";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EventIndexEntry {
-    /// The stream entry id, which is also a page cursor.
+    /// The stream entry id (its publish time, see [`entry_ms`]), which is
+    /// also a page cursor.
     pub entry_id: String,
-    pub published_ms: Millis,
     pub event_type: String,
     pub event_id: String,
 }
@@ -25,14 +25,9 @@ pub struct EventIndexEntry {
 impl EventIndexEntry {
     /// An entry read back; `None` for anything the publish step cannot have written.
     pub fn from_stream(entry_id: &str, fields: &[(String, String)]) -> Option<EventIndexEntry> {
-        let published_ms = entry_ms(entry_id)?;
+        entry_ms(entry_id)?;
         let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-        Some(EventIndexEntry {
-            entry_id: entry_id.to_owned(),
-            published_ms,
-            event_type: field(TYPE)?,
-            event_id: field(ID)?,
-        })
+        Some(EventIndexEntry { entry_id: entry_id.to_owned(), event_type: field(TYPE)?, event_id: field(ID)? })
     }
 }
 
@@ -63,8 +58,8 @@ mod tests {
         let fields = vec![(TYPE.to_owned(), "order.paid".to_owned()), (ID.to_owned(), "e-1".to_owned())];
         let entry = EventIndexEntry::from_stream("1733030000123-4", &fields).unwrap();
         assert_eq!(
-            (entry.published_ms, entry.event_type.as_str(), entry.event_id.as_str()),
-            (1_733_030_000_123, "order.paid", "e-1")
+            (entry.entry_id.as_str(), entry.event_type.as_str(), entry.event_id.as_str()),
+            ("1733030000123-4", "order.paid", "e-1")
         );
         assert_eq!(EventIndexEntry::from_stream("1733030000123-4", &fields[..1]), None);
         assert_eq!(EventIndexEntry::from_stream("soon", &fields), None);

@@ -126,15 +126,7 @@ async fn deliver_in_span(shared: Arc<Shared>, target: Arc<Target>, mut batch: Ve
         Ok(()) => {
             target.prepared.attempt(&shared.client, &target.tokens, &events, &msg_id, traceparent.as_deref()).await
         }
-        Err(error) => AttemptOutcome {
-            verdict: Verdict::Retry,
-            status_code: None,
-            latency: Duration::ZERO,
-            error: Some(error),
-            response_body: String::new(),
-            token_refreshed: false,
-            sent: None,
-        },
+        Err(error) => AttemptOutcome::failed(Verdict::Retry, error),
     };
     metrics::histogram!("herald_attempt_duration_seconds").record(outcome.latency.as_secs_f64());
 

@@ -160,7 +160,7 @@ pub struct Records {
     retention_ms: i64,
     writer: Writer,
     /// Request shapes this process stored, by (shard, hour bucket, shape id).
-    shapes_stored: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<(u32, i64, String)>>>,
+    shapes_stored: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<(u32, i64, u64)>>>,
 }
 
 /// Past this many remembered shapes, the memory is cleared (storing a
@@ -208,7 +208,7 @@ impl Records {
         written
     }
 
-    fn shapes(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<(u32, i64, String)>> {
+    fn shapes(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<(u32, i64, u64)>> {
         // Only inserts and clears happen under this lock: a panic cannot leave it half-changed.
         self.shapes_stored.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -222,8 +222,8 @@ impl Records {
             stored.clear();
         }
         stored
-            .insert((shard, bucket, sent.shape_id.clone()))
-            .then(|| (request_shape::shape_field(&sent.shape_id), shape.encode()))
+            .insert((shard, bucket, sent.shape_id))
+            .then(|| (request_shape::shape_field(sent.shape_id), shape.encode()))
     }
 
     fn write_of(&self, s: &Settlement<'_>, now: Millis) -> Write {
@@ -349,24 +349,23 @@ impl Records {
 
     /// Fills in the request shapes of a delivery's attempts from its bucket.
     async fn read_shapes(&self, id: &str, attempts: &mut [AttemptRecord]) -> Result<(), DispatchError> {
-        let mut ids: Vec<String> =
-            attempts.iter().filter_map(|a| a.sent.as_ref()).map(|s| s.shape_id.clone()).collect();
+        let mut ids: Vec<u64> = attempts.iter().filter_map(|a| a.sent.as_ref()).map(|s| s.shape_id).collect();
         ids.sort_unstable();
         ids.dedup();
         if ids.is_empty() {
             return Ok(());
         }
-        let fields: Vec<String> = ids.iter().map(|s| request_shape::shape_field(s)).collect();
+        let fields: Vec<String> = ids.iter().map(|s| request_shape::shape_field(*s)).collect();
         let mut conn = self.conn.clone();
         let raw: Vec<Option<String>> =
             redis::cmd("HMGET").arg(self.bucket_key(id)).arg(&fields).query_async(&mut conn).await?;
-        let shapes: HashMap<String, std::sync::Arc<RequestShape>> = ids
+        let shapes: HashMap<u64, std::sync::Arc<RequestShape>> = ids
             .into_iter()
             .zip(raw)
             .filter_map(|(id, raw)| Some((id, std::sync::Arc::new(RequestShape::decode(raw.as_deref()?)?))))
             .collect();
         for sent in attempts.iter_mut().filter_map(|a| a.sent.as_mut()) {
-            sent.shape = shapes.get(sent.shape_id.as_str()).cloned();
+            sent.shape = shapes.get(&sent.shape_id).cloned();
         }
         Ok(())
     }

@@ -61,16 +61,12 @@ impl Registry {
         loop {
             let entries = self.store.event_log_entries(tenant, LogOrder::NewestFirst, (&lower, &upper), chunk).await?;
             let exhausted = entries.len() < chunk;
-            for entry in entries {
-                scanned += 1;
-                upper = format!("({}", entry.entry_id);
-                if query.event_type.is_empty() || entry.event_type == query.event_type {
-                    matched.push(entry);
-                    if matched.len() > page.limit {
-                        break;
-                    }
-                }
+            scanned += entries.len();
+            if let Some(last) = entries.last() {
+                upper = format!("({}", last.entry_id);
             }
+            let wanted = |e: &EventIndexEntry| query.event_type.is_empty() || e.event_type == query.event_type;
+            matched.extend(entries.into_iter().filter(wanted));
             if matched.len() > page.limit {
                 matched.truncate(page.limit);
                 next = matched.last().map(|e| e.entry_id.clone());
@@ -102,8 +98,9 @@ impl Registry {
     }
 }
 
-/// A stored event as the log shows it; `None` if it does not parse.
-fn logged(raw: &[u8]) -> Option<LoggedEvent> {
+/// A stored event as the log shows it (`published_ms` 0 when it has no
+/// header line); `None` if it does not parse.
+pub(crate) fn logged(raw: &[u8]) -> Option<LoggedEvent> {
     let (header, start) = EventHeader::split(raw);
     let event: StoredEvent = match serde_json::from_slice(&raw[start..]) {
         Ok(event) => event,

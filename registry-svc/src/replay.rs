@@ -7,16 +7,15 @@
 //! listed and found with the event's other deliveries.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
-use herald_common::event_header::EventHeader;
 use herald_common::event_index;
 use herald_common::ids;
 use herald_common::keys::partition_of;
-use herald_common::model::{EndpointStatus, Job, Millis, StoredEvent};
+use herald_common::model::{EndpointStatus, Job, Millis};
 
 use crate::Registry;
 use crate::error::{RegistryError, Result};
+use crate::event_log::{LoggedEvent, logged};
 use crate::routing::{Route, RouteTable};
 use crate::store::LogOrder;
 use crate::validate::Page;
@@ -50,7 +49,7 @@ impl Registry {
             generation: endpoint.generation.clone(),
         };
         // One table per event type met, as publishing builds them.
-        let mut tables: HashMap<String, Arc<RouteTable>> = HashMap::new();
+        let mut tables: HashMap<String, RouteTable> = HashMap::new();
         let mut lower = event_index::from_time(since);
         let upper = until.map_or_else(|| "+".to_owned(), event_index::before_time);
         let mut scanned = 0;
@@ -64,21 +63,20 @@ impl Registry {
                 entries.iter().map(|e| e.event_id.as_str()).filter(|id| !delivered_events.contains(*id)).collect();
             let stored = self.store.stored_events(tenant, &ids).await?;
             let mut jobs = Vec::new();
-            for raw in stored.into_iter().flatten() {
-                let (header, start) = EventHeader::split(&raw);
-                let Ok(event) = serde_json::from_slice::<StoredEvent>(&raw[start..]) else { continue };
+            for LoggedEvent { event, published_ms, .. } in stored.into_iter().flatten().filter_map(|raw| logged(&raw)) {
                 let table = tables.entry(event.event_type.clone()).or_insert_with(|| {
                     let routes = subscriptions
                         .iter()
                         .filter(|s| s.event_types.iter().any(|t| t == "*" || *t == event.event_type))
                         .map(|s| route(s.filter.clone()))
                         .collect();
-                    Arc::new(RouteTable::new(routes))
+                    RouteTable::new(routes)
                 });
                 if table.select(&event).is_empty() {
                     continue;
                 }
-                let published = header.map_or_else(herald_common::time_fmt::now_millis, |h| h.published_ms);
+                // Events stored before they carried a header have no publish time.
+                let published = if published_ms > 0 { published_ms } else { herald_common::time_fmt::now_millis() };
                 jobs.push((
                     partition,
                     Job {

@@ -66,8 +66,8 @@ fn status_from_code(code: u8) -> Option<DeliveryStatus> {
 
 /// What was sent: its shape, body size and the shape's gaps
 /// (see [`super::request_shape`]).
-type SentValues<'a> = (&'a str, u64, &'a [String]);
-type OwnedSent = (String, u64, Vec<String>);
+type SentValues<'a> = (u64, u64, &'a [String]);
+type OwnedSent = (u64, u64, Vec<String>);
 type AttemptValues<'a> = (u32, Millis, Option<u16>, u64, Option<&'a str>, &'a str, Option<SentValues<'a>>);
 /// An attempt as stored; attempts stored before requests were recorded
 /// have six values.
@@ -100,7 +100,7 @@ impl OwnedLatest {
 }
 
 fn sent_values(sent: &SentRequest) -> SentValues<'_> {
-    (&sent.shape_id, sent.body_bytes, &sent.varying)
+    (sent.shape_id, sent.body_bytes, &sent.varying)
 }
 #[allow(clippy::type_complexity)]
 type OwnedState = (
@@ -271,12 +271,7 @@ mod tests {
             latency_ms: 12,
             error: Some("endpoint answered status 503".into()),
             response_body: "<b>busy</b>".into(),
-            sent: Some(SentRequest {
-                shape_id: "0a1b".into(),
-                body_bytes: 42,
-                varying: vec!["e-1".into()],
-                shape: None,
-            }),
+            sent: Some(SentRequest { shape_id: 0x0a1b, body_bytes: 42, varying: vec!["e-1".into()], shape: None }),
         };
         let state = State {
             status: DeliveryStatus::Retrying,

@@ -39,14 +39,15 @@ impl RequestShape {
 }
 
 /// The field of the bucket hash holding shape `id`.
-pub fn shape_field(id: &str) -> String {
-    format!("s:{id}")
+pub fn shape_field(id: u64) -> String {
+    format!("s:{id:016x}")
 }
 
 /// One attempt's request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SentRequest {
-    pub shape_id: String,
+    /// A hash of the shape (its field is [`shape_field`]).
+    pub shape_id: u64,
     pub body_bytes: u64,
     /// The values of the shape's gaps, in order.
     pub varying: Vec<String>,
@@ -118,7 +119,7 @@ mod tests {
         };
         assert_eq!(RequestShape::decode(&shape.encode()), Some(shape.clone()));
         let sent = SentRequest {
-            shape_id: "x".into(),
+            shape_id: 1,
             body_bytes: 3,
             varying: vec!["evt_1".into(), "1796105046".into()],
             shape: Some(Arc::new(shape)),

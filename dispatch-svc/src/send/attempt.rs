@@ -107,7 +107,8 @@ pub struct AttemptOutcome {
 }
 
 impl AttemptOutcome {
-    fn failed(verdict: Verdict, error: String) -> Self {
+    /// No answer: the attempt failed before or while sending.
+    pub fn failed(verdict: Verdict, error: String) -> Self {
         AttemptOutcome {
             verdict,
             status_code: None,

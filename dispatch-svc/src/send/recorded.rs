@@ -46,7 +46,7 @@ impl ShapeCache {
                 shape
             }
         };
-        SentRequest { shape_id: format!("{key:016x}"), body_bytes: body_bytes as u64, varying, shape: Some(shape) }
+        SentRequest { shape_id: key, body_bytes: body_bytes as u64, varying, shape: Some(shape) }
     }
 }
 
