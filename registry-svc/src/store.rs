@@ -202,6 +202,15 @@ impl Store {
         self.get_raw(key).await?.map(|raw| parse(&raw)).transpose()
     }
 
+    /// A record and the exact JSON it was read from, for a compare-and-swap
+    /// write that must find it unchanged.
+    async fn get_json_with_raw<T: DeserializeOwned>(&self, key: &str) -> Result<Option<(T, String)>> {
+        let Some(raw) = self.get_raw(key).await? else { return Ok(None) };
+        let record = parse(&raw)?;
+        // It parsed as JSON, so it is UTF-8.
+        Ok(Some((record, String::from_utf8(raw).unwrap_or_default())))
+    }
+
     /// The records stored under `keys`, skipping any that vanished since
     /// their index was read.
     async fn mget_json<T: DeserializeOwned>(&self, keys: &[String]) -> Result<Vec<T>> {
@@ -403,12 +412,7 @@ impl Store {
 
     /// The endpoint and the exact JSON it was read from (for [`Self::swap_endpoint`]).
     pub async fn endpoint(&self, id: &str) -> Result<Option<(EndpointRecord, String)>> {
-        let raw = self.get_raw(&self.keys.endpoint(id)).await?;
-        raw.map(|raw| {
-            let record = parse(&raw)?;
-            Ok((record, String::from_utf8(raw).unwrap_or_default()))
-        })
-        .transpose()
+        self.get_json_with_raw(&self.keys.endpoint(id)).await
     }
 
     /// Writes `endpoint` if the stored JSON is still `expected`; false otherwise.

@@ -5,6 +5,7 @@ use herald_common::event_index::EventIndexEntry;
 use herald_common::model::Job;
 
 use super::Store;
+use crate::error::Result;
 
 /// Which way a read of the event log goes.
 #[derive(Clone, Copy, Debug)]
@@ -12,7 +13,6 @@ pub enum LogOrder {
     NewestFirst,
     OldestFirst,
 }
-use crate::error::Result;
 
 impl Store {
     /// Up to `count` log entries between two stream range bounds, in
@@ -26,19 +26,12 @@ impl Store {
         (lower, upper): (&str, &str),
         count: usize,
     ) -> Result<Vec<EventIndexEntry>> {
-        let mut command = match order {
-            LogOrder::NewestFirst => {
-                let mut c = redis::cmd("XREVRANGE");
-                c.arg(self.keys.tenant_events(tenant)).arg(upper).arg(lower);
-                c
-            }
-            LogOrder::OldestFirst => {
-                let mut c = redis::cmd("XRANGE");
-                c.arg(self.keys.tenant_events(tenant)).arg(lower).arg(upper);
-                c
-            }
+        let (read, from, to) = match order {
+            LogOrder::NewestFirst => ("XREVRANGE", upper, lower),
+            LogOrder::OldestFirst => ("XRANGE", lower, upper),
         };
-        command.arg("COUNT").arg(count);
+        let mut command = redis::cmd(read);
+        command.arg(self.keys.tenant_events(tenant)).arg(from).arg(to).arg("COUNT").arg(count);
         let mut conn = self.conn.clone();
         let entries: Vec<(String, Vec<(String, String)>)> = command.query_async(&mut conn).await?;
         Ok(entries.iter().filter_map(|(id, fields)| EventIndexEntry::from_stream(id, fields)).collect())

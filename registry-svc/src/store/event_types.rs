@@ -7,7 +7,7 @@ use redis::Script;
 
 use herald_common::model::EventTypeRecord;
 
-use super::{EventTypeWrite, Store, parse};
+use super::{EventTypeWrite, Store};
 use crate::error::Result;
 use crate::validate::Page;
 
@@ -46,12 +46,7 @@ return 0
 
 impl Store {
     pub async fn event_type(&self, name: &str) -> Result<Option<(EventTypeRecord, String)>> {
-        let raw = self.get_raw(&self.keys.event_type(name)).await?;
-        raw.map(|raw| {
-            let record = parse(&raw)?;
-            Ok((record, String::from_utf8_lossy(&raw).into_owned()))
-        })
-        .transpose()
+        self.get_json_with_raw(&self.keys.event_type(name)).await
     }
 
     pub async fn event_type_by_code(&self, code: i64) -> Result<Option<String>> {

@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 use herald_common::model::SubscriptionRecord;
 use redis::Script;
 
-use super::{Store, parse};
+use super::Store;
 use crate::error::Result;
 
 /// Replaces a subscription if it is unchanged since it was read, moves it
@@ -32,12 +32,7 @@ impl Store {
     /// The subscription and the exact JSON it was read from (for
     /// [`Self::swap_subscription`]).
     pub async fn subscription_raw(&self, id: &str) -> Result<Option<(SubscriptionRecord, String)>> {
-        let raw = self.get_raw(&self.keys.subscription(id)).await?;
-        raw.map(|raw| {
-            let record = parse(&raw)?;
-            Ok((record, String::from_utf8(raw).unwrap_or_default()))
-        })
-        .transpose()
+        self.get_json_with_raw(&self.keys.subscription(id)).await
     }
 
     /// Writes `next` over `current` if the stored JSON is still `expected`;
