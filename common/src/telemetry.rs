@@ -7,6 +7,7 @@
 //! set, spans are also exported over OTLP/gRPC.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use opentelemetry::KeyValue;
 use opentelemetry::propagation::TextMapPropagator;
@@ -28,6 +29,10 @@ use crate::{CommonError, Result};
 /// Crates whose spans form Herald's traces.
 const HERALD_CRATES: [&str; 6] =
     ["herald_common", "herald_proto", "herald_registry", "herald_dispatch", "herald_gateway", "herald_tests"];
+
+/// Set once an OTLP exporter is installed: before that, a span is only
+/// bookkeeping nobody reads.
+static EXPORTING: AtomicBool = AtomicBool::new(false);
 
 /// Flushes pending spans when dropped at the end of `main`.
 pub struct TelemetryGuard {
@@ -57,6 +62,7 @@ pub fn tracer_provider(service: &'static str, env: &Env) -> Result<SdkTracerProv
         // The batch processor exports from its own thread; the tonic channel
         // built here runs on this process's tokio runtime.
         builder = builder.with_batch_exporter(exporter);
+        EXPORTING.store(true, Ordering::Relaxed);
     }
     Ok(builder.build())
 }
@@ -90,9 +96,26 @@ pub fn init(service: &'static str, env: &Env) -> Result<TelemetryGuard> {
 
 /// The W3C `traceparent` of the current span, if it has a trace context.
 pub fn current_traceparent() -> Option<String> {
-    let context = tracing::Span::current().context();
+    traceparent_of(&tracing::Span::current())
+}
+
+/// Whether a span that joins `parent` (a W3C `traceparent`, or none for a
+/// new trace) would be exported: spans are exported at all, and the parent's
+/// sampled flag is set. Hot paths make a span only then; the trace context
+/// travels on without one.
+pub fn recorded(parent: Option<&str>) -> bool {
+    EXPORTING.load(Ordering::Relaxed) && parent.is_none_or(sampled)
+}
+
+fn sampled(traceparent: &str) -> bool {
+    let flags = traceparent.rsplit('-').next().and_then(|flags| u8::from_str_radix(flags, 16).ok());
+    flags.is_some_and(|flags| flags & 1 == 1)
+}
+
+/// The W3C `traceparent` of `span`, if it has a trace context.
+pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
     let mut carrier = HashMap::with_capacity(1);
-    TraceContextPropagator::new().inject_context(&context, &mut carrier);
+    TraceContextPropagator::new().inject_context(&span.context(), &mut carrier);
     carrier.remove("traceparent")
 }
 
@@ -101,4 +124,18 @@ pub fn set_parent(span: &tracing::Span, traceparent: &str) {
     let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
     // Fails only when the span is disabled, and then there is no trace to join.
     let _ = span.set_parent(TraceContextPropagator::new().extract(&carrier));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sampled;
+
+    #[test]
+    fn the_sampled_flag_is_the_lowest_bit_of_the_flags() {
+        assert!(sampled("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"));
+        assert!(sampled("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-03"));
+        assert!(!sampled("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"));
+        assert!(!sampled("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-zz"));
+        assert!(!sampled(""));
+    }
 }

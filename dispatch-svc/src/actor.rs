@@ -8,14 +8,16 @@
 //! its gate ([`crate::endpoint`]: a bounded queue of jobs, the rate limit and
 //! the in-flight limit).
 //!
-//! An actor only keeps books. Each attempt is spawned onto the dispatcher's
-//! tokio runtime (where the shared HTTP client and the Redis connection
-//! live, and which uses every core) and the actor is told when it ends, so
-//! up to `maxInFlight` attempts run at once and no slow endpoint holds up a
-//! thread. The attempt stores its outcome and acknowledges the stream entry
-//! itself ([`crate::delivery`]), so an actor that stops (idle, reloaded away,
-//! lease lost, shutdown) never loses an outcome: what was only queued stays
-//! pending in Redis and is claimed again.
+//! An actor only keeps books. Each attempt is spawned as a task of its own
+//! on the actor's arbiter, with that arbiter's HTTP client (whose pooled
+//! connections are driven on the same thread), and the actor is told when it
+//! ends, so up to `maxInFlight` attempts run at once and no slow endpoint
+//! holds up the actor. Only the outcome's write crosses to the dispatcher's
+//! runtime, where the group-committing writer and the Redis connection
+//! live. The attempt stores its outcome and acknowledges the stream entry
+//! itself ([`crate::delivery`]), so an actor that stops (idle, reloaded
+//! away, lease lost, shutdown) never loses an outcome: what was only queued
+//! stays pending in Redis and is claimed again.
 //!
 //! Back-pressure: mailboxes are bounded and the partition reader only ever
 //! uses `try_send` on the one stored address (actix parks a sender that
@@ -129,10 +131,19 @@ enum State {
     Inactive(String),
 }
 
+/// Where an actor lives: what the dispatcher shares, the directory it is
+/// listed in, and its arbiter's HTTP client.
+struct Home {
+    shared: Arc<Shared>,
+    directory: Arc<Directory>,
+    client: reqwest::Client,
+}
+
 pub struct EndpointActor {
     id: String,
     shared: Arc<Shared>,
     directory: Arc<Directory>,
+    client: reqwest::Client,
     record: Option<EndpointRecord>,
     state: State,
     tokens: Arc<TokenCache>,
@@ -153,13 +164,8 @@ pub struct EndpointActor {
 }
 
 impl EndpointActor {
-    fn new(
-        shared: Arc<Shared>,
-        directory: Arc<Directory>,
-        loaded: &Loaded,
-        fifo: Arc<AtomicBool>,
-        queued: Arc<AtomicUsize>,
-    ) -> Self {
+    fn new(home: Home, loaded: &Loaded, fifo: Arc<AtomicBool>, queued: Arc<AtomicUsize>) -> Self {
+        let Home { shared, directory, client } = home;
         let breaker = Breaker::from_config(&shared.config);
         let epoch = health_epoch(&loaded.record);
         let stored = loaded.health.clone().for_epoch(&epoch);
@@ -170,6 +176,7 @@ impl EndpointActor {
             id: loaded.record.id.clone(),
             shared,
             directory,
+            client,
             record: None,
             state: State::Inactive(String::new()),
             tokens: Arc::new(TokenCache::new()),
@@ -221,6 +228,7 @@ impl EndpointActor {
                         self.gate.set_max_batch(prepared.max_batch_size());
                         State::Ready(Arc::new(Target {
                             prepared: prepared.pausing(self.pause.clone()),
+                            client: self.client.clone(),
                             tokens: self.tokens.clone(),
                             health: self.health.clone(),
                             handshake_needed: record.handshake,
@@ -289,7 +297,9 @@ impl EndpointActor {
                 }
                 Decision::Idle => return,
             };
-            let attempt = self.shared.rt.spawn(delivery::deliver(self.shared.clone(), target.clone(), batch));
+            // On this arbiter, like the client's connections: no hand-off
+            // between threads from the actor to the attempt to the socket.
+            let attempt = actix::spawn(delivery::deliver(self.shared.clone(), target.clone(), batch));
             let health = target.health.clone();
             ctx.spawn(wrap_future::<_, Self>(attempt).map(move |result, act, ctx| {
                 act.gate.finished();

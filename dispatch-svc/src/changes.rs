@@ -12,12 +12,11 @@ use std::time::Duration;
 
 use herald_common::backoff::{Backoff, retry_until_stopped};
 use herald_common::model::{CHANGE_ENDPOINT, EndpointRecord};
-use redis::Value as RedisValue;
 use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
 use crate::actor::Actors;
-use crate::replies::parse_entries;
+use crate::records::changes_stream;
 
 const BLOCK: Duration = Duration::from_millis(1000);
 const COUNT: usize = 100;
@@ -30,25 +29,14 @@ pub async fn follow(shared: Arc<Shared>, actors: Arc<Actors>, stop: Cancellation
     let stream = shared.keys.changes();
     // Start after the newest entry (not `$` on every read, which would skip
     // what arrives between two reads).
-    let newest: Result<RedisValue, _> =
-        redis::cmd("XREVRANGE").arg(&stream).arg("+").arg("-").arg("COUNT").arg(1).query_async(&mut conn).await;
-    let mut last = match newest {
-        Ok(value) => parse_entries(&value).into_iter().next().map_or_else(|| "0-0".to_owned(), |(id, _)| id),
+    let mut last = match changes_stream::newest_id(&mut conn, &stream).await {
+        Ok(newest) => newest.unwrap_or_else(|| "0-0".to_owned()),
         Err(_) => "$".to_owned(),
     };
     while !stop.is_cancelled() {
-        let read: Result<RedisValue, _> = redis::cmd("XREAD")
-            .arg("COUNT")
-            .arg(COUNT)
-            .arg("BLOCK")
-            .arg(BLOCK.as_millis() as u64)
-            .arg("STREAMS")
-            .arg(&stream)
-            .arg(&last)
-            .query_async(&mut conn)
-            .await;
-        let value = match read {
-            Ok(value) => value,
+        let read = changes_stream::read_after(&mut conn, &stream, &last, COUNT, BLOCK).await;
+        let entries = match read {
+            Ok(entries) => entries,
             Err(e) => {
                 tracing::warn!(error = %e, "reading endpoint changes failed");
                 if !backoff.wait(&stop).await {
@@ -58,14 +46,6 @@ pub async fn follow(shared: Arc<Shared>, actors: Arc<Actors>, stop: Cancellation
             }
         };
         backoff.reset();
-        let entries = match &value {
-            RedisValue::Array(streams) => match streams.first() {
-                Some(RedisValue::Array(stream)) => stream.get(1).map(parse_entries).unwrap_or_default(),
-                _ => Vec::new(),
-            },
-            RedisValue::Map(pairs) => pairs.first().map(|(_, e)| parse_entries(e)).unwrap_or_default(),
-            _ => Vec::new(),
-        };
         for (id, fields) in entries {
             last = id;
             let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());

@@ -1,13 +1,13 @@
 //! From a batch of jobs to a stored, acknowledged outcome.
 //!
 //! [`deliver`] is what an endpoint actor spawns for each attempt. It runs on
-//! the dispatcher's tokio runtime (not the actor's thread), inside a span
-//! whose parent is the publisher's `traceparent`, so the webhook's own
-//! `traceparent` header carries the publisher's trace id. After the attempt it
-//! works out what follows for every job ([`crate::retry::next_step`]) and
-//! stores outcome, attempt, next retry and acknowledgement in one `MULTI`
-//! ([`Records::settle`]). Only then does the endpoint get disabled for a
-//! `410` (through the registry).
+//! the actor's arbiter, as a task of its own; when spans are exported, inside
+//! a span whose parent is the publisher's `traceparent`. Either way the
+//! webhook's own `traceparent` header carries the publisher's trace id.
+//! After the attempt it works out what follows for every job
+//! ([`crate::retry::next_step`]) and stores outcome, attempt, next retry and
+//! acknowledgement in one `MULTI` ([`Records::settle`]). Only then does the
+//! endpoint get disabled for a `410` (through the registry).
 //!
 //! Storing is retried for a while when Redis is briefly away. If it still
 //! fails, nothing is acknowledged: the entries stay pending, are claimed
@@ -32,6 +32,7 @@ use tracing::Instrument;
 
 use crate::Shared;
 use crate::health::Health;
+use crate::observe::DeliveryMetrics;
 use crate::operational;
 use crate::partition::LiveGuard;
 use crate::records::{AttemptRecord, DeliveryStatus, Entry, HealthRecord, Settlement};
@@ -72,6 +73,8 @@ pub struct Work {
 /// An endpoint as its actor holds it, shared with the attempts it spawns.
 pub struct Target {
     pub prepared: PreparedEndpoint,
+    /// The HTTP client of the arbiter the endpoint's actor lives on.
+    pub client: reqwest::Client,
     pub tokens: Arc<TokenCache>,
     pub health: Arc<Health>,
     /// The CloudEvents handshake, when the endpoint asks for one, is done.
@@ -98,8 +101,16 @@ pub struct Report {
 }
 
 /// Sends one batch (one job, or several for `envelope`) and settles it.
+///
+/// The attempt gets a `webhook.deliver` span only when spans are exported
+/// and the publisher's trace is sampled; otherwise the webhook carries the
+/// publisher's `traceparent` as it came.
 pub async fn deliver(shared: Arc<Shared>, target: Arc<Target>, batch: Vec<Work>) -> Report {
     let Some(first) = batch.first() else { return Report::default() };
+    let publisher = first.taken.job.traceparent.as_deref();
+    if !telemetry::recorded(publisher) {
+        return deliver_batch(shared, target, batch, None).await;
+    }
     let span = tracing::info_span!(
         "webhook.deliver",
         otel.kind = "client",
@@ -108,33 +119,49 @@ pub async fn deliver(shared: Arc<Shared>, target: Arc<Target>, batch: Vec<Work>)
         attempt = first.taken.job.attempt,
         batch = batch.len(),
     );
-    if let Some(tp) = &first.taken.job.traceparent {
+    if let Some(tp) = publisher {
         telemetry::set_parent(&span, tp);
     }
-    deliver_in_span(shared, target, batch).instrument(span).await
+    let traceparent = telemetry::traceparent_of(&span);
+    deliver_batch(shared, target, batch, traceparent).instrument(span).await
 }
 
-async fn deliver_in_span(shared: Arc<Shared>, target: Arc<Target>, mut batch: Vec<Work>) -> Report {
+/// `span_traceparent` is the attempt span's, when one was made; without it
+/// the webhook carries the publisher's, borrowed from the batch.
+async fn deliver_batch(
+    shared: Arc<Shared>,
+    target: Arc<Target>,
+    mut batch: Vec<Work>,
+    span_traceparent: Option<String>,
+) -> Report {
     if target.fifo {
         catch_up_attempts(&shared, &mut batch).await;
     }
-    let traceparent = webhook_traceparent(batch.first().and_then(|w| w.taken.job.traceparent.as_deref()));
+    let new_trace;
+    let traceparent = match span_traceparent.as_deref().or_else(|| batch.first()?.taken.job.traceparent.as_deref()) {
+        Some(known) => known,
+        None => {
+            new_trace = new_traceparent();
+            new_trace.as_str()
+        }
+    };
     let events: Vec<Arc<LoadedEvent>> = batch.iter().map(|w| w.event.clone()).collect();
     let msg_id = message_id(batch.iter().map(|w| w.taken.job.event_id.as_str()));
 
-    let outcome = match handshake(&shared, &target).await {
-        Ok(()) => {
-            target.prepared.attempt(&shared.client, &target.tokens, &events, &msg_id, traceparent.as_deref()).await
-        }
+    let mut outcome = match handshake(&target).await {
+        Ok(()) => target.prepared.attempt(&target.client, &target.tokens, &events, &msg_id, Some(traceparent)).await,
         Err(error) => AttemptOutcome::failed(Verdict::Retry, error),
     };
-    metrics::histogram!("herald_attempt_duration_seconds").record(outcome.latency.as_secs_f64());
+    let series = DeliveryMetrics::get();
+    series.attempt_duration.record(outcome.latency.as_secs_f64());
 
     let token_error = target.tokens.last_error().map(|e| e.code().map_or_else(|| e.to_string(), str::to_owned));
     let now_ms = time_fmt::now_millis();
     let now = Instant::now();
     let mut recorded = target.health.record(outcome.delivered(), token_error, now, now_ms);
-    recorded.snapshot.epoch = Some(target.epoch.clone());
+    if recorded.persist {
+        recorded.snapshot.epoch = Some(target.epoch.clone());
+    }
     let gone = outcome.verdict == Verdict::Gone;
     if !outcome.delivered() {
         tracing::info!(
@@ -148,16 +175,18 @@ async fn deliver_in_span(shared: Arc<Shared>, target: Arc<Target>, mut batch: Ve
     let mut settlements = Vec::with_capacity(batch.len());
     let mut hold_for: Option<Duration> = None;
     let cfg = &shared.config;
-    for (work, event_type) in batch.iter().zip(&event_types) {
+    let last = batch.len().saturating_sub(1);
+    for (i, (work, event_type)) in batch.iter().zip(&event_types).enumerate() {
         let job = &work.taken.job;
+        let (error, response_body, sent) = if i == last { outcome.take_detail() } else { outcome.detail() };
         let attempt = AttemptRecord {
             n: job.attempt,
             at: now_ms,
             status_code: outcome.status_code,
             latency_ms: outcome.latency_ms(),
-            error: outcome.error.clone(),
-            response_body: outcome.response_body.clone(),
-            sent: outcome.sent.clone().map(|sent| sent.without_event_id(&job.event_id)),
+            error,
+            response_body,
+            sent: sent.map(|sent| sent.without_event_id(&job.event_id)),
         };
         let (status, retry, held) =
             match next_step(&target.schedule, cfg.retry_after_max, job.attempt, outcome.verdict, random_unit()) {
@@ -187,9 +216,11 @@ async fn deliver_in_span(shared: Arc<Shared>, target: Arc<Target>, mut batch: Ve
     let settled = settle(&shared, &settlements, health).await;
     if settled {
         for s in &settlements {
-            metrics::counter!("herald_deliveries_total", "outcome" => s.status.as_str()).increment(1);
+            if let Some(settled) = series.settled(s.status) {
+                settled.increment(1);
+            }
             if s.retry.is_some() || s.held.is_some() {
-                metrics::counter!("herald_retries_scheduled_total").increment(1);
+                series.retries_scheduled.increment(1);
             }
             if let (DeliveryStatus::Failed, Some(last)) = (s.status, &s.attempt) {
                 let failed = operational::FailedDelivery {
@@ -282,19 +313,22 @@ async fn catch_up_attempts(shared: &Shared, batch: &mut [Work]) {
     }
 }
 
-/// The `traceparent` a webhook carries: the attempt span's when tracing is
-/// on (a child of the publisher's span), else the publisher's own, else a
+/// The `traceparent` a webhook carries: `known` (the attempt span's, a child
+/// of the publisher's; or the publisher's own when no span was made), else a
 /// new trace, so every webhook carries a valid one whatever the log level.
-pub fn webhook_traceparent(publisher: Option<&str>) -> Option<String> {
-    telemetry::current_traceparent().or_else(|| publisher.map(str::to_owned)).or_else(|| {
-        let trace: u128 = rand::random::<u128>().max(1);
-        let span: u64 = rand::random::<u64>().max(1);
-        Some(format!("00-{trace:032x}-{span:016x}-01"))
-    })
+pub fn webhook_traceparent(known: Option<String>) -> String {
+    known.unwrap_or_else(new_traceparent)
+}
+
+/// A `traceparent` that starts a trace of its own.
+fn new_traceparent() -> String {
+    let trace: u128 = rand::random::<u128>().max(1);
+    let span: u64 = rand::random::<u64>().max(1);
+    format!("00-{trace:032x}-{span:016x}-01")
 }
 
 /// The CloudEvents abuse-protection handshake, once per loaded endpoint.
-async fn handshake(shared: &Shared, target: &Target) -> Result<(), String> {
+async fn handshake(target: &Target) -> Result<(), String> {
     if !target.handshake_needed || target.handshake_done.load(Ordering::Acquire) {
         return Ok(());
     }
@@ -302,7 +336,7 @@ async fn handshake(shared: &Shared, target: &Target) -> Result<(), String> {
     if target.handshake_done.load(Ordering::Acquire) {
         return Ok(());
     }
-    target.prepared.handshake(&shared.client, &target.tokens).await?;
+    target.prepared.handshake(&target.client, &target.tokens).await?;
     target.handshake_done.store(true, Ordering::Release);
     Ok(())
 }

@@ -13,8 +13,9 @@
 //! actix code) holds one actor per endpoint, a shell around its gate;
 //! [`delivery`] runs an attempt and settles it; [`send`] renders, signs,
 //! authenticates and sends one attempt; [`retry`] is when the next attempt
-//! is due; [`records`] is the store of every delivery key (outcomes, lists,
-//! parking, the retry set);
+//! is due; [`records`] is the store layer, the only code that speaks Redis
+//! (outcomes, lists, parking, the retry set, partition streams and leases,
+//! stored events and endpoints, the changes stream);
 //! [`operational`] publishes the operational events;
 //! [`lifecycle`] tells which endpoint incarnation a job belongs to;
 //! [`health`] the circuit breaker; [`observe`] the gauges that follow
@@ -50,7 +51,6 @@ pub mod operational;
 pub mod partition;
 pub mod records;
 pub mod registry_client;
-pub mod replies;
 pub mod retry;
 pub mod send;
 pub mod service;
@@ -63,8 +63,9 @@ use crate::records::Records;
 use crate::registry_client::RegistryClient;
 use crate::service::DispatchService;
 
-/// Most actor threads; attempts themselves run on the tokio runtime.
-const MAX_ACTOR_THREADS: usize = 4;
+/// Most actor threads. Each runs its actors' attempts (rendering, signing,
+/// HTTP) as well as their books, so there is one per core.
+const MAX_ACTOR_THREADS: usize = 64;
 
 /// What every part of the dispatcher shares.
 pub struct Shared {
@@ -73,10 +74,10 @@ pub struct Shared {
     pub config: HeraldConfig,
     pub keys: Keys,
     pub records: Records,
-    /// The one HTTP client for webhooks (pooled, SSRF-checking resolver).
+    /// The HTTP client for test sends (attempts use their arbiter's).
     pub client: reqwest::Client,
     pub registry: RegistryClient,
-    /// The runtime attempts run on (the one `run` was called on).
+    /// The runtime Redis work runs on (the one `run` was called on).
     pub rt: tokio::runtime::Handle,
 }
 
@@ -121,7 +122,7 @@ async fn dispatch(
 
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, MAX_ACTOR_THREADS);
     let system = ActorSystem::start(threads)?;
-    let actors = Arc::new(Actors::new(shared.clone(), &system));
+    let actors = Arc::new(Actors::new(shared.clone(), &system)?);
 
     let changes = tokio::spawn(changes::follow(shared.clone(), actors.clone(), stop.clone()));
     let leases = tokio::spawn(partition::run_leases(shared.clone(), actors.clone(), stop.clone()));

@@ -6,12 +6,12 @@
 //! to zero, an endpoint leaves its circuit state), so summing a gauge over
 //! every dispatcher gives the cluster's figure without counting twice.
 
+use std::sync::OnceLock;
+
 use herald_common::redis_conn::RedisConn;
-use redis::Value as RedisValue;
+use metrics::{Counter, Histogram};
 
-use herald_common::keys::CONSUMER_GROUP;
-
-use crate::replies::text;
+use crate::records::{DeliveryStatus, stream_sample};
 
 pub const STREAM_PENDING: &str = "herald_stream_pending";
 pub const STREAM_LAG: &str = "herald_stream_lag";
@@ -56,68 +56,54 @@ pub fn describe() {
     }
 }
 
+/// The series every delivery touches, looked up once: a macro call hashes
+/// its name and labels into the recorder's registry each time.
+pub struct DeliveryMetrics {
+    delivered: Counter,
+    retrying: Counter,
+    failed: Counter,
+    pub retries_scheduled: Counter,
+    pub attempt_duration: Histogram,
+}
+
+impl DeliveryMetrics {
+    /// The handles, made on first use (after [`describe`] installed the recorder).
+    pub fn get() -> &'static DeliveryMetrics {
+        static HANDLES: OnceLock<DeliveryMetrics> = OnceLock::new();
+        HANDLES.get_or_init(|| DeliveryMetrics {
+            delivered: metrics::counter!("herald_deliveries_total", "outcome" => "delivered"),
+            retrying: metrics::counter!("herald_deliveries_total", "outcome" => "retrying"),
+            failed: metrics::counter!("herald_deliveries_total", "outcome" => "failed"),
+            retries_scheduled: metrics::counter!("herald_retries_scheduled_total"),
+            attempt_duration: metrics::histogram!("herald_attempt_duration_seconds"),
+        })
+    }
+
+    /// `herald_deliveries_total` for a settled outcome (`pending` is none).
+    pub fn settled(&self, status: DeliveryStatus) -> Option<&Counter> {
+        match status {
+            DeliveryStatus::Pending => None,
+            DeliveryStatus::Delivered => Some(&self.delivered),
+            DeliveryStatus::Retrying => Some(&self.retrying),
+            DeliveryStatus::Failed => Some(&self.failed),
+        }
+    }
+}
+
 /// Samples a partition stream's consumer group: entries delivered to a
 /// consumer and not yet acknowledged (`herald_stream_pending`), entries
 /// not yet read by the group at all (`herald_stream_lag`), and the
 /// partition's retry set (`herald_retry_set_size`), in one round trip.
 pub async fn sample_stream(conn: &mut RedisConn, stream: &str, retry_set: &str, partition: u32) {
-    let answer: Result<(RedisValue, RedisValue, i64), _> = redis::pipe()
-        .cmd("XPENDING")
-        .arg(stream)
-        .arg(CONSUMER_GROUP)
-        .cmd("XINFO")
-        .arg("GROUPS")
-        .arg(stream)
-        .cmd("ZCARD")
-        .arg(retry_set)
-        .query_async(conn)
-        .await;
     // A failed sample keeps the last values: the reader logs Redis trouble itself.
-    let Ok((pending, groups, retrying)) = answer else { return };
+    let Ok(sample) = stream_sample::sample(conn, stream, retry_set).await else { return };
     let label = partition.to_string();
-    metrics::gauge!(RETRY_SET, "partition" => label.clone()).set(retrying as f64);
-    if let Some(n) = pending_count(&pending) {
+    metrics::gauge!(RETRY_SET, "partition" => label.clone()).set(sample.retrying as f64);
+    if let Some(n) = sample.pending {
         metrics::gauge!(STREAM_PENDING, "partition" => label.clone()).set(n as f64);
     }
-    if let Some(n) = group_lag(&groups, CONSUMER_GROUP) {
+    if let Some(n) = sample.lag {
         metrics::gauge!(STREAM_LAG, "partition" => label).set(n as f64);
-    }
-}
-
-/// The count of an `XPENDING key group` summary.
-fn pending_count(value: &RedisValue) -> Option<i64> {
-    match value {
-        RedisValue::Array(summary) => match summary.first()? {
-            RedisValue::Int(n) => Some(*n),
-            other => text(other)?.parse().ok(),
-        },
-        _ => None,
-    }
-}
-
-/// The `lag` of one group in an `XINFO GROUPS` answer (Redis 7+; `None`
-/// when Redis cannot tell, e.g. after entries were deleted mid-stream).
-fn group_lag(value: &RedisValue, group: &str) -> Option<i64> {
-    let RedisValue::Array(groups) = value else { return None };
-    groups.iter().find_map(|g| {
-        let fields = fields(g);
-        let name = fields.iter().find(|(k, _)| k == "name").and_then(|(_, v)| text(v))?;
-        if name != group {
-            return None;
-        }
-        match fields.iter().find(|(k, _)| k == "lag").map(|(_, v)| *v)? {
-            RedisValue::Int(n) => Some(*n),
-            other => text(other)?.parse().ok(),
-        }
-    })
-}
-
-/// The field/value pairs of a RESP2 flat array or a RESP3 map.
-fn fields(value: &RedisValue) -> Vec<(String, &RedisValue)> {
-    match value {
-        RedisValue::Array(items) => items.chunks_exact(2).filter_map(|kv| Some((text(&kv[0])?, &kv[1]))).collect(),
-        RedisValue::Map(pairs) => pairs.iter().filter_map(|(k, v)| Some((text(k)?, v))).collect(),
-        _ => Vec::new(),
     }
 }
 
@@ -207,39 +193,6 @@ pub fn token_request(ok: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn bulk(s: &str) -> RedisValue {
-        RedisValue::BulkString(s.as_bytes().to_vec())
-    }
-
-    #[test]
-    fn reads_pending_and_lag_from_resp2_and_resp3_answers() {
-        let pending = RedisValue::Array(vec![RedisValue::Int(7), bulk("1-0"), bulk("2-0"), RedisValue::Nil]);
-        assert_eq!(pending_count(&pending), Some(7));
-        let group = |name: &str, lag: RedisValue| {
-            RedisValue::Array(vec![
-                bulk("name"),
-                bulk(name),
-                bulk("consumers"),
-                RedisValue::Int(1),
-                bulk("pending"),
-                RedisValue::Int(7),
-                bulk("lag"),
-                lag,
-            ])
-        };
-        let groups =
-            RedisValue::Array(vec![group("other", RedisValue::Int(99)), group(CONSUMER_GROUP, RedisValue::Int(3))]);
-        assert_eq!(group_lag(&groups, CONSUMER_GROUP), Some(3));
-        let unknown = RedisValue::Array(vec![group(CONSUMER_GROUP, RedisValue::Nil)]);
-        assert_eq!(group_lag(&unknown, CONSUMER_GROUP), None);
-        let resp3 = RedisValue::Array(vec![RedisValue::Map(vec![
-            (bulk("name"), bulk(CONSUMER_GROUP)),
-            (bulk("lag"), RedisValue::Int(5)),
-        ])]);
-        assert_eq!(group_lag(&resp3, CONSUMER_GROUP), Some(5));
-        assert_eq!(group_lag(&RedisValue::Nil, CONSUMER_GROUP), None);
-    }
 
     #[test]
     fn circuit_gauge_moves_between_states() {

@@ -41,18 +41,25 @@ use herald_common::{ids, time_fmt};
 
 use crate::error::DispatchError;
 
+pub mod changes_stream;
 mod codec;
 mod endpoint_health;
+pub mod events;
+pub mod leases;
 mod listing;
 mod parking;
+pub mod partition_stream;
+mod replies;
 mod request_shape;
 mod requeue;
 pub mod retry_set;
+pub mod stream_sample;
 mod writer;
 
 pub use codec::Waiting;
 pub use endpoint_health::HealthRecord;
 pub use listing::ListFilter;
+pub use replies::StreamEntry;
 pub use request_shape::{REDACTED, RequestShape, SentRequest, is_varying};
 
 use codec::{State, attempt_field, decode_attempt, decode_state, encode_attempt, encode_state};

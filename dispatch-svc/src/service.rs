@@ -293,8 +293,8 @@ impl Dispatch for DispatchService {
         let tokens = self.actors.token_cache(endpoint_id).await.unwrap_or_default();
         let span = tracing::info_span!("webhook.test", otel.kind = "client", endpoint = endpoint_id);
         let outcome = async {
-            let traceparent = crate::delivery::webhook_traceparent(None);
-            prepared.test_send(&self.shared.client, &tokens, &event_type, data, traceparent.as_deref()).await
+            let traceparent = crate::delivery::webhook_traceparent(herald_common::telemetry::current_traceparent());
+            prepared.test_send(&self.shared.client, &tokens, &event_type, data, Some(&traceparent)).await
         }
         .instrument(span)
         .await;

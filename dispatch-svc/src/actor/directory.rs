@@ -13,10 +13,12 @@ use herald_common::keys::partition_of;
 use herald_common::model::EndpointRecord;
 
 use super::mailbox::{CurrentTokens, Deliver, Evict, Reload};
-use super::{ActorSystem, EndpointActor, MAILBOX_CAPACITY, QUEUE_CAPACITY};
+use super::{ActorSystem, EndpointActor, Home, MAILBOX_CAPACITY, QUEUE_CAPACITY};
 use crate::Shared;
 use crate::delivery::Work;
+use crate::error::DispatchError;
 use crate::records::HealthRecord;
+use crate::send::http_client;
 use crate::send::oauth::TokenCache;
 
 /// Why a job could not be handed to an actor.
@@ -55,13 +57,27 @@ pub(super) fn lock(directory: &Directory) -> MutexGuard<'_, HashMap<String, Hand
 /// Endpoint id → actor address.
 pub struct Actors {
     shared: Arc<Shared>,
-    arbiters: Vec<ArbiterHandle>,
+    /// Each arbiter with the HTTP client its actors' attempts use.
+    arbiters: Vec<(ArbiterHandle, reqwest::Client)>,
     directory: Arc<Directory>,
 }
 
 impl Actors {
-    pub fn new(shared: Arc<Shared>, system: &ActorSystem) -> Self {
-        Actors { shared, arbiters: system.arbiters.clone(), directory: Arc::default() }
+    /// One HTTP client per arbiter: a pooled connection is driven by a task
+    /// on the runtime that opened it, so a client shared across arbiters
+    /// would hand every request and response between threads.
+    pub fn new(shared: Arc<Shared>, system: &ActorSystem) -> Result<Self, DispatchError> {
+        let arbiters = system
+            .arbiters
+            .iter()
+            .map(|arbiter| {
+                Ok((
+                    arbiter.clone(),
+                    http_client::build(shared.config.url_policy.clone(), shared.config.delivery_timeout)?,
+                ))
+            })
+            .collect::<Result<_, DispatchError>>()?;
+        Ok(Actors { shared, arbiters, directory: Arc::default() })
     }
 
     pub fn contains(&self, endpoint_id: &str) -> bool {
@@ -104,13 +120,13 @@ impl Actors {
             Some(None) => return Err(Refused::NoEndpoint(Box::new(work))),
             Some(Some(loaded)) => loaded,
         };
-        let Some(arbiter) = self.arbiters.get(partition_of(&id, self.arbiters.len() as u32) as usize) else {
+        let Some((arbiter, client)) = self.arbiters.get(partition_of(&id, self.arbiters.len() as u32) as usize) else {
             return Err(Refused::Later(Box::new(work)));
         };
         let fifo = Arc::new(AtomicBool::new(false));
         let queued = Arc::new(AtomicUsize::new(0));
-        let actor =
-            EndpointActor::new(self.shared.clone(), self.directory.clone(), loaded, fifo.clone(), queued.clone());
+        let home = Home { shared: self.shared.clone(), directory: self.directory.clone(), client: client.clone() };
+        let actor = EndpointActor::new(home, loaded, fifo.clone(), queued.clone());
         let addr = EndpointActor::start_in_arbiter(arbiter, move |ctx: &mut Context<EndpointActor>| {
             ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
             actor

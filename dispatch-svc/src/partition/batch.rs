@@ -5,16 +5,16 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use herald_common::keys::{CONSUMER_GROUP, partition_of};
+use herald_common::keys::partition_of;
 use herald_common::model::{EndpointRecord, Job};
-use redis::Value as RedisValue;
 
 use super::*;
 use crate::Shared;
 use crate::actor::{Actors, Loaded, Refused};
 use crate::delivery::{Taken, Work, fail_unsent, park};
 use crate::error::DispatchError;
-use crate::records::{Entry, HealthRecord};
+use crate::records::events::{self, BatchLoad, StoredEndpoint, StoredEndpoints};
+use crate::records::{Entry, HealthRecord, StreamEntry, partition_stream};
 use crate::send::render::LoadedEvent;
 
 /// Loads what a batch of entries needs and routes each job to its actor.
@@ -24,7 +24,7 @@ pub(super) async fn handle_entries(
     actors: &Arc<Actors>,
     p: u32,
     live: &Arc<LiveSet>,
-    entries: Vec<(String, Vec<(String, String)>)>,
+    entries: Vec<StreamEntry>,
     reclaimed: bool,
 ) {
     let mut malformed = Vec::new();
@@ -40,13 +40,7 @@ pub(super) async fn handle_entries(
         tracing::warn!(partition = p, count = malformed.len(), "dropping stream entries that are not jobs");
         let stream = shared.keys.partition_stream(p);
         let mut conn = shared.records.conn();
-        let _: Result<(), _> = redis::pipe()
-            .xack(&stream, CONSUMER_GROUP, &malformed)
-            .ignore()
-            .xdel(&stream, &malformed)
-            .ignore()
-            .query_async(&mut conn)
-            .await;
+        let _: Result<(), _> = partition_stream::drop_entries(&mut conn, &stream, &malformed).await;
     }
     if taken.is_empty() {
         return;
@@ -147,31 +141,10 @@ async fn load(shared: &Shared, actors: &Actors, taken: &[Taken]) -> Result<(Even
             endpoint_ids.push(t.job.endpoint_id.clone());
         }
     }
-    let mut pipe = redis::pipe();
-    // On a cluster events live in their home partitions' slots: one `GET`
-    // each, which the client sends to the right nodes.
-    let leading = if shared.keys.is_sharded() {
-        for (tenant, id) in &event_keys {
-            pipe.get(shared.keys.event(tenant, id));
-        }
-        event_keys.len()
-    } else {
-        let mut mget = redis::cmd("MGET");
-        for (tenant, id) in &event_keys {
-            mget.arg(shared.keys.event(tenant, id));
-        }
-        pipe.add_command(mget);
-        1
-    };
-    let (first, endpoints) = query_with_endpoints(shared, pipe, leading, endpoint_ids).await?;
-    let event_raw: Vec<Option<Vec<u8>>> = if shared.keys.is_sharded() {
-        first.iter().map(redis::from_redis_value_ref).collect::<Result<_, _>>()?
-    } else {
-        match first.first() {
-            Some(value) => redis::from_redis_value_ref(value)?,
-            None => Vec::new(),
-        }
-    };
+    let mut conn = shared.records.conn();
+    let BatchLoad { events: event_raw, endpoints: stored } =
+        events::load_batch(&mut conn, &shared.keys, &event_keys, &endpoint_ids).await?;
+    let endpoints = endpoints_of(endpoint_ids, stored);
 
     let mut events = HashMap::with_capacity(event_keys.len());
     for (key, raw) in event_keys.into_iter().zip(event_raw.into_iter().chain(std::iter::repeat(None))) {
@@ -219,45 +192,16 @@ async fn list_pending(shared: &Shared, taken: &mut [Taken], job_events: &[Option
 
 /// The records and stored health of `ids`, in one round trip.
 async fn load_endpoints(shared: &Shared, ids: Vec<String>) -> Result<Endpoints, DispatchError> {
-    Ok(query_with_endpoints(shared, redis::pipe(), 0, ids).await?.1)
+    let mut conn = shared.records.conn();
+    let stored = events::load_endpoints(&mut conn, &shared.keys, &ids).await?;
+    Ok(endpoints_of(ids, stored))
 }
 
-/// Runs `pipe` (whose `leading` commands answer first) with the endpoint
-/// records (`MGET`) and health hashes (`HGETALL` each) of `ids` appended.
-async fn query_with_endpoints(
-    shared: &Shared,
-    mut pipe: redis::Pipeline,
-    leading: usize,
-    ids: Vec<String>,
-) -> Result<(Vec<RedisValue>, Endpoints), DispatchError> {
-    if !ids.is_empty() {
-        let mut mget = redis::cmd("MGET");
-        for id in &ids {
-            mget.arg(shared.keys.endpoint(id));
-        }
-        pipe.add_command(mget);
-        for id in &ids {
-            pipe.hgetall(shared.keys.endpoint_health(id));
-        }
-    }
-    let mut conn = shared.records.conn();
-    let answers: Vec<RedisValue> = pipe.query_async(&mut conn).await?;
-    let mut answers = answers.into_iter();
-    let first: Vec<RedisValue> = answers.by_ref().take(leading).collect();
+/// Parses the stored endpoints of `ids`; a corrupt record counts as none.
+fn endpoints_of(ids: Vec<String>, stored: StoredEndpoints) -> Endpoints {
     let mut endpoints = HashMap::with_capacity(ids.len());
-    if ids.is_empty() {
-        return Ok((first, endpoints));
-    }
-    let records: Vec<Option<Vec<u8>>> = match answers.next() {
-        Some(value) => redis::from_redis_value_ref(&value)?,
-        None => Vec::new(),
-    };
-    for (id, raw) in ids.into_iter().zip(records.into_iter().chain(std::iter::repeat(None))) {
-        let health: HashMap<String, String> = match answers.next() {
-            Some(value) => redis::from_redis_value_ref(&value).unwrap_or_default(),
-            None => HashMap::new(),
-        };
-        let record = raw.and_then(|raw| match serde_json::from_slice::<EndpointRecord>(&raw) {
+    for (id, StoredEndpoint { record, health }) in ids.into_iter().zip(stored) {
+        let record = record.and_then(|raw| match serde_json::from_slice::<EndpointRecord>(&raw) {
             Ok(record) => Some(record),
             Err(e) => {
                 tracing::error!(endpoint = %id, error = %e, "stored endpoint is corrupt");
@@ -267,5 +211,5 @@ async fn query_with_endpoints(
         let loaded = record.map(|record| Loaded { record, health: HealthRecord::from_hash(&health) });
         endpoints.insert(id, loaded);
     }
-    Ok((first, endpoints))
+    endpoints
 }

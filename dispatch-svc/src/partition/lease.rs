@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use herald_common::redis_conn::RedisConn;
 use herald_common::time_fmt;
-use redis::Script;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -15,6 +14,7 @@ use super::*;
 use crate::Shared;
 use crate::actor::Actors;
 use crate::error::DispatchError;
+use crate::records::leases;
 
 /// A partition free for this many ticks is taken regardless of fair share.
 const FREE_TICKS_BEFORE_TAKING: u32 = 3;
@@ -22,29 +22,6 @@ const FREE_TICKS_BEFORE_TAKING: u32 = 3;
 const HANDBACK_COOL_DOWN_TICKS: u32 = 10;
 /// A dispatcher missing heartbeats this long no longer counts.
 const MEMBER_EXPIRY: Duration = Duration::from_secs(30);
-
-static RENEW: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
-",
-    )
-});
-
-static RELEASE: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-",
-    )
-});
 
 /// A partition this dispatcher owns.
 struct Owned {
@@ -105,8 +82,7 @@ pub async fn run_leases(shared: Arc<Shared>, actors: Arc<Actors>, shutdown: Canc
             tracing::warn!(partition = p, error = %e, "could not release the lease");
         }
     }
-    let _: Result<(), _> =
-        redis::cmd("ZREM").arg(shared.keys.dispatchers()).arg(&shared.id).query_async(&mut conn).await;
+    let _: Result<(), _> = leases::leave(&mut conn, &shared.keys, &shared.id).await;
     metrics::gauge!("herald_partitions_owned").set(0.0);
 }
 
@@ -117,19 +93,9 @@ async fn tick(
     slots: &mut [Slot],
 ) -> Result<(), DispatchError> {
     let now_ms = time_fmt::now_millis();
-    let expiry_ms = i64::try_from(MEMBER_EXPIRY.as_millis()).unwrap_or(i64::MAX);
-    let (_, _, members): (i64, i64, u32) = redis::pipe()
-        .zadd(shared.keys.dispatchers(), &shared.id, now_ms)
-        .cmd("ZREMRANGEBYSCORE")
-        .arg(shared.keys.dispatchers())
-        .arg("-inf")
-        .arg(now_ms - expiry_ms)
-        .zcard(shared.keys.dispatchers())
-        .query_async(conn)
-        .await?;
+    let members = leases::heartbeat(conn, &shared.keys, &shared.id, now_ms, MEMBER_EXPIRY).await?;
     let partitions = slots.len() as u32;
     let fair = partitions.div_ceil(members.max(1)) as usize;
-    let ttl_ms = LEASE_TTL.as_millis() as u64;
 
     // Renew what we own; whatever cannot be renewed is lost.
     let renew_every = LEASE_TTL / 3;
@@ -141,23 +107,11 @@ async fn tick(
         .map(|(p, _)| p as u32)
         .collect();
     if !due.is_empty() {
-        let mut pipe = redis::pipe();
-        for p in &due {
-            pipe.invoke_script(RENEW.key(shared.keys.partition_lease(*p)).arg(&shared.id).arg(ttl_ms));
-        }
-        let renewed: Result<Vec<i64>, _> = pipe.query_async(conn).await;
-        let renewed = match renewed {
-            Err(e) if herald_common::redis_conn::is_no_script(&e) => {
-                RENEW.prepare_invoke().load_async(conn).await?;
-                pipe.query_async(conn).await
-            }
-            other => other,
-        };
-        match renewed {
+        match leases::renew_all(conn, &shared.keys, &due, &shared.id, LEASE_TTL).await? {
             Ok(answers) => {
                 for (p, ok) in due.iter().zip(answers) {
                     let slot = &mut slots[*p as usize];
-                    if ok == 1 {
+                    if ok {
                         if let Some(owned) = slot.owned.as_mut() {
                             owned.renewed_at = now;
                         }
@@ -213,11 +167,7 @@ async fn tick(
         return Ok(());
     }
     // Only partitions the rules allow are asked for: see which are free first.
-    let mut exists = redis::pipe();
-    for p in &candidates {
-        exists.exists(shared.keys.partition_lease(*p));
-    }
-    let taken: Vec<bool> = exists.query_async(conn).await?;
+    let taken = leases::held(conn, &shared.keys, &candidates).await?;
     let mut chosen = Vec::new();
     for (p, is_taken) in candidates.iter().zip(taken) {
         let slot = &mut slots[*p as usize];
@@ -234,13 +184,9 @@ async fn tick(
     if chosen.is_empty() {
         return Ok(());
     }
-    let mut pipe = redis::pipe();
-    for p in &chosen {
-        pipe.cmd("SET").arg(shared.keys.partition_lease(*p)).arg(&shared.id).arg("NX").arg("PX").arg(ttl_ms);
-    }
-    let answers: Vec<Option<String>> = pipe.query_async(conn).await?;
-    for (p, answer) in chosen.into_iter().zip(answers) {
-        if answer.is_none() {
+    let acquired = leases::acquire(conn, &shared.keys, &chosen, &shared.id, LEASE_TTL).await?;
+    for (p, acquired) in chosen.into_iter().zip(acquired) {
+        if !acquired {
             continue;
         }
         tracing::info!(partition = p, "partition acquired");
@@ -267,11 +213,9 @@ fn hand_back(shared: Arc<Shared>, actors: Arc<Actors>, owned: Owned, p: u32) {
         let grace = shared.config.delivery_timeout + Duration::from_secs(2);
         // Keep the lease alive while attempts finish.
         let mut conn = shared.records.conn();
-        let ttl_ms = LEASE_TTL.as_millis() as u64;
         let deadline = Instant::now() + grace;
         while !owned.live.is_empty() && Instant::now() < deadline {
-            let _: Result<i64, _> =
-                RENEW.key(shared.keys.partition_lease(p)).arg(&shared.id).arg(ttl_ms).invoke_async(&mut conn).await;
+            let _: Result<bool, _> = leases::renew(&mut conn, &shared.keys, p, &shared.id, LEASE_TTL).await;
             owned.live.drained(Duration::from_secs(2)).await;
         }
         if let Err(e) = release(&shared, &mut conn, p).await {
@@ -281,8 +225,7 @@ fn hand_back(shared: Arc<Shared>, actors: Arc<Actors>, owned: Owned, p: u32) {
 }
 
 async fn release(shared: &Shared, conn: &mut RedisConn, p: u32) -> Result<(), DispatchError> {
-    let _: i64 = RELEASE.key(shared.keys.partition_lease(p)).arg(&shared.id).invoke_async(conn).await?;
-    Ok(())
+    leases::release(conn, &shared.keys, p, &shared.id).await
 }
 
 fn start_partition(shared: Arc<Shared>, actors: Arc<Actors>, p: u32) -> Owned {

@@ -49,7 +49,9 @@
 //! consumer-group read loop and the pending claim), `batch.rs` (a read
 //! batch's payloads and endpoints, handed to the actors), `live.rs` (the
 //! entries this process holds), `pump.rs` (due retries back to the stream),
-//! `parked.rs` (parked jobs back to the stream).
+//! `parked.rs` (parked jobs back to the stream). The commands themselves
+//! are the store layer's (`records::leases`, `records::partition_stream`,
+//! `records::events`, `records::retry_set`).
 
 mod batch;
 mod lease;
@@ -74,10 +76,7 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use redis::Value as RedisValue;
-
     use super::live::LiveSet;
-    use super::reader::{pending_consumers, stream_entries};
 
     #[tokio::test]
     async fn live_set_releases_on_drop_and_reports_drained() {
@@ -98,50 +97,11 @@ mod tests {
     }
 
     #[test]
-    fn xpending_summaries_name_their_consumers() {
-        let bulk = |s: &str| RedisValue::BulkString(s.as_bytes().to_vec());
-        let summary = RedisValue::Array(vec![
-            RedisValue::Int(3),
-            bulk("1-0"),
-            bulk("3-0"),
-            RedisValue::Array(vec![
-                RedisValue::Array(vec![bulk("dsp_a"), bulk("2")]),
-                RedisValue::Array(vec![bulk("dsp_b"), bulk("1")]),
-            ]),
-        ]);
-        assert_eq!(pending_consumers(&summary), ["dsp_a", "dsp_b"]);
-        let empty = RedisValue::Array(vec![RedisValue::Int(0), RedisValue::Nil, RedisValue::Nil, RedisValue::Nil]);
-        assert!(pending_consumers(&empty).is_empty());
-    }
-
-    #[test]
     fn live_sets_start_unsettled() {
         let set = Arc::new(LiveSet::default());
         let guard = set.hold("1-0").unwrap();
         assert!(!guard.partition_settled());
         set.mark_settled();
         assert!(guard.partition_settled());
-    }
-
-    #[test]
-    fn reads_xreadgroup_answers() {
-        let entry = |id: &str| {
-            RedisValue::Array(vec![
-                RedisValue::BulkString(id.as_bytes().to_vec()),
-                RedisValue::Array(vec![
-                    RedisValue::BulkString(b"d".to_vec()),
-                    RedisValue::BulkString(b"dlv_1".to_vec()),
-                ]),
-            ])
-        };
-        let answer = RedisValue::Array(vec![RedisValue::Array(vec![
-            RedisValue::BulkString(b"h:{p0}:jobs".to_vec()),
-            RedisValue::Array(vec![entry("1-0"), entry("2-0")]),
-        ])]);
-        let entries = stream_entries(&answer);
-        assert_eq!(entries.len(), 2);
-        assert_eq!(entries[1].0, "2-0");
-        assert_eq!(entries[0].1, vec![("d".to_owned(), "dlv_1".to_owned())]);
-        assert!(stream_entries(&RedisValue::Nil).is_empty());
     }
 }

@@ -8,7 +8,7 @@ use herald_common::time_fmt;
 use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
-use crate::records::retry_set::{PUMP, PUMP_BATCH};
+use crate::records::retry_set::{PUMP_BATCH, pump_due};
 
 const PUMP_MAX_SLEEP: Duration = Duration::from_millis(250);
 const PUMP_MIN_SLEEP: Duration = Duration::from_millis(20);
@@ -20,8 +20,7 @@ pub(super) async fn run(shared: Arc<Shared>, p: u32, stop: CancellationToken) {
     let mut conn = shared.records.conn();
     while !stop.is_cancelled() {
         let now = time_fmt::now_millis();
-        let answer: Result<(usize, String), _> =
-            PUMP.key(&retry_set).key(&stream).arg(now).arg(PUMP_BATCH).invoke_async(&mut conn).await;
+        let answer = pump_due(&mut conn, &retry_set, &stream, now).await;
         let sleep = match answer {
             Ok((moved, _)) if moved >= PUMP_BATCH => Duration::ZERO,
             Ok((_, next)) => match next.parse::<f64>() {

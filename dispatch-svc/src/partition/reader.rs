@@ -5,9 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald_common::backoff::{Backoff, retry_until_stopped};
-use herald_common::keys::CONSUMER_GROUP;
 use herald_common::redis_conn::RedisConn;
-use redis::Value as RedisValue;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -15,7 +13,7 @@ use super::*;
 use crate::Shared;
 use crate::actor::Actors;
 use crate::error::DispatchError;
-use crate::replies::{parse_entries, text};
+use crate::records::partition_stream::{self, is_nogroup};
 
 /// How often the owner claims entries it let go of.
 const RECLAIM_EVERY: Duration = Duration::from_secs(10);
@@ -28,22 +26,6 @@ async fn dedicated_connection(shared: &Shared, stop: &CancellationToken) -> Opti
     let connect = || herald_common::redis_conn::connect(&shared.config.redis);
     retry_until_stopped(backoff, stop, connect, |e, _| tracing::warn!(error = %e, "reader cannot connect to redis"))
         .await
-}
-
-async fn ensure_group(conn: &mut RedisConn, stream: &str) -> Result<(), DispatchError> {
-    let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(stream)
-        .arg(CONSUMER_GROUP)
-        .arg("0")
-        .arg("MKSTREAM")
-        .query_async(conn)
-        .await;
-    match created {
-        Ok(()) => Ok(()),
-        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
-        Err(e) => Err(e.into()),
-    }
 }
 
 pub(super) async fn read_partition(
@@ -64,7 +46,7 @@ pub(super) async fn read_partition(
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     while !stop.is_cancelled() {
         if !group_ready {
-            match ensure_group(&mut conn, &stream).await {
+            match partition_stream::ensure_group(&mut conn, &stream).await {
                 Ok(()) => group_ready = true,
                 Err(e) => {
                     tracing::warn!(partition = p, error = %e, "cannot create the consumer group");
@@ -96,30 +78,17 @@ pub(super) async fn read_partition(
             super::parked::sweep(&shared, &actors, p).await;
             next_sweep = Instant::now() + super::parked::SWEEP_EVERY;
         }
-        let read: Result<RedisValue, redis::RedisError> = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg(CONSUMER_GROUP)
-            .arg(&shared.id)
-            .arg("COUNT")
-            .arg(READ_COUNT)
-            .arg("BLOCK")
-            .arg(READ_BLOCK.as_millis() as u64)
-            .arg("STREAMS")
-            .arg(&stream)
-            .arg(">")
-            .query_async(&mut conn)
-            .await;
+        let read = partition_stream::read_new(&mut conn, &stream, &shared.id, READ_COUNT, READ_BLOCK).await;
         match read {
-            Ok(value) => {
+            Ok(entries) => {
                 backoff.reset();
-                let entries = stream_entries(&value);
                 if !entries.is_empty() {
                     // Read before the lease was lost: still handled, the
                     // next owner's claim waits longer than any attempt.
                     super::batch::handle_entries(&shared, &actors, p, &live, entries, false).await;
                 }
             }
-            Err(e) if e.code() == Some("NOGROUP") => {
+            Err(e) if is_nogroup(&e) => {
                 tracing::warn!(partition = p, "consumer group vanished; creating it again");
                 group_ready = false;
             }
@@ -129,23 +98,6 @@ pub(super) async fn read_partition(
             }
         }
     }
-}
-
-fn is_nogroup(e: &DispatchError) -> bool {
-    matches!(e, DispatchError::Redis(r) if r.code() == Some("NOGROUP"))
-}
-
-/// The entries of the one stream in an `XREADGROUP` answer.
-pub(super) fn stream_entries(value: &RedisValue) -> Vec<(String, Vec<(String, String)>)> {
-    let items = match value {
-        RedisValue::Array(items) => items,
-        RedisValue::Map(pairs) => {
-            return pairs.first().map(|(_, entries)| parse_entries(entries)).unwrap_or_default();
-        }
-        _ => return Vec::new(),
-    };
-    let Some(RedisValue::Array(stream)) = items.first() else { return Vec::new() };
-    stream.get(1).map(parse_entries).unwrap_or_default()
 }
 
 /// Claims entries pending longer than `min_idle` (a previous owner's, or
@@ -163,26 +115,14 @@ async fn claim(
     let mut total = 0usize;
     // Bounded per round; the next round carries on.
     for _ in 0..64 {
-        let answer: RedisValue = redis::cmd("XAUTOCLAIM")
-            .arg(&stream)
-            .arg(CONSUMER_GROUP)
-            .arg(&shared.id)
-            .arg(min_idle.as_millis() as u64)
-            .arg(&cursor)
-            .arg("COUNT")
-            .arg(READ_COUNT)
-            .query_async(conn)
-            .await?;
-        let RedisValue::Array(parts) = answer else { break };
-        let next = parts.first().and_then(text).unwrap_or_else(|| "0-0".to_owned());
-        let entries = parts.get(1).map(parse_entries).unwrap_or_default();
-        // Entries deleted from the stream while pending: nothing to deliver.
-        let deleted: Vec<String> = match parts.get(2) {
-            Some(RedisValue::Array(ids)) => ids.iter().filter_map(text).collect(),
-            _ => Vec::new(),
+        let Some(claimed) = partition_stream::claim(conn, &stream, &shared.id, min_idle, &cursor, READ_COUNT).await?
+        else {
+            break;
         };
+        let partition_stream::Claimed { next, entries, deleted } = claimed;
+        // Entries deleted from the stream while pending: nothing to deliver.
         if !deleted.is_empty() {
-            let _: i64 = redis::cmd("XACK").arg(&stream).arg(CONSUMER_GROUP).arg(&deleted).query_async(conn).await?;
+            partition_stream::ack_deleted(conn, &stream, &deleted).await?;
         }
         total += entries.len();
         if !entries.is_empty() {
@@ -198,26 +138,10 @@ async fn claim(
     }
     crate::observe::sample_stream(conn, &stream, &shared.keys.retry_set(p), p).await;
     if !live.is_settled() {
-        let pending: RedisValue = redis::cmd("XPENDING").arg(&stream).arg(CONSUMER_GROUP).query_async(conn).await?;
-        if pending_consumers(&pending).iter().all(|c| *c == shared.id) {
+        let pending = partition_stream::pending_consumers(conn, &stream).await?;
+        if pending.iter().all(|c| *c == shared.id) {
             live.mark_settled();
         }
     }
     Ok(())
-}
-
-/// The consumers an `XPENDING` summary names as holding pending entries.
-pub(super) fn pending_consumers(summary: &RedisValue) -> Vec<String> {
-    let RedisValue::Array(parts) = summary else { return Vec::new() };
-    match parts.get(3) {
-        Some(RedisValue::Array(consumers)) => consumers
-            .iter()
-            .filter_map(|c| match c {
-                RedisValue::Array(pair) => pair.first().and_then(text),
-                _ => None,
-            })
-            .collect(),
-        Some(RedisValue::Map(pairs)) => pairs.iter().filter_map(|(k, _)| text(k)).collect(),
-        _ => Vec::new(),
-    }
 }

@@ -10,9 +10,12 @@
 
 use std::sync::LazyLock;
 
-use herald_common::model::Job;
+use herald_common::model::{Job, Millis};
+use herald_common::redis_conn::RedisConn;
 use redis::Script;
 use serde_json::{Map, Value};
+
+use crate::error::DispatchError;
 
 /// Most jobs moved by one pump step.
 pub const PUMP_BATCH: usize = 256;
@@ -50,7 +53,7 @@ end
 /// Moves due members of a retry set into the stream.
 /// KEYS: retry set, stream. ARGV: now ms, batch size.
 /// Answers {moved, score of the next member or ''}.
-pub static PUMP: LazyLock<Script> = LazyLock::new(|| {
+static PUMP: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r"{ADD_JOB_LUA}
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
@@ -63,6 +66,18 @@ return {{#due, head[2] or ''}}
 "
     ))
 });
+
+/// Moves up to [`PUMP_BATCH`] members of `retry_set` due at `now` into
+/// `stream`. Answers how many moved and the score of the next member
+/// (empty when none is left).
+pub async fn pump_due(
+    conn: &mut RedisConn,
+    retry_set: &str,
+    stream: &str,
+    now: Millis,
+) -> Result<(usize, String), DispatchError> {
+    Ok(PUMP.key(retry_set).key(stream).arg(now).arg(PUMP_BATCH).invoke_async(conn).await?)
+}
 
 #[cfg(test)]
 mod tests {

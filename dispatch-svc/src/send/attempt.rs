@@ -106,7 +106,21 @@ pub struct AttemptOutcome {
     pub sent: Option<SentRequest>,
 }
 
+/// What an attempt record keeps of an outcome: error, answer body, request.
+pub type AttemptDetail = (Option<String>, String, Option<SentRequest>);
+
 impl AttemptOutcome {
+    /// A copy of the detail, for each job of a batch but the last.
+    pub fn detail(&self) -> AttemptDetail {
+        (self.error.clone(), self.response_body.clone(), self.sent.clone())
+    }
+
+    /// The detail moved out, for the last job of a batch (a single job's
+    /// record costs no copy).
+    pub fn take_detail(&mut self) -> AttemptDetail {
+        (self.error.take(), std::mem::take(&mut self.response_body), self.sent.take())
+    }
+
     /// No answer: the attempt failed before or while sending.
     pub fn failed(verdict: Verdict, error: String) -> Self {
         AttemptOutcome {

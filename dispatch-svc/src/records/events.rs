@@ -1,0 +1,120 @@
+//! What a read batch loads in one pipelined round trip: the stored events
+//! its jobs name (one `MGET`, or a `GET` each on a cluster where events live
+//! in their home partitions' slots) and, for endpoints without an actor,
+//! their records (`MGET`) and stored health (`HGETALL` each).
+
+use std::collections::HashMap;
+
+use herald_common::keys::Keys;
+use herald_common::redis_conn::RedisConn;
+use redis::Value as RedisValue;
+
+use crate::error::DispatchError;
+
+/// The answers of [`load_batch`], raw: parsing them is the caller's.
+pub struct BatchLoad {
+    /// Each asked-for event's stored bytes, in order; `None` when missing.
+    /// Shorter than asked when Redis answered nothing for the events.
+    pub events: Vec<Option<Vec<u8>>>,
+    pub endpoints: StoredEndpoints,
+}
+
+/// One endpoint's stored record (raw JSON) and health hash.
+pub struct StoredEndpoint {
+    pub record: Option<Vec<u8>>,
+    pub health: HashMap<String, String>,
+}
+
+/// The endpoints asked for, one item each, in order. Health hashes are
+/// decoded as they are taken, so a batch holds no second copy of them.
+pub struct StoredEndpoints {
+    left: usize,
+    records: std::vec::IntoIter<Option<Vec<u8>>>,
+    health: std::vec::IntoIter<RedisValue>,
+}
+
+impl Iterator for StoredEndpoints {
+    type Item = StoredEndpoint;
+
+    fn next(&mut self) -> Option<StoredEndpoint> {
+        self.left = self.left.checked_sub(1)?;
+        let record = self.records.next().flatten();
+        // A health hash that cannot be read is no stored health.
+        let health = self.health.next().and_then(|value| redis::from_redis_value_ref(&value).ok()).unwrap_or_default();
+        Some(StoredEndpoint { record, health })
+    }
+}
+
+/// The events `(tenant, event id)` and the endpoints `endpoints`, in one
+/// round trip.
+pub async fn load_batch(
+    conn: &mut RedisConn,
+    keys: &Keys,
+    events: &[(String, String)],
+    endpoints: &[String],
+) -> Result<BatchLoad, DispatchError> {
+    let mut pipe = redis::pipe();
+    // On a cluster: one `GET` each, which the client sends to the right nodes.
+    let leading = if keys.is_sharded() {
+        for (tenant, id) in events {
+            pipe.get(keys.event(tenant, id));
+        }
+        events.len()
+    } else {
+        let mut mget = redis::cmd("MGET");
+        for (tenant, id) in events {
+            mget.arg(keys.event(tenant, id));
+        }
+        pipe.add_command(mget);
+        1
+    };
+    let (first, endpoints) = query_with_endpoints(conn, keys, pipe, leading, endpoints).await?;
+    let events: Vec<Option<Vec<u8>>> = if keys.is_sharded() {
+        first.iter().map(redis::from_redis_value_ref).collect::<Result<_, _>>()?
+    } else {
+        match first.first() {
+            Some(value) => redis::from_redis_value_ref(value)?,
+            None => Vec::new(),
+        }
+    };
+    Ok(BatchLoad { events, endpoints })
+}
+
+/// The records and stored health of `endpoints`, in one round trip.
+pub async fn load_endpoints(
+    conn: &mut RedisConn,
+    keys: &Keys,
+    endpoints: &[String],
+) -> Result<StoredEndpoints, DispatchError> {
+    Ok(query_with_endpoints(conn, keys, redis::pipe(), 0, endpoints).await?.1)
+}
+
+/// Runs `pipe` (whose `leading` commands answer first) with the endpoint
+/// records (`MGET`) and health hashes (`HGETALL` each) of `ids` appended.
+async fn query_with_endpoints(
+    conn: &mut RedisConn,
+    keys: &Keys,
+    mut pipe: redis::Pipeline,
+    leading: usize,
+    ids: &[String],
+) -> Result<(Vec<RedisValue>, StoredEndpoints), DispatchError> {
+    if !ids.is_empty() {
+        let mut mget = redis::cmd("MGET");
+        for id in ids {
+            mget.arg(keys.endpoint(id));
+        }
+        pipe.add_command(mget);
+        for id in ids {
+            pipe.hgetall(keys.endpoint_health(id));
+        }
+    }
+    let answers: Vec<RedisValue> = pipe.query_async(conn).await?;
+    let mut answers = answers.into_iter();
+    let first: Vec<RedisValue> = answers.by_ref().take(leading).collect();
+    // Nothing follows the leading answers when no endpoint was asked for.
+    let records: Vec<Option<Vec<u8>>> = match answers.next() {
+        Some(value) => redis::from_redis_value_ref(&value)?,
+        None => Vec::new(),
+    };
+    Ok((first, StoredEndpoints { left: ids.len(), records: records.into_iter(), health: answers }))
+}
