@@ -1149,43 +1149,44 @@ async fn scenarios(bench: &mut Bench, args: &Args, dir: &Path) -> Result<String>
         rows.push(row);
     }
 
-    // 6. cost growth.
+    // 6. cost growth: each endpoint count twice, first with every actor and
+    // routing table cold (at 10,000 endpoints most endpoints get their first
+    // event in that round), then again with them warm.
     if args.runs("growth") {
-        let mut base: Option<f64> = None;
+        let mut base: [Option<f64>; 2] = [None, None];
+        let base_n = if args.growth.contains(&100) { 100 } else { args.growth[0] };
         for &n in &args.growth {
             let fleet = bench.fleet(n, routing).await?;
-            let label = format!("growth n={n}");
-            let run = bench.publish_and_wait(&fleet, args.growth_events, args.growth_events as u64, &label).await?;
-            cpu_rows.push(cpu_line(&label, &run));
-            redis_rows.push(redis_line(&label, &run, args.payload_bytes));
-            if n == 100 || base.is_none() {
-                base = Some(run.rate());
+            for (round, (when, base)) in ["cold", "warm"].into_iter().zip(base.iter_mut()).enumerate() {
+                let label = format!("growth n={n} {when}");
+                let run = bench.publish_and_wait(&fleet, args.growth_events, args.growth_events as u64, &label).await?;
+                cpu_rows.push(cpu_line(&label, &run));
+                redis_rows.push(redis_line(&label, &run, args.payload_bytes));
+                if n == base_n {
+                    *base = Some(run.rate());
+                }
+                let vs = base.map(|b| format!(", {:.2}× the n={base_n} figure", run.rate() / b)).unwrap_or_default();
+                rows.push(Row {
+                    figure: format!(
+                        "cost growth: unicast, {} events over {n} endpoints, {}",
+                        args.growth_events,
+                        if round == 0 { "actors and routing cold" } else { "again, warm" }
+                    ),
+                    value: format!(
+                        "{} deliveries/s{}{}",
+                        thousands(run.rate()),
+                        status(&run),
+                        if n >= base_n { vs } else { String::new() }
+                    ),
+                    ratio: ratio(run.rate(), limit),
+                    target: "flat from 100 to 10,000".into(),
+                    command: args.command(&format!(
+                        " --only growth --growth {} --growth-events {}{routing_flag}",
+                        args.growth.iter().map(usize::to_string).collect::<Vec<_>>().join(","),
+                        args.growth_events
+                    )),
+                });
             }
-            let vs = base
-                .map(|b| {
-                    format!(
-                        ", {:.2}× the n={} figure",
-                        run.rate() / b,
-                        if args.growth.contains(&100) { 100 } else { args.growth[0] }
-                    )
-                })
-                .unwrap_or_default();
-            rows.push(Row {
-                figure: format!("cost growth: unicast, {} events over {n} endpoints", args.growth_events),
-                value: format!(
-                    "{} deliveries/s{}{}",
-                    thousands(run.rate()),
-                    status(&run),
-                    if n >= 100 { vs } else { String::new() }
-                ),
-                ratio: ratio(run.rate(), limit),
-                target: "flat from 100 to 10,000".into(),
-                command: args.command(&format!(
-                    " --only growth --growth {} --growth-events {}{routing_flag}",
-                    args.growth.iter().map(usize::to_string).collect::<Vec<_>>().join(","),
-                    args.growth_events
-                )),
-            });
         }
     }
 
