@@ -64,6 +64,12 @@ pub fn created_millis(id: &str) -> Option<i64> {
     i64::try_from(ulid.timestamp_ms()).ok()
 }
 
+/// The 128 bits of the ULID an id made by [`new_id`] ends with.
+pub fn ulid_bits(id: &str) -> Option<u128> {
+    let ulid = id.rsplit('_').next()?;
+    ulid::Ulid::from_string(&ulid.to_ascii_uppercase()).ok().map(u128::from)
+}
+
 /// The smallest id with `prefix` created at or after `ms`: a lexicographic
 /// lower bound for "created since" range reads over ids.
 pub fn floor_id(prefix: &str, ms: i64) -> String {
@@ -87,6 +93,8 @@ mod tests {
         assert!(floor_id(DELIVERY, at) <= id);
         assert!(floor_id(DELIVERY, at + 1) > id);
         assert_eq!(created_millis("dlv_not-a-ulid"), None);
+        assert_eq!(ulid_bits(&id).map(|bits| (bits >> 80) as i64), Some(at));
+        assert_eq!(ulid_bits("dlv_not-a-ulid"), None);
     }
 
     #[test]

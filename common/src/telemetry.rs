@@ -112,6 +112,15 @@ fn sampled(traceparent: &str) -> bool {
     flags.is_some_and(|flags| flags & 1 == 1)
 }
 
+/// The `traceparent` that what this process sends on carries, given the
+/// one it was called with: the current span's when spans are exported and
+/// the caller's trace is sampled, so the trace shows this hop; otherwise
+/// the caller's as it came (or none), since an unexported span would only
+/// put a hop in the chain that nobody can see.
+pub fn onward_traceparent(incoming: Option<String>) -> Option<String> {
+    if recorded(incoming.as_deref()) { current_traceparent().or(incoming) } else { incoming }
+}
+
 /// The W3C `traceparent` of `span`, if it has a trace context.
 pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
     let mut carrier = HashMap::with_capacity(1);
@@ -126,9 +135,57 @@ pub fn set_parent(span: &tracing::Span, traceparent: &str) {
     let _ = span.set_parent(TraceContextPropagator::new().extract(&carrier));
 }
 
+/// The `traceparent` of an attempt sent without a span of its own: a span
+/// id made from the delivery id and attempt number, in the publisher's
+/// trace (its trace id and flags) when it sent one, else in a trace whose
+/// id is the delivery id's ULID. Made again from the delivery alone when
+/// there was no publisher trace, it need not be stored with the attempt's
+/// record; and a receiver that logs it can find the delivery from it.
+/// `None` when the delivery id is not a ULID id.
+pub fn attempt_traceparent(publisher: Option<&str>, delivery_id: &str, attempt: u32) -> Option<String> {
+    let ulid = crate::ids::ulid_bits(delivery_id).filter(|bits| *bits != 0)?;
+    // SplitMix64 of the id's low bits and the attempt: distinct per attempt,
+    // never zero (a zero span id is invalid).
+    let mut span = (ulid as u64) ^ u64::from(attempt).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    span = (span ^ (span >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    span = (span ^ (span >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    span = (span ^ (span >> 31)).max(1);
+    Some(match publisher.and_then(trace_id_and_flags) {
+        Some((trace, flags)) => format!("00-{trace}-{span:016x}-{flags}"),
+        None => format!("00-{ulid:032x}-{span:016x}-01"),
+    })
+}
+
+/// The trace id and flags of a well-formed version-00 `traceparent`.
+fn trace_id_and_flags(traceparent: &str) -> Option<(&str, &str)> {
+    let mut parts = traceparent.split('-');
+    let (version, trace, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let valid = version == "00" && parts.next().is_none() && hex(trace, 32) && hex(parent, 16) && hex(flags, 2);
+    (valid && trace.bytes().any(|b| b != b'0')).then_some((trace, flags))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::sampled;
+    use super::{attempt_traceparent, sampled};
+
+    #[test]
+    fn an_attempt_traceparent_is_made_from_its_delivery_and_attempt() {
+        let id = crate::ids::new_delivery_id(3);
+        let first = attempt_traceparent(None, &id, 1).unwrap();
+        assert_eq!(Some(first.clone()), attempt_traceparent(None, &id, 1));
+        assert_ne!(Some(first.clone()), attempt_traceparent(None, &id, 2));
+        let trace = format!("{:032x}", crate::ids::ulid_bits(&id).unwrap());
+        assert!(first.starts_with(&format!("00-{trace}-")) && first.ends_with("-01") && first.len() == 55);
+        assert_eq!(attempt_traceparent(None, "dlv_not-a-ulid", 1), None);
+
+        let publisher = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00";
+        let joined = attempt_traceparent(Some(publisher), &id, 1).unwrap();
+        assert!(joined.starts_with("00-0af7651916cd43dd8448eb211c80319c-") && joined.ends_with("-00"), "{joined}");
+        assert_eq!(joined[36..52], first[36..52], "the span id is the attempt's either way");
+        let malformed = attempt_traceparent(Some("00-xyz-b7ad6b7169203331-01"), &id, 1);
+        assert_eq!(malformed, Some(first));
+    }
 
     #[test]
     fn the_sampled_flag_is_the_lowest_bit_of_the_flags() {

@@ -3,7 +3,9 @@
 //! [`deliver`] is what an endpoint actor spawns for each attempt. It runs on
 //! the actor's arbiter, as a task of its own; when spans are exported, inside
 //! a span whose parent is the publisher's `traceparent`. Either way the
-//! webhook's own `traceparent` header carries the publisher's trace id.
+//! webhook's own `traceparent` header carries the publisher's trace id
+//! (and without a publisher's, the delivery id), with a span id of the
+//! attempt's own ([`telemetry::attempt_traceparent`]).
 //! After the attempt it works out what follows for every job
 //! ([`crate::retry::next_step`]) and stores outcome, attempt, next retry and
 //! acknowledgement in one `MULTI` ([`Records::settle`]). Only then does the
@@ -35,7 +37,7 @@ use crate::health::Health;
 use crate::observe::DeliveryMetrics;
 use crate::operational;
 use crate::partition::LiveGuard;
-use crate::records::{AttemptRecord, DeliveryStatus, Entry, HealthRecord, Settlement};
+use crate::records::{AttemptRecord, DeliveryStatus, Entry, HealthRecord, KnownValues, Settlement};
 use crate::retry::{Next, Schedule, due_at, next_step, random_unit};
 use crate::send::attempt::{AttemptOutcome, PreparedEndpoint, Verdict};
 use crate::send::oauth::TokenCache;
@@ -103,8 +105,9 @@ pub struct Report {
 /// Sends one batch (one job, or several for `envelope`) and settles it.
 ///
 /// The attempt gets a `webhook.deliver` span only when spans are exported
-/// and the publisher's trace is sampled; otherwise the webhook carries the
-/// publisher's `traceparent` as it came.
+/// and the publisher's trace is sampled; otherwise the webhook's
+/// `traceparent` is made from the publisher's, the delivery id and the
+/// attempt number.
 pub async fn deliver(shared: Arc<Shared>, target: Arc<Target>, batch: Vec<Work>) -> Report {
     let Some(first) = batch.first() else { return Report::default() };
     let publisher = first.taken.job.traceparent.as_deref();
@@ -126,8 +129,7 @@ pub async fn deliver(shared: Arc<Shared>, target: Arc<Target>, batch: Vec<Work>)
     deliver_batch(shared, target, batch, traceparent).instrument(span).await
 }
 
-/// `span_traceparent` is the attempt span's, when one was made; without it
-/// the webhook carries the publisher's, borrowed from the batch.
+/// `span_traceparent` is the attempt span's, when one was made.
 async fn deliver_batch(
     shared: Arc<Shared>,
     target: Arc<Target>,
@@ -137,19 +139,16 @@ async fn deliver_batch(
     if target.fifo {
         catch_up_attempts(&shared, &mut batch).await;
     }
-    let new_trace;
-    let traceparent = match span_traceparent.as_deref().or_else(|| batch.first()?.taken.job.traceparent.as_deref()) {
-        Some(known) => known,
-        None => {
-            new_trace = new_traceparent();
-            new_trace.as_str()
-        }
+    let traceparent = match (span_traceparent, batch.first()) {
+        (Some(span), _) => span,
+        (None, Some(first)) => made_traceparent(&first.taken.job),
+        (None, None) => new_traceparent(),
     };
     let events: Vec<Arc<LoadedEvent>> = batch.iter().map(|w| w.event.clone()).collect();
     let msg_id = message_id(batch.iter().map(|w| w.taken.job.event_id.as_str()));
 
     let mut outcome = match handshake(&target).await {
-        Ok(()) => target.prepared.attempt(&target.client, &target.tokens, &events, &msg_id, Some(traceparent)).await,
+        Ok(()) => target.prepared.attempt(&target.client, &target.tokens, &events, &msg_id, Some(&traceparent)).await,
         Err(error) => AttemptOutcome::failed(Verdict::Retry, error),
     };
     let series = DeliveryMetrics::get();
@@ -186,7 +185,15 @@ async fn deliver_batch(
             latency_ms: outcome.latency_ms(),
             error,
             response_body,
-            sent: sent.map(|sent| sent.without_event_id(&job.event_id)),
+            sent: sent.map(|sent| {
+                // Only an attempt outside a publisher's trace has one the record can make again.
+                let made = job
+                    .traceparent
+                    .is_none()
+                    .then(|| telemetry::attempt_traceparent(None, &job.delivery_id, job.attempt))
+                    .flatten();
+                sent.without_known(&KnownValues { event_id: &job.event_id, traceparent: made.as_deref() })
+            }),
         };
         let (status, retry, held) =
             match next_step(&target.schedule, cfg.retry_after_max, job.attempt, outcome.verdict, random_unit()) {
@@ -318,6 +325,12 @@ async fn catch_up_attempts(shared: &Shared, batch: &mut [Work]) {
 /// new trace, so every webhook carries a valid one whatever the log level.
 pub fn webhook_traceparent(known: Option<String>) -> String {
     known.unwrap_or_else(new_traceparent)
+}
+
+/// The `traceparent` of a job's attempt sent without a span of its own.
+fn made_traceparent(job: &Job) -> String {
+    telemetry::attempt_traceparent(job.traceparent.as_deref(), &job.delivery_id, job.attempt)
+        .unwrap_or_else(new_traceparent)
 }
 
 /// A `traceparent` that starts a trace of its own.

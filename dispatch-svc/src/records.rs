@@ -37,7 +37,7 @@ use std::collections::{BTreeMap, HashMap};
 use herald_common::keys::Keys;
 use herald_common::model::{Job, Millis};
 use herald_common::redis_conn::RedisConn;
-use herald_common::{ids, time_fmt};
+use herald_common::{ids, telemetry, time_fmt};
 
 use crate::error::DispatchError;
 
@@ -60,7 +60,7 @@ pub use codec::Waiting;
 pub use endpoint_health::HealthRecord;
 pub use listing::ListFilter;
 pub use replies::StreamEntry;
-pub use request_shape::{REDACTED, RequestShape, SentRequest, is_varying};
+pub use request_shape::{KnownValues, REDACTED, RequestShape, SentRequest, is_varying};
 
 use codec::{State, attempt_field, decode_attempt, decode_state, encode_attempt, encode_state};
 use writer::{HealthWrite, Write, Writer, add_to_index};
@@ -348,8 +348,10 @@ impl Records {
         }
         record.attempts.extend(latest);
         self.read_shapes(id, &mut record.attempts).await?;
-        for sent in record.attempts.iter_mut().filter_map(|a| a.sent.as_mut()) {
-            sent.restore_event_id(&record.event_id);
+        for attempt in &mut record.attempts {
+            let Some(sent) = attempt.sent.as_mut() else { continue };
+            let traceparent = telemetry::attempt_traceparent(None, &record.id, attempt.n);
+            sent.restore_known(&KnownValues { event_id: &record.event_id, traceparent: traceparent.as_deref() });
         }
         Ok(Some(record))
     }

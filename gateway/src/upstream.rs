@@ -54,8 +54,8 @@ impl tonic::service::Interceptor for CallContext {
         if let Some(auth) = &self.authorization {
             request.metadata_mut().insert("authorization", auth.clone());
         }
-        let traceparent = herald_common::telemetry::current_traceparent()
-            .or_else(|| INCOMING_TRACEPARENT.try_with(Clone::clone).ok().flatten());
+        let incoming = INCOMING_TRACEPARENT.try_with(Clone::clone).ok().flatten();
+        let traceparent = herald_common::telemetry::onward_traceparent(incoming);
         if let Some(value) = traceparent.and_then(|tp| MetadataValue::try_from(tp).ok()) {
             request.metadata_mut().insert("traceparent", value);
         }

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use herald_common::ids;
 use herald_common::keys::partition_of;
 use herald_common::model::{EndpointStatus, Job, StoredEvent};
-use herald_common::telemetry::current_traceparent;
+use herald_common::telemetry;
 use herald_common::time_fmt;
 use herald_proto::v1::PublishRequest;
 
@@ -132,7 +132,8 @@ impl Registry {
             return Err(RegistryError::Invalid(errors));
         }
 
-        let traceparent = current_traceparent().or(caller_traceparent);
+        // Without one, each delivery makes its own from its id.
+        let traceparent = telemetry::onward_traceparent(caller_traceparent);
         let mut prepared: Vec<Prepared> = Vec::with_capacity(parsed.len());
         for p in parsed {
             let generation = lookup.tenants.get(&p.tenant).map_or(0, |(_, g)| *g);

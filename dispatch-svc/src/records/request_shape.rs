@@ -56,28 +56,48 @@ pub struct SentRequest {
     pub shape: Option<Arc<RequestShape>>,
 }
 
-/// The gap that holds the message id, left empty when it is the event id.
+/// The gaps holding the message id and the `traceparent`.
 const MESSAGE_ID: &str = "webhook-id";
+const TRACEPARENT: &str = "traceparent";
+
+/// Gap values the record of a delivery's attempt rebuilds from what it
+/// names already, and so does not store: the message id when it is the
+/// event id (as for every single-event message), and the `traceparent`
+/// when it is the one made from the delivery id and attempt number.
+#[derive(Clone, Copy, Debug)]
+pub struct KnownValues<'a> {
+    pub event_id: &'a str,
+    pub traceparent: Option<&'a str>,
+}
+
+impl KnownValues<'_> {
+    fn pairs(&self) -> [(&str, Option<&str>); 2] {
+        [(MESSAGE_ID, Some(self.event_id)), (TRACEPARENT, self.traceparent)]
+    }
+}
 
 impl SentRequest {
-    /// The same, without the message id when it is `event_id` (as it is for
-    /// every single-event message): the record names its event already.
-    pub fn without_event_id(mut self, event_id: &str) -> SentRequest {
-        if let Some(gap) = self.gap(MESSAGE_ID)
-            && self.varying.get(gap).is_some_and(|v| v == event_id)
-        {
-            self.varying[gap].clear();
+    /// The same, without the gap values `known` can rebuild.
+    pub fn without_known(mut self, known: &KnownValues<'_>) -> SentRequest {
+        for (name, value) in known.pairs() {
+            if let (Some(gap), Some(value)) = (self.gap(name), value)
+                && self.varying.get(gap).is_some_and(|v| v == value)
+            {
+                self.varying[gap].clear();
+            }
         }
         self
     }
 
-    /// Puts back a message id left out by [`SentRequest::without_event_id`].
-    pub fn restore_event_id(&mut self, event_id: &str) {
-        if let Some(gap) = self.gap(MESSAGE_ID)
-            && let Some(value) = self.varying.get_mut(gap)
-            && value.is_empty()
-        {
-            value.push_str(event_id);
+    /// Puts back the values [`SentRequest::without_known`] left out.
+    pub fn restore_known(&mut self, known: &KnownValues<'_>) {
+        for (name, value) in known.pairs() {
+            if let (Some(gap), Some(value)) = (self.gap(name), value)
+                && let Some(stored) = self.varying.get_mut(gap)
+                && stored.is_empty()
+            {
+                stored.push_str(value);
+            }
         }
     }
 
@@ -137,10 +157,34 @@ mod tests {
         );
         assert!(is_varying("ce-id") && !is_varying("content-type"));
 
-        let mut short = sent.clone().without_event_id("evt_1");
+        let known = KnownValues { event_id: "evt_1", traceparent: None };
+        let mut short = sent.clone().without_known(&known);
         assert_eq!(short.varying, ["", "1796105046"]);
-        short.restore_event_id("evt_1");
+        short.restore_known(&known);
         assert_eq!(short, sent);
-        assert_eq!(sent.clone().without_event_id("evt_2"), sent);
+        let other = KnownValues { event_id: "evt_2", traceparent: None };
+        assert_eq!(sent.clone().without_known(&other), sent);
+    }
+
+    #[test]
+    fn a_traceparent_made_from_the_delivery_is_left_out() {
+        let shape = RequestShape {
+            url: "https://example.com/h".into(),
+            headers: vec![("webhook-id".into(), None), ("traceparent".into(), None)],
+        };
+        let made = "00-0190e4c5b8f07a1b2c3d4e5f60718293-1a2b3c4d5e6f7081-01";
+        let sent = SentRequest {
+            shape_id: 1,
+            body_bytes: 3,
+            varying: vec!["evt_1".into(), made.into()],
+            shape: Some(Arc::new(shape)),
+        };
+        let known = KnownValues { event_id: "evt_1", traceparent: Some(made) };
+        let mut short = sent.clone().without_known(&known);
+        assert_eq!(short.varying, ["", ""]);
+        short.restore_known(&known);
+        assert_eq!(short, sent);
+        let publisher = KnownValues { event_id: "evt_1", traceparent: Some("00-ab-cd-01") };
+        assert_eq!(sent.clone().without_known(&publisher).varying, ["", made]);
     }
 }

@@ -218,6 +218,12 @@ async fn an_attempt_shows_the_request_sent_without_its_secrets() {
         request["headers"].as_array().unwrap().iter().find(|h| h["name"] == name).map(|h| h["value"].clone())
     };
     assert_eq!(header("webhook-id"), Some(json!("e-req")));
+    // Made from the delivery when the publisher sent none, and rebuilt from it.
+    let sent_trace = received[0].header("traceparent").unwrap_or_default().to_owned();
+    assert_eq!(header("traceparent"), Some(json!(sent_trace)), "{delivery}");
+    let delivery_id = delivery["id"].as_str().unwrap_or_default();
+    let trace = format!("{:032x}", herald_common::ids::ulid_bits(delivery_id).unwrap_or_default());
+    assert_eq!(sent_trace.split('-').nth(1), Some(trace.as_str()), "{sent_trace}");
     assert_eq!(header("authorization"), Some(json!("[redacted]")));
     assert_eq!(header("x-api-key"), Some(json!("[redacted]")));
     assert_eq!(header("webhook-signature"), Some(json!("[redacted]")));
