@@ -4,7 +4,8 @@
 //! bucket, in field `s:<shape id>` of the bucket hash it expires with; an
 //! attempt keeps the shape id, its body size and the values of the gaps
 //! (`webhook-id`, `webhook-timestamp`, `traceparent`, the `ce-*` attributes
-//! of a binary CloudEvent). Credentials and signatures are stored as
+//! of a binary CloudEvent), leaving empty the ones it can make again
+//! ([`KnownValues`]). Credentials and signatures are stored as
 //! [`REDACTED`], never their values.
 
 use std::sync::Arc;
