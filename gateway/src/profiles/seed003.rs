@@ -27,7 +27,7 @@ use crate::error::GatewayError;
 use crate::extract::{DEFAULT_LIMIT, MAX_LIMIT, Path, Query, resource_id};
 use crate::json::Json;
 use crate::openapi::{ApiRouter, Problems};
-use crate::routes::endpoints::{AuthInput, AuthView};
+use crate::routes::endpoint_auth::{AuthInput, AuthView};
 use crate::routes::rfc3339;
 
 const PROFILE: &str = "seed003";

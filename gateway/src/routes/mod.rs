@@ -5,6 +5,7 @@
 
 pub mod deliveries;
 pub mod endpoint_auth;
+pub mod endpoint_bodies;
 pub mod endpoint_stats;
 pub mod endpoints;
 pub mod event_types;
