@@ -220,7 +220,6 @@ impl EndpointPatch {
             handshake,
             retry,
         } = self;
-        let mut spec = v1::EndpointSpec::default();
         let mut fields = Vec::new();
         let mut mark = |name: &str, present: bool| {
             if present {
@@ -240,21 +239,28 @@ impl EndpointPatch {
         mark("max_batch_size", max_batch_size.is_some());
         mark("handshake", handshake.is_some());
         mark("retry", retry.is_some());
-        if let Some(url) = url {
-            spec.url = url.ok_or_else(|| GatewayError::invalid("url", "cannot be null"))?;
+        let url = match url {
+            Some(url) => url.ok_or_else(|| GatewayError::invalid("url", "cannot be null"))?,
+            None => String::new(),
+        };
+        // Present values map as on create; absent and null ones give the
+        // default, which the registry applies only to the fields named.
+        let spec = EndpointInput {
+            url,
+            description: description.flatten(),
+            auth: auth.flatten(),
+            format: format.flatten(),
+            template: template.flatten(),
+            headers: headers.flatten(),
+            rate_limit_per_second: rate_limit_per_second.flatten(),
+            max_in_flight: max_in_flight.flatten(),
+            ordering: ordering.flatten(),
+            metadata: metadata.flatten(),
+            max_batch_size: max_batch_size.flatten(),
+            handshake: handshake.flatten(),
+            retry: retry.flatten(),
         }
-        spec.description = description.flatten().unwrap_or_default();
-        spec.auth = auth.flatten().and_then(AuthInput::into_wire);
-        spec.format = format.flatten().map_or(v1::EndpointFormat::Unspecified, Format::to_wire) as i32;
-        spec.template = json_bytes(template.flatten().as_ref());
-        spec.headers = headers.flatten().unwrap_or_default();
-        spec.rate_limit_per_second = rate_limit_per_second.flatten();
-        spec.max_in_flight = max_in_flight.flatten();
-        spec.ordering = ordering.flatten().map_or(v1::EndpointOrdering::Unspecified, Ordering::to_wire) as i32;
-        spec.metadata = metadata.flatten().unwrap_or_default();
-        spec.max_batch_size = max_batch_size.flatten();
-        spec.handshake = handshake.flatten().unwrap_or(false);
-        spec.retry = retry.flatten().map(RetryPolicy::into_wire);
+        .into_spec();
         Ok((spec, fields))
     }
 }
