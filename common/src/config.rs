@@ -55,6 +55,10 @@ pub struct HeraldConfig {
     /// Largest `envelope` batch body; a single bigger event still goes alone.
     pub max_batch_bytes: usize,
     pub event_retention: Duration,
+    /// How long a delivered delivery's record is kept
+    /// (`HERALD_SUCCESS_RETENTION`, at most and by default the event
+    /// retention); failed and retrying ones keep the event retention.
+    pub success_retention: Duration,
     pub idempotency_window: Duration,
     /// Default per-endpoint concurrency when `maxInFlight` is not set.
     pub default_max_in_flight: u32,
@@ -230,6 +234,17 @@ impl HeraldConfig {
         let retry_after_max = env.duration("HERALD_RETRY_AFTER_MAX", "1h")?;
         let event_retention = env.duration("HERALD_EVENT_RETENTION", "72h")?;
         check_retention(event_retention, &retry_schedule, retry_after_max)?;
+        let success_retention = match env.get("HERALD_SUCCESS_RETENTION") {
+            Some(_) => env.duration("HERALD_SUCCESS_RETENTION", "")?,
+            None => event_retention,
+        };
+        if success_retention.is_zero() || success_retention > event_retention {
+            return Err(CommonError::Config(format!(
+                "HERALD_SUCCESS_RETENTION ({}) must be positive and at most HERALD_EVENT_RETENTION ({})",
+                format_duration(success_retention),
+                format_duration(event_retention),
+            )));
+        }
         let header_read_timeout = env.duration("HERALD_HEADER_READ_TIMEOUT", "10s")?;
         if header_read_timeout.is_zero() {
             return Err(CommonError::Config("HERALD_HEADER_READ_TIMEOUT must be positive".into()));
@@ -268,6 +283,7 @@ impl HeraldConfig {
             max_event_bytes,
             max_batch_bytes: env.parse("HERALD_MAX_BATCH_BYTES", 1_048_576)?,
             event_retention,
+            success_retention,
             idempotency_window: env.duration("HERALD_IDEMPOTENCY_WINDOW", "24h")?,
             default_max_in_flight: env.parse("HERALD_DEFAULT_MAX_IN_FLIGHT", 10)?,
             disable_after: env.duration("HERALD_DISABLE_AFTER", "5d")?,
@@ -345,6 +361,19 @@ mod tests {
         }
         let env = Env::from_pairs([("HERALD_GRPC_PUBLISH_TOKENS", "REPLACE-ME-x"), ("HERALD_GRPC_TOKEN", "full")]);
         assert!(HeraldConfig::from_env(&env, true).is_err());
+    }
+
+    #[test]
+    fn success_retention_defaults_to_and_stays_within_the_event_retention() {
+        let cfg = HeraldConfig::from_env(&Env::default(), true).unwrap();
+        assert_eq!(cfg.success_retention, cfg.event_retention);
+        let env = Env::from_pairs([("HERALD_SUCCESS_RETENTION", "24h")]);
+        assert_eq!(HeraldConfig::from_env(&env, true).unwrap().success_retention, Duration::from_secs(86_400));
+        for raw in ["0s", "73h", "soon"] {
+            let env = Env::from_pairs([("HERALD_SUCCESS_RETENTION", raw)]);
+            let error = HeraldConfig::from_env(&env, true).unwrap_err().to_string();
+            assert!(error.contains("HERALD_SUCCESS_RETENTION"), "{raw}: {error}");
+        }
     }
 
     #[test]

@@ -210,6 +210,14 @@ impl Keys {
     pub fn delivery_bucket(&self, shard: u32, hour: i64) -> String {
         self.shard_key(shard, &["dlv", &hour.to_string()])
     }
+    /// Hash of a record shard's *delivered* deliveries created in hour
+    /// `hour`, when `HERALD_SUCCESS_RETENTION` is shorter than the event
+    /// retention: field `<delivery id>` holds the state, which expires with
+    /// this hash the success retention after the hour ends. Earlier
+    /// attempts and request shapes stay in [`Keys::delivery_bucket`].
+    pub fn delivered_bucket(&self, shard: u32, hour: i64) -> String {
+        self.shard_key(shard, &["dlv", &hour.to_string(), "ok"])
+    }
     /// The listing index of a tenant's deliveries in a record shard, all
     /// with score 0, read lexicographically (ULIDs sort by creation).
     pub fn tenant_deliveries(&self, shard: u32, tenant: &str) -> String {
@@ -278,6 +286,7 @@ mod tests {
         assert_eq!(keys.endpoint("ep_1"), "{t1}:ep:ep_1");
         assert_eq!(keys.partition_stream(3), "t1:{p3}:jobs");
         assert_eq!(keys.delivery_bucket(keys.record_shard(3), 7), "t1:{p3}:dlv:7");
+        assert_eq!(keys.delivered_bucket(keys.record_shard(3), 7), "t1:{p3}:dlv:7:ok");
         assert_eq!(keys.tenant_deliveries(3, "acme"), "t1:{p3}:tenant:acme:dlvs");
         let p = partition_of("ep_1", 16);
         assert_eq!(keys.endpoint_health("ep_1"), format!("t1:{{p{p}}}:ep:ep_1:health"));

@@ -59,7 +59,7 @@ pub mod status;
 pub use error::DispatchError;
 
 use crate::actor::{ActorSystem, Actors};
-use crate::records::Records;
+use crate::records::{Records, Retention};
 use crate::registry_client::RegistryClient;
 use crate::service::DispatchService;
 
@@ -107,7 +107,8 @@ async fn dispatch(
         return Ok(());
     };
     let keys = config.keys();
-    let records = Records::new(conn.clone(), keys.clone(), config.event_retention);
+    let records =
+        Records::new(conn.clone(), keys.clone(), Retention::new(config.event_retention, config.success_retention));
     let client = send::http_client::build(config.url_policy.clone(), config.delivery_timeout)?;
     let registry = RegistryClient::new(&config.registry_url, config.grpc_token.as_deref())?;
     let shared = Arc::new(Shared {

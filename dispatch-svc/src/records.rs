@@ -7,6 +7,11 @@
 //!   ends. Field `<delivery id>` is the delivery's state with its latest
 //!   attempt; `<id>.<n>` an earlier attempt ([`codec`]). A delivery costs
 //!   fields in a shared hash, not keys of its own.
+//! - `dlv:{hour}:ok`: only when `HERALD_SUCCESS_RETENTION` is shorter than
+//!   the event retention, the states of the hour's *delivered* deliveries,
+//!   expiring the success retention after the hour ends; the settlement
+//!   that writes one there removes any earlier state from `dlv:{hour}`
+//!   ([`Retention`]). A listing skips an id whose state has expired.
 //! - `tenant:{t}:dlvs`: the one listing index, the tenant's delivery ids
 //!   (score 0; ULIDs sort by creation, so lists read newest first with
 //!   `ZREVRANGEBYLEX`, the last id of a page is a stable cursor, and "since"
@@ -160,11 +165,32 @@ fn bucket_expiry(hour: i64, retention_ms: i64) -> i64 {
     hour.saturating_add(1).saturating_mul(HOUR_MS).saturating_add(retention_ms)
 }
 
+/// How long delivery records are kept, in ms.
+#[derive(Clone, Copy, Debug)]
+pub struct Retention {
+    /// Every record: `HERALD_EVENT_RETENTION`.
+    pub all_ms: i64,
+    /// A delivered delivery's state when it is kept for less
+    /// (`HERALD_SUCCESS_RETENTION`): it is then stored in the hour's
+    /// delivered bucket, which expires sooner.
+    pub delivered_ms: Option<i64>,
+}
+
+impl Retention {
+    pub fn new(all: std::time::Duration, delivered: std::time::Duration) -> Self {
+        let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX).max(1);
+        let all_ms = ms(all);
+        Retention { all_ms, delivered_ms: Some(ms(delivered)).filter(|d| *d < all_ms) }
+    }
+}
+
 #[derive(Clone)]
 pub struct Records {
     conn: RedisConn,
     keys: Keys,
     retention_ms: i64,
+    /// See [`Retention::delivered_ms`].
+    delivered_retention_ms: Option<i64>,
     writer: Writer,
     /// Request shapes this process stored, by (shard, hour bucket, shape id).
     shapes_stored: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<(u32, i64, u64)>>>,
@@ -176,10 +202,16 @@ const SHAPES_REMEMBERED: usize = 10_000;
 
 impl Records {
     /// Starts the outcome writer on the current runtime.
-    pub fn new(conn: RedisConn, keys: Keys, retention: std::time::Duration) -> Self {
-        let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX).max(1);
-        let writer = Writer::start(conn.clone(), keys.clone(), retention_ms);
-        Records { conn, keys, retention_ms, writer, shapes_stored: Default::default() }
+    pub fn new(conn: RedisConn, keys: Keys, retention: Retention) -> Self {
+        let writer = Writer::start(conn.clone(), keys.clone(), retention);
+        Records {
+            conn,
+            keys,
+            retention_ms: retention.all_ms,
+            delivered_retention_ms: retention.delivered_ms,
+            writer,
+            shapes_stored: Default::default(),
+        }
     }
 
     pub fn keys(&self) -> &Keys {
@@ -250,7 +282,13 @@ impl Records {
             event_type: s.event_type.unwrap_or_default(),
             last_attempt: s.attempt.as_ref(),
         };
-        let mut fields = vec![(id.to_owned(), encode_state(job, &state))];
+        let state = (id.to_owned(), encode_state(job, &state));
+        // A delivered state kept for less than the rest goes to the bucket
+        // that expires sooner.
+        let (mut fields, delivered) = match self.delivered_retention_ms {
+            Some(_) if s.status == DeliveryStatus::Delivered => (Vec::new(), Some(state)),
+            _ => (vec![state], None),
+        };
         // An attempt more will follow: it gets a field of its own, as the
         // state's latest attempt will be the next one.
         if let Some(attempt) = &s.attempt
@@ -270,6 +308,7 @@ impl Records {
             shard,
             bucket,
             fields,
+            delivered,
             index: (!s.listed).then(|| (job.tenant.clone(), id.to_owned())),
             retry: s.retry.as_ref().map(|(due, next)| (s.entry.partition, *due, retry_set::encode_job(next))),
             ack: s.held.is_none().then(|| (s.entry.partition, s.entry.id.clone())),
@@ -331,6 +370,12 @@ impl Records {
         self.keys.delivery_bucket(self.shard_of(id), bucket_of(id).unwrap_or_default())
     }
 
+    /// The hour bucket holding a delivered delivery's state when delivered
+    /// states are kept for less (see [`Retention::delivered_ms`]).
+    fn delivered_bucket_key(&self, id: &str) -> String {
+        self.keys.delivered_bucket(self.shard_of(id), bucket_of(id).unwrap_or_default())
+    }
+
     /// A delivery with all its attempts, if it exists and belongs to `tenant`.
     pub async fn get(&self, tenant: &str, id: &str) -> Result<Option<DeliveryRecord>, DispatchError> {
         let Some(mut record) = self.load_many(&[id]).await?.pop() else { return Ok(None) };
@@ -388,10 +433,19 @@ impl Records {
         let mut pipe = redis::pipe();
         for id in ids {
             pipe.hget(self.bucket_key(id), id);
+            if self.delivered_retention_ms.is_some() {
+                pipe.hget(self.delivered_bucket_key(id), id);
+            }
         }
         let mut conn = self.conn.clone();
         let states: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
-        Ok(ids.iter().zip(states).filter_map(|(id, raw)| decode_state(id, raw.as_deref()?)).collect())
+        let per_id = if self.delivered_retention_ms.is_some() { 2 } else { 1 };
+        let records = ids.iter().zip(states.chunks(per_id)).filter_map(|(id, raws)| {
+            // Both are there only for a moment a crash could stretch (a
+            // delivered state and a requeue of it): the newer one stands.
+            raws.iter().flatten().filter_map(|raw| decode_state(id, raw)).max_by_key(|r| r.updated_at)
+        });
+        Ok(records.collect())
     }
 
     pub async fn health(&self, endpoint_id: &str) -> Result<HealthRecord, DispatchError> {

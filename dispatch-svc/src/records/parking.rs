@@ -46,6 +46,7 @@ impl Records {
                 shard: self.keys.record_shard(entry.partition),
                 bucket: 0,
                 fields: Vec::new(),
+                delivered: None,
                 index: None,
                 retry: None,
                 ack: Some((entry.partition, entry.id.clone())),

@@ -15,7 +15,7 @@ use herald_common::time_fmt;
 use redis::Pipeline;
 use tokio::sync::{mpsc, oneshot};
 
-use super::bucket_expiry;
+use super::{Retention, bucket_expiry};
 use crate::error::DispatchError;
 
 /// Most requests stored in one write.
@@ -30,6 +30,10 @@ pub struct Write {
     pub bucket: i64,
     /// Fields of the bucket hash: the state, and an attempt of its own.
     pub fields: Vec<(String, String)>,
+    /// The state of a delivered delivery kept for less than the rest (see
+    /// [`Retention::delivered_ms`]): it goes to the hour's delivered
+    /// bucket, and any earlier state of the delivery leaves the main one.
+    pub delivered: Option<(String, String)>,
     /// Add to the tenant's listing index (it was not listed when read).
     pub index: Option<(String, String)>,
     /// Partition, due time and member of a retry to schedule.
@@ -61,9 +65,9 @@ pub struct Writer {
 
 impl Writer {
     /// Starts the writer task on the current runtime.
-    pub fn start(conn: RedisConn, keys: Keys, retention_ms: i64) -> Self {
+    pub fn start(conn: RedisConn, keys: Keys, retention: Retention) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(conn, keys, retention_ms, rx));
+        tokio::spawn(run(conn, keys, retention, rx));
         Writer { tx }
     }
 
@@ -76,7 +80,7 @@ impl Writer {
     }
 }
 
-async fn run(conn: RedisConn, keys: Keys, retention_ms: i64, mut rx: mpsc::UnboundedReceiver<Request>) {
+async fn run(conn: RedisConn, keys: Keys, retention: Retention, mut rx: mpsc::UnboundedReceiver<Request>) {
     let mut batch = Vec::new();
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -86,7 +90,7 @@ async fn run(conn: RedisConn, keys: Keys, retention_ms: i64, mut rx: mpsc::Unbou
                 Err(_) => break,
             }
         }
-        let result = flush(&conn, &keys, retention_ms, &batch).await.map_err(|e| e.to_string());
+        let result = flush(&conn, &keys, retention, &batch).await.map_err(|e| e.to_string());
         for request in batch.drain(..) {
             // A caller that gave up waiting has nothing left to be told.
             let _ = request.done.send(result.clone());
@@ -99,6 +103,7 @@ async fn run(conn: RedisConn, keys: Keys, retention_ms: i64, mut rx: mpsc::Unbou
 #[derive(Default)]
 struct ShardWrites<'a> {
     buckets: BTreeMap<i64, Vec<(&'a str, &'a str)>>,
+    delivered: BTreeMap<i64, Vec<(&'a str, &'a str)>>,
     acks: BTreeMap<u32, Vec<&'a str>>,
     retries: BTreeMap<u32, Vec<(Millis, &'a str)>>,
     indexes: BTreeMap<&'a str, Vec<&'a str>>,
@@ -106,7 +111,7 @@ struct ShardWrites<'a> {
     health: Vec<&'a HealthWrite>,
 }
 
-async fn flush(conn: &RedisConn, keys: &Keys, retention_ms: i64, batch: &[Request]) -> Result<(), DispatchError> {
+async fn flush(conn: &RedisConn, keys: &Keys, retention: Retention, batch: &[Request]) -> Result<(), DispatchError> {
     let mut shards: BTreeMap<u32, ShardWrites<'_>> = BTreeMap::new();
     for request in batch {
         for write in &request.writes {
@@ -114,6 +119,9 @@ async fn flush(conn: &RedisConn, keys: &Keys, retention_ms: i64, batch: &[Reques
             if !write.fields.is_empty() {
                 let fields = shard.buckets.entry(write.bucket).or_default();
                 fields.extend(write.fields.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            }
+            if let Some((id, state)) = &write.delivered {
+                shard.delivered.entry(write.bucket).or_default().push((id, state));
             }
             if let Some((partition, endpoint, member)) = &write.park {
                 shard.parks.entry((*partition, endpoint)).or_default().push(member);
@@ -134,7 +142,7 @@ async fn flush(conn: &RedisConn, keys: &Keys, retention_ms: i64, batch: &[Reques
     }
     let now = time_fmt::now_millis();
     let writes = shards.iter().map(|(shard, writes)| {
-        let pipe = shard_pipeline(keys, *shard, writes, now, retention_ms);
+        let pipe = shard_pipeline(keys, *shard, writes, now, retention);
         let mut conn = conn.clone();
         async move { pipe.query_async::<()>(&mut conn).await }
     });
@@ -144,13 +152,24 @@ async fn flush(conn: &RedisConn, keys: &Keys, retention_ms: i64, batch: &[Reques
     Ok(())
 }
 
-fn shard_pipeline(keys: &Keys, shard: u32, writes: &ShardWrites<'_>, now: Millis, retention_ms: i64) -> Pipeline {
+fn shard_pipeline(keys: &Keys, shard: u32, writes: &ShardWrites<'_>, now: Millis, retention: Retention) -> Pipeline {
+    let retention_ms = retention.all_ms;
     let mut pipe = redis::pipe();
     pipe.atomic();
     for (hour, fields) in &writes.buckets {
         let key = keys.delivery_bucket(shard, *hour);
         pipe.hset_multiple(&key, fields).ignore();
         pipe.pexpire_at(&key, bucket_expiry(*hour, retention_ms)).ignore();
+    }
+    for (hour, states) in &writes.delivered {
+        let key = keys.delivered_bucket(shard, *hour);
+        pipe.hset_multiple(&key, states).ignore();
+        let kept_ms = retention.delivered_ms.unwrap_or(retention_ms);
+        pipe.pexpire_at(&key, bucket_expiry(*hour, kept_ms)).ignore();
+        // A pending or retrying state written before: the delivered one
+        // replaces it.
+        let ids: Vec<&str> = states.iter().map(|(id, _)| *id).collect();
+        pipe.hdel(keys.delivery_bucket(shard, *hour), ids).ignore();
     }
     for (tenant, ids) in &writes.indexes {
         add_to_index(&mut pipe, keys, shard, tenant, ids, now, retention_ms);

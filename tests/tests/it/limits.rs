@@ -300,3 +300,59 @@ async fn listing_by_another_tenants_endpoint_reveals_nothing() {
     }
     stack.stop().await;
 }
+
+/// With `HERALD_SUCCESS_RETENTION` shorter than the event retention, a
+/// delivered delivery's state lives in its hour's delivered bucket, which
+/// expires that much sooner, and leaves the main bucket; a retrying one
+/// stays in the main bucket. Both read back whole, and a delivered one can
+/// still be sent again by hand.
+#[tokio::test]
+async fn delivered_records_keep_the_success_retention() {
+    let stack = Stack::start_with(|env| env.set("HERALD_SUCCESS_RETENTION", "1h")).await;
+    let key = tenant(&stack, "acme").await;
+    let good = Receiver::start().await;
+    let bad = Receiver::start().await;
+    bad.respond_with(500);
+    let good_endpoint = endpoint(&stack, &key, json!({"url": good.url()})).await;
+    let bad_endpoint = endpoint(&stack, &key, json!({"url": bad.url()})).await;
+    publish(&stack, "acme", json!({"n": 1})).await;
+    let delivered = wait_delivery(&stack, &key, &good_endpoint, |d| d["status"] == "delivered").await;
+    let retrying = wait_delivery(&stack, &key, &bad_endpoint, |d| d["status"] == "retrying").await;
+    let (delivered_id, retrying_id) = (delivered["id"].as_str().unwrap(), retrying["id"].as_str().unwrap());
+
+    let mut conn = stack.redis().await;
+    let hour = herald_dispatch::records::bucket_of(delivered_id).unwrap();
+    let shard = stack.keys.endpoint_shard(&good_endpoint);
+    let (main, kept) = (stack.keys.delivery_bucket(shard, hour), stack.keys.delivered_bucket(shard, hour));
+    let holds = |key: &str, id: &str| redis::cmd("HEXISTS").arg(key).arg(id).to_owned();
+    let in_kept: bool = holds(&kept, delivered_id).query_async(&mut conn).await.unwrap();
+    let in_main: bool = holds(&main, delivered_id).query_async(&mut conn).await.unwrap();
+    assert!(in_kept && !in_main, "a delivered state is in the delivered bucket only");
+    let main_shard = stack.keys.endpoint_shard(&bad_endpoint);
+    let retrying_bucket =
+        stack.keys.delivery_bucket(main_shard, herald_dispatch::records::bucket_of(retrying_id).unwrap());
+    let retrying_kept: bool = holds(&retrying_bucket, retrying_id).query_async(&mut conn).await.unwrap();
+    assert!(retrying_kept, "a retrying state stays in the main bucket");
+    let ttl = |key: &str| redis::cmd("PTTL").arg(key).to_owned();
+    let kept_ms: i64 = ttl(&kept).query_async(&mut conn).await.unwrap();
+    let main_ms: i64 = ttl(&retrying_bucket).query_async(&mut conn).await.unwrap();
+    let hours = |h: i64| h * 3_600_000;
+    assert!(kept_ms > hours(1) - 60_000 && kept_ms <= hours(2), "delivered: {kept_ms} ms left");
+    assert!(main_ms > hours(72), "retrying: {main_ms} ms left");
+
+    let (status, read) = send(stack.tenant(&key, Method::GET, &format!("/v1/deliveries/{delivered_id}"))).await;
+    assert_eq!(status, StatusCode::OK, "{read}");
+    assert_eq!((read["status"].as_str(), read["attempts"].as_array().map(Vec::len)), (Some("delivered"), Some(1)));
+    assert!(read["attempts"][0]["request"]["headers"].is_array(), "{read}");
+
+    let (status, body) = send(stack.tenant(&key, Method::POST, &format!("/v1/deliveries/{delivered_id}/retry"))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    good.wait_for(2, WAIT).await;
+    let again =
+        wait_delivery(&stack, &key, &good_endpoint, |d| d["attemptCount"] == 2 && d["status"] == "delivered").await;
+    assert_eq!(again["id"], delivered["id"]);
+    let in_kept: bool = holds(&kept, delivered_id).query_async(&mut conn).await.unwrap();
+    let in_main: bool = holds(&main, delivered_id).query_async(&mut conn).await.unwrap();
+    assert!(in_kept && !in_main, "delivered again, it is back in the delivered bucket only");
+    stack.stop().await;
+}
