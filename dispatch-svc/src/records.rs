@@ -188,9 +188,7 @@ impl Retention {
 pub struct Records {
     conn: RedisConn,
     keys: Keys,
-    retention_ms: i64,
-    /// See [`Retention::delivered_ms`].
-    delivered_retention_ms: Option<i64>,
+    retention: Retention,
     writer: Writer,
     /// Request shapes this process stored, by (shard, hour bucket, shape id).
     shapes_stored: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<(u32, i64, u64)>>>,
@@ -204,14 +202,7 @@ impl Records {
     /// Starts the outcome writer on the current runtime.
     pub fn new(conn: RedisConn, keys: Keys, retention: Retention) -> Self {
         let writer = Writer::start(conn.clone(), keys.clone(), retention);
-        Records {
-            conn,
-            keys,
-            retention_ms: retention.all_ms,
-            delivered_retention_ms: retention.delivered_ms,
-            writer,
-            shapes_stored: Default::default(),
-        }
+        Records { conn, keys, retention, writer, shapes_stored: Default::default() }
     }
 
     pub fn keys(&self) -> &Keys {
@@ -285,7 +276,7 @@ impl Records {
         let state = (id.to_owned(), encode_state(job, &state));
         // A delivered state kept for less than the rest goes to the bucket
         // that expires sooner.
-        let (mut fields, delivered) = match self.delivered_retention_ms {
+        let (mut fields, delivered) = match self.retention.delivered_ms {
             Some(_) if s.status == DeliveryStatus::Delivered => (Vec::new(), Some(state)),
             _ => (vec![state], None),
         };
@@ -350,10 +341,10 @@ impl Records {
         for ((shard, hour), fields) in &buckets {
             let key = self.keys.delivery_bucket(*shard, *hour);
             pipe.hset_multiple(&key, fields).ignore();
-            pipe.pexpire_at(&key, bucket_expiry(*hour, self.retention_ms)).ignore();
+            pipe.pexpire_at(&key, bucket_expiry(*hour, self.retention.all_ms)).ignore();
         }
         for ((shard, tenant), ids) in &indexes {
-            add_to_index(&mut pipe, &self.keys, *shard, tenant, ids, now, self.retention_ms);
+            add_to_index(&mut pipe, &self.keys, *shard, tenant, ids, now, self.retention.all_ms);
         }
         let mut conn = self.conn.clone();
         pipe.query_async::<()>(&mut conn).await?;
@@ -368,6 +359,11 @@ impl Records {
     /// The hour bucket holding a delivery.
     fn bucket_key(&self, id: &str) -> String {
         self.keys.delivery_bucket(self.shard_of(id), bucket_of(id).unwrap_or_default())
+    }
+
+    /// Whether delivered states are kept for less, in buckets of their own.
+    fn keeps_delivered_apart(&self) -> bool {
+        self.retention.delivered_ms.is_some()
     }
 
     /// The hour bucket holding a delivered delivery's state when delivered
@@ -433,16 +429,16 @@ impl Records {
         let mut pipe = redis::pipe();
         for id in ids {
             pipe.hget(self.bucket_key(id), id);
-            if self.delivered_retention_ms.is_some() {
+            if self.keeps_delivered_apart() {
                 pipe.hget(self.delivered_bucket_key(id), id);
             }
         }
         let mut conn = self.conn.clone();
         let states: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
-        let per_id = if self.delivered_retention_ms.is_some() { 2 } else { 1 };
+        let per_id = if self.keeps_delivered_apart() { 2 } else { 1 };
         let records = ids.iter().zip(states.chunks(per_id)).filter_map(|(id, raws)| {
-            // Both are there only for a moment a crash could stretch (a
-            // delivered state and a requeue of it): the newer one stands.
+            // The writes that move a state between the two buckets remove
+            // it from the other; should both hold one, the newer stands.
             raws.iter().flatten().filter_map(|raw| decode_state(id, raw)).max_by_key(|r| r.updated_at)
         });
         Ok(records.collect())

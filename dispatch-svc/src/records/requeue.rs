@@ -85,7 +85,7 @@ impl Records {
                 .key(self.keys.retry_set(partition))
                 .key(self.bucket_key(&record.id))
                 .key(self.keys.partition_stream(partition));
-            if self.delivered_retention_ms.is_some() {
+            if self.keeps_delivered_apart() {
                 invocation.key(self.delivered_bucket_key(&record.id));
             }
             invocation
