@@ -3,7 +3,8 @@
 //! batches, idempotently), delivery, a retry and the delivery records all
 //! work; registry keys sit in the one slot of the prefix's hash tag, and
 //! what each partition owns in that partition's slot, so partitions spread
-//! over every master. A publish that stops between its partition steps
+//! over every master (delivered states kept apart by
+//! `HERALD_SUCCESS_RETENTION` among them). A publish that stops between its partition steps
 //! (here: a master refusing writes) completes when published again, and no
 //! delivery is doubled.
 
@@ -26,7 +27,13 @@ fn event(id: &str) -> PublishRequest {
 #[tokio::test]
 async fn herald_runs_on_a_redis_cluster_with_its_keys_in_one_slot() {
     let cluster = herald_tests::redis_cluster_urls();
-    let stack = Stack::start_with(|env| env.set("HERALD_REDIS_CLUSTER_URLS", cluster.clone())).await;
+    // Delivered states are kept apart (for less than the rest), so their
+    // buckets share the slots of their partitions too.
+    let stack = Stack::start_with(|env| {
+        env.set("HERALD_REDIS_CLUSTER_URLS", cluster.clone());
+        env.set("HERALD_SUCCESS_RETENTION", "24h");
+    })
+    .await;
     let receiver = Receiver::start().await;
     // The first delivery fails once: the retry set and its pump run too.
     receiver.script([Reply::status(500)]);
@@ -103,6 +110,7 @@ async fn herald_runs_on_a_redis_cluster_with_its_keys_in_one_slot() {
     // spread over every master, each in its partition's slot.
     let tag = format!("{{{}}}", stack.prefix);
     let mut streams_per_node = Vec::new();
+    let mut delivered_states = 0;
     for (url, _) in herald_tests::redis_cluster_nodes() {
         let mut conn = redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
         let tag_slot: u16 = redis::cmd("CLUSTER").arg("KEYSLOT").arg(&tag).query_async(&mut conn).await.unwrap();
@@ -112,7 +120,12 @@ async fn herald_runs_on_a_redis_cluster_with_its_keys_in_one_slot() {
         }
         let streams = herald_tests::scan_keys(&mut conn, &format!("{}:{{p*}}:jobs", stack.prefix)).await;
         streams_per_node.push(streams.len());
+        for bucket in herald_tests::scan_keys(&mut conn, &format!("{}:{{p*}}:dlv:*:ok", stack.prefix)).await {
+            let states: usize = redis::cmd("HLEN").arg(&bucket).query_async(&mut conn).await.unwrap();
+            delivered_states += states;
+        }
     }
+    assert_eq!(delivered_states, expected.len(), "every delivered state is in a delivered bucket");
     let total: usize = streams_per_node.iter().sum();
     assert_eq!(total, stack.config.partitions as usize, "one stream per partition: {streams_per_node:?}");
     for count in &streams_per_node {
