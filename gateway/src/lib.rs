@@ -53,6 +53,10 @@ pub struct AppState {
     pub(crate) profiles: profiles::Settings,
     /// `HERALD_PUBLIC_URL`, the base of portal links.
     pub(crate) public_url: Option<Arc<str>>,
+    /// How far back a replay may reach: `HERALD_SUCCESS_RETENTION` when it
+    /// is shorter than the event retention, as before it a delivered
+    /// delivery's record is gone and its event would be sent again.
+    pub(crate) replay_horizon: Option<std::time::Duration>,
 }
 
 impl FromRef<AppState> for BodyLimit {
@@ -80,6 +84,7 @@ pub fn app(config: &HeraldConfig) -> Result<Router, GatewayError> {
         openapi: Bytes::from(openapi),
         profiles: profiles::Settings::new(config),
         public_url: config.public_url.as_deref().map(Arc::from),
+        replay_horizon: Some(config.success_retention).filter(|kept| *kept < config.event_retention),
     };
     let readiness: ReadinessCheck = Arc::new(move || {
         let upstream = upstream.clone();

@@ -42,7 +42,8 @@ pub struct Replayed {
 
 /// Send the endpoint every retained event since a time that its
 /// subscriptions match and that it has no delivery of yet (at most 10,000
-/// events are read per call).
+/// events are read per call). With `HERALD_SUCCESS_RETENTION` shorter than
+/// the event retention, `since` may reach back that far only.
 #[utoipa::path(post, path = "/v1/endpoints/{id}/replay", tag = "endpoints",
     params(("id" = String, Path), TenantParam), request_body = ReplayInput,
     responses((status = 202, description = "Accepted", body = Replayed), Problems))]
@@ -54,12 +55,33 @@ pub async fn replay_endpoint(
 ) -> Result<(StatusCode, axum::Json<Replayed>), GatewayError> {
     let endpoint_id = resource_id("endpoint", &id)?.to_owned();
     let since = parse_time("since", &input.since)?;
+    within_horizon(&state, &since)?;
     let until = input.until.as_deref().map(|t| parse_time("until", t)).transpose()?;
     let delivered_event_ids = delivered_events(&state, &scope.tenant, &endpoint_id, &since).await?;
     let request =
         v1::ReplayEndpointRequest { tenant: scope.tenant, endpoint_id, since: Some(since), until, delivered_event_ids };
     let answer = state.upstream.registry().replay_endpoint(request).await?.into_inner();
     Ok((StatusCode::ACCEPTED, axum::Json(Replayed { count: answer.count })))
+}
+
+/// Refuses a `since` older than the replay horizon: what the endpoint had
+/// delivered before it is no longer recorded, so it would get it again.
+fn within_horizon(state: &AppState, since: &Timestamp) -> Result<(), GatewayError> {
+    let Some(horizon) = state.replay_horizon else { return Ok(()) };
+    let horizon_ms = i64::try_from(horizon.as_millis()).unwrap_or(i64::MAX);
+    let oldest = herald_common::time_fmt::now_millis().saturating_sub(horizon_ms);
+    if herald_proto::convert::millis(since) >= oldest {
+        return Ok(());
+    }
+    Err(GatewayError::invalid(
+        "since",
+        format!(
+            "is older than HERALD_SUCCESS_RETENTION ({}s): delivered deliveries before then are no longer \
+             recorded, so a replay could send their events again; replay from {} on",
+            horizon.as_secs(),
+            herald_common::time_fmt::rfc3339(herald_common::time_fmt::from_millis(oldest)),
+        ),
+    ))
 }
 
 /// The events the endpoint has deliveries of, made since `since` (a

@@ -304,8 +304,9 @@ async fn listing_by_another_tenants_endpoint_reveals_nothing() {
 /// With `HERALD_SUCCESS_RETENTION` shorter than the event retention, a
 /// delivered delivery's state lives in its hour's delivered bucket, which
 /// expires that much sooner, and leaves the main bucket; a retrying one
-/// stays in the main bucket. Both read back whole, and a delivered one can
-/// still be sent again by hand.
+/// stays in the main bucket. Both read back whole, a delivered one can
+/// still be sent again by hand, and a replay may not reach back past the
+/// success retention (it would send what was delivered again).
 #[tokio::test]
 async fn delivered_records_keep_the_success_retention() {
     let stack = Stack::start_with(|env| env.set("HERALD_SUCCESS_RETENTION", "1h")).await;
@@ -354,5 +355,17 @@ async fn delivered_records_keep_the_success_retention() {
     let in_kept: bool = holds(&kept, delivered_id).query_async(&mut conn).await.unwrap();
     let in_main: bool = holds(&main, delivered_id).query_async(&mut conn).await.unwrap();
     assert!(in_kept && !in_main, "delivered again, it is back in the delivered bucket only");
+
+    // A replay reaches back no further than delivered records are kept.
+    let replay = |minutes_ago: i64| {
+        let since = herald_common::time_fmt::from_millis(herald_common::time_fmt::now_millis() - minutes_ago * 60_000);
+        let body = json!({"since": herald_common::time_fmt::rfc3339(since)});
+        stack.tenant(&key, Method::POST, &format!("/v1/endpoints/{good_endpoint}/replay")).json(&body)
+    };
+    let (status, body) = send(replay(120)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.to_string().contains("HERALD_SUCCESS_RETENTION"), "{body}");
+    let (status, body) = send(replay(30)).await;
+    assert_eq!((status, &body["count"]), (StatusCode::ACCEPTED, &json!(0)), "it has the event already: {body}");
     stack.stop().await;
 }
