@@ -361,13 +361,10 @@ impl Records {
         self.keys.delivery_bucket(self.shard_of(id), bucket_of(id).unwrap_or_default())
     }
 
-    /// Whether delivered states are kept for less, in buckets of their own.
-    fn keeps_delivered_apart(&self) -> bool {
-        self.retention.delivered_ms.is_some()
-    }
-
     /// The hour bucket holding a delivered delivery's state when delivered
-    /// states are kept for less (see [`Retention::delivered_ms`]).
+    /// states are kept for less (see [`Retention::delivered_ms`]). Reads
+    /// look there whatever this process's setting: the states another
+    /// setting wrote stay found.
     fn delivered_bucket_key(&self, id: &str) -> String {
         self.keys.delivered_bucket(self.shard_of(id), bucket_of(id).unwrap_or_default())
     }
@@ -429,14 +426,11 @@ impl Records {
         let mut pipe = redis::pipe();
         for id in ids {
             pipe.hget(self.bucket_key(id), id);
-            if self.keeps_delivered_apart() {
-                pipe.hget(self.delivered_bucket_key(id), id);
-            }
+            pipe.hget(self.delivered_bucket_key(id), id);
         }
         let mut conn = self.conn.clone();
         let states: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
-        let per_id = if self.keeps_delivered_apart() { 2 } else { 1 };
-        let records = ids.iter().zip(states.chunks(per_id)).filter_map(|(id, raws)| {
+        let records = ids.iter().zip(states.chunks(2)).filter_map(|(id, raws)| {
             // The writes that move a state between the two buckets remove
             // it from the other; should both hold one, the newer stands.
             raws.iter().flatten().filter_map(|raw| decode_state(id, raw)).max_by_key(|r| r.updated_at)

@@ -22,9 +22,9 @@ use super::{DeliveryRecord, DeliveryStatus, Records, bucket_of};
 use crate::error::DispatchError;
 
 /// KEYS: the partition's retry set, the delivery's hour bucket, the
-/// partition stream, and when delivered states are kept apart, the hour's
-/// delivered bucket (read when the main one has no state, and left without
-/// it: the queued state replaces it). ARGV: the delivery id, the status code and attempt
+/// partition stream, and the hour's delivered bucket (read when the main
+/// one has no state, and left without it: the queued state replaces it).
+/// ARGV: the delivery id, the status code and attempt
 /// count the caller read, the waiting retry member (`''` when none waits),
 /// the new state, the latest attempt's own field and value (`''` when
 /// none), then the job's stream fields as name/value pairs. Answers 1
@@ -34,7 +34,7 @@ static REQUEUE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local raw = redis.call('HGET', KEYS[2], ARGV[1])
-if not raw and KEYS[4] then raw = redis.call('HGET', KEYS[4], ARGV[1]) end
+if not raw then raw = redis.call('HGET', KEYS[4], ARGV[1]) end
 if not raw then return 0 end
 local ok, state = pcall(cjson.decode, raw)
 if not ok or tostring(state[2]) ~= ARGV[2] or tostring(state[3]) ~= ARGV[3] then return 0 end
@@ -46,7 +46,7 @@ redis.call('XADD', unpack(job))
 if member ~= '' then redis.call('ZREM', KEYS[1], member) end
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[2], ARGV[6], ARGV[7]) end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[5])
-if KEYS[4] then redis.call('HDEL', KEYS[4], ARGV[1]) end
+redis.call('HDEL', KEYS[4], ARGV[1])
 return 1
 ",
     )
@@ -84,11 +84,8 @@ impl Records {
             invocation
                 .key(self.keys.retry_set(partition))
                 .key(self.bucket_key(&record.id))
-                .key(self.keys.partition_stream(partition));
-            if self.keeps_delivered_apart() {
-                invocation.key(self.delivered_bucket_key(&record.id));
-            }
-            invocation
+                .key(self.keys.partition_stream(partition))
+                .key(self.delivered_bucket_key(&record.id))
                 .arg(&record.id)
                 .arg(status_code(record.status))
                 .arg(record.attempt_count)
