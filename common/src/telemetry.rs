@@ -108,7 +108,7 @@ pub fn recorded(parent: Option<&str>) -> bool {
 }
 
 fn sampled(traceparent: &str) -> bool {
-    let flags = traceparent.rsplit('-').next().and_then(|flags| u8::from_str_radix(flags, 16).ok());
+    let flags = trace_id_and_flags(traceparent).and_then(|(_, flags)| u8::from_str_radix(flags, 16).ok());
     flags.is_some_and(|flags| flags & 1 == 1)
 }
 

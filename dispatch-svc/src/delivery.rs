@@ -139,6 +139,10 @@ async fn deliver_batch(
     if target.fifo {
         catch_up_attempts(&shared, &mut batch).await;
     }
+    // Made from the first job alone when no span and no publisher trace
+    // stand behind it: then that job's record can make it again.
+    let made_from_first =
+        span_traceparent.is_none() && batch.first().is_some_and(|w| w.taken.job.traceparent.is_none());
     let traceparent = match (span_traceparent, batch.first()) {
         (Some(span), _) => span,
         (None, Some(first)) => made_traceparent(&first.taken.job),
@@ -186,13 +190,10 @@ async fn deliver_batch(
             error,
             response_body,
             sent: sent.map(|sent| {
-                // Only an attempt outside a publisher's trace has one the record can make again.
-                let made = job
-                    .traceparent
-                    .is_none()
-                    .then(|| telemetry::attempt_traceparent(None, &job.delivery_id, job.attempt))
-                    .flatten();
-                sent.without_known(&KnownValues { event_id: &job.event_id, traceparent: made.as_deref() })
+                // One request, one `traceparent`: only the first job's record
+                // can make it again (the others' delivery ids differ).
+                let remade = (i == 0 && made_from_first).then_some(traceparent.as_str());
+                sent.without_known(&KnownValues { event_id: &job.event_id, traceparent: remade })
             }),
         };
         let (status, retry, held) =
