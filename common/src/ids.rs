@@ -70,6 +70,15 @@ pub fn ulid_bits(id: &str) -> Option<u128> {
     ulid::Ulid::from_string(&ulid.to_ascii_uppercase()).ok().map(u128::from)
 }
 
+/// The id with `prefix` whose ULID is `bits`, spelled as [`new_id`] spells
+/// it: the inverse of [`ulid_bits`] for canonical ids.
+pub fn id_from_bits(prefix: &str, bits: u128) -> String {
+    let mut id = String::with_capacity(prefix.len() + 26);
+    id.push_str(prefix);
+    id.push_str(&ulid::Ulid(bits).to_string().to_ascii_lowercase());
+    id
+}
+
 /// The smallest id with `prefix` created at or after `ms`: a lexicographic
 /// lower bound for "created since" range reads over ids.
 pub fn floor_id(prefix: &str, ms: i64) -> String {

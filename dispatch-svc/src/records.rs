@@ -48,6 +48,7 @@ use crate::error::DispatchError;
 
 pub mod changes_stream;
 mod codec;
+mod compact;
 mod endpoint_health;
 pub mod events;
 pub mod leases;
@@ -245,7 +246,7 @@ impl Records {
 
     /// The shape field to store beside an attempt, unless this process
     /// stored it in that bucket already.
-    fn shape_to_store(&self, shard: u32, bucket: i64, sent: &SentRequest) -> Option<(String, String)> {
+    fn shape_to_store(&self, shard: u32, bucket: i64, sent: &SentRequest) -> Option<(String, Vec<u8>)> {
         let shape = sent.shape.as_deref()?;
         let mut stored = self.shapes();
         if stored.len() >= SHAPES_REMEMBERED {
@@ -253,7 +254,7 @@ impl Records {
         }
         stored
             .insert((shard, bucket, sent.shape_id))
-            .then(|| (request_shape::shape_field(sent.shape_id), shape.encode()))
+            .then(|| (request_shape::shape_field(sent.shape_id), shape.encode().into_bytes()))
     }
 
     fn write_of(&self, s: &Settlement<'_>, now: Millis) -> Write {
@@ -285,7 +286,7 @@ impl Records {
         if let Some(attempt) = &s.attempt
             && waiting != Waiting::Nothing
         {
-            fields.push((attempt_field(id, attempt.n), encode_attempt(attempt)));
+            fields.push((attempt_field(id, attempt.n), encode_attempt(id, attempt)));
         }
         // Beside the stream entry it acknowledges, so both are one step.
         let shard = self.keys.record_shard(s.entry.partition);
@@ -317,7 +318,7 @@ impl Records {
             return Ok(());
         }
         let now = time_fmt::now_millis();
-        let mut buckets: BTreeMap<(u32, i64), Vec<(&str, String)>> = BTreeMap::new();
+        let mut buckets: BTreeMap<(u32, i64), Vec<(&str, Vec<u8>)>> = BTreeMap::new();
         let mut indexes: BTreeMap<(u32, &str), Vec<&str>> = BTreeMap::new();
         for (job, event_type) in waiting {
             let id = job.delivery_id.as_str();
@@ -380,9 +381,9 @@ impl Records {
         if earlier > 0 {
             let fields: Vec<String> = (1..=earlier).map(|n| attempt_field(id, n)).collect();
             let mut conn = self.conn.clone();
-            let raw: Vec<Option<String>> =
+            let raw: Vec<Option<Vec<u8>>> =
                 redis::cmd("HMGET").arg(self.bucket_key(id)).arg(&fields).query_async(&mut conn).await?;
-            record.attempts = raw.iter().flatten().filter_map(|a| decode_attempt(a)).collect();
+            record.attempts = raw.iter().flatten().filter_map(|a| decode_attempt(id, a)).collect();
         }
         record.attempts.extend(latest);
         self.read_shapes(id, &mut record.attempts).await?;
@@ -429,7 +430,7 @@ impl Records {
             pipe.hget(self.delivered_bucket_key(id), id);
         }
         let mut conn = self.conn.clone();
-        let states: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
+        let states: Vec<Option<Vec<u8>>> = pipe.query_async(&mut conn).await?;
         let records = ids.iter().zip(states.chunks(2)).filter_map(|(id, raws)| {
             // The writes that move a state between the two buckets remove
             // it from the other; should both hold one, the newer stands.

@@ -1,21 +1,28 @@
-//! The stored shape of a delivery: a JSON array of values in a fixed order,
-//! without field names, so a retained delivery costs its values only.
+//! The stored shape of a delivery: a compact byte layout ([`compact`]) of
+//! values in a fixed order, without field names, its times as differences
+//! from the delivery's creation and its ids as 16 bytes, so a retained
+//! delivery costs about a hundred bytes.
 //!
 //! Field `<id>` of the delivery's hour bucket holds its state and its latest
 //! attempt; field `<id>.<n>` holds attempt `n` when more attempts followed
 //! it (written with the outcome that schedules the next one), so the common
 //! case, delivered on the first attempt, is one field. A retry set member is
 //! not stored: it is the next job, rebuilt from the state
-//! ([`DeliveryRecord::retry_member`]).
+//! ([`DeliveryRecord::retry_member`]). States of the first layout (JSON)
+//! are still read ([`legacy`]).
 
 use herald_common::model::{Job, Millis};
 
+use super::compact::{Decoder, Encoder};
 use super::retry_set::encode_job;
 use super::{AttemptRecord, DeliveryRecord, DeliveryStatus, SentRequest};
 
-/// Layout version, the first value of every state.
-const VERSION: u8 = 1;
+mod legacy;
 
+/// Layout version, the first byte of every state and attempt (the first
+/// layout's JSON starts with `[`). The requeue script reads the status and
+/// attempt count at fixed places: the flags byte after it, then a varint.
+const VERSION: u8 = 2;
 /// Where a retrying delivery's next attempt waits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Waiting {
@@ -28,7 +35,7 @@ pub enum Waiting {
 }
 
 impl Waiting {
-    fn code(self) -> u8 {
+    pub(super) fn code(self) -> u8 {
         match self {
             Waiting::Nothing => 0,
             Waiting::RetrySet => 1,
@@ -36,7 +43,7 @@ impl Waiting {
         }
     }
 
-    fn from_code(code: u8) -> Self {
+    pub(super) fn from_code(code: u8) -> Self {
         match code {
             1 => Waiting::RetrySet,
             2 => Waiting::Actor,
@@ -54,7 +61,7 @@ pub(super) fn status_code(status: DeliveryStatus) -> u8 {
     }
 }
 
-fn status_from_code(code: u8) -> Option<DeliveryStatus> {
+pub(super) fn status_from_code(code: u8) -> Option<DeliveryStatus> {
     match code {
         0 => Some(DeliveryStatus::Pending),
         1 => Some(DeliveryStatus::Delivered),
@@ -64,73 +71,18 @@ fn status_from_code(code: u8) -> Option<DeliveryStatus> {
     }
 }
 
-/// What was sent: its shape, body size and the shape's gaps
-/// (see [`super::request_shape`]).
-type SentValues<'a> = (u64, u64, &'a [String]);
-type OwnedSent = (u64, u64, Vec<String>);
-type AttemptValues<'a> = (u32, Millis, Option<u16>, u64, Option<&'a str>, &'a str, Option<SentValues<'a>>);
-/// An attempt as stored; attempts stored before requests were recorded
-/// have six values.
-#[derive(serde::Deserialize)]
-#[serde(untagged)]
-enum OwnedAttempt {
-    Sent(u32, Millis, Option<u16>, u64, Option<String>, String, Option<OwnedSent>),
-    Bare(u32, Millis, Option<u16>, u64, Option<String>, String),
-}
-/// The latest attempt inside a state: its time is left out (`null`) when it
-/// is the state's `updatedAt`, as it is whenever the attempt settled it.
-type LatestValues<'a> = (u32, Option<Millis>, Option<u16>, u64, Option<&'a str>, &'a str, Option<SentValues<'a>>);
-#[derive(serde::Deserialize)]
-#[serde(untagged)]
-enum OwnedLatest {
-    Sent(u32, Option<Millis>, Option<u16>, u64, Option<String>, String, Option<OwnedSent>),
-    Bare(u32, Option<Millis>, Option<u16>, u64, Option<String>, String),
-}
+/// Flags of a state, in the byte after the version: the status and where a
+/// retry waits in the low four bits, then which optional values follow.
+const HAS_NEXT_ATTEMPT: u8 = 1 << 4;
+const HAS_GENERATION: u8 = 1 << 5;
+const HAS_TRACEPARENT: u8 = 1 << 6;
+const HAS_LATEST: u8 = 1 << 7;
 
-impl OwnedLatest {
-    /// The attempt, its time defaulting to the state's `updated_at`.
-    fn into_attempt(self, updated_at: Millis) -> AttemptRecord {
-        let (n, at, status_code, latency_ms, error, response_body, sent) = match self {
-            OwnedLatest::Sent(n, at, code, latency, error, body, sent) => (n, at, code, latency, error, body, sent),
-            OwnedLatest::Bare(n, at, code, latency, error, body) => (n, at, code, latency, error, body, None),
-        };
-        let at = at.unwrap_or(updated_at);
-        attempt_from(OwnedAttempt::Sent(n, at, status_code, latency_ms, error, response_body, sent))
-    }
-}
-
-fn sent_values(sent: &SentRequest) -> SentValues<'_> {
-    (sent.shape_id, sent.body_bytes, &sent.varying)
-}
-#[allow(clippy::type_complexity)]
-type OwnedState = (
-    u8,
-    u8,
-    u32,
-    Millis,
-    Option<Millis>,
-    u8,
-    String,
-    String,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<OwnedLatest>,
-);
-
-fn attempt_values(a: &AttemptRecord) -> AttemptValues<'_> {
-    (a.n, a.at, a.status_code, a.latency_ms, a.error.as_deref(), &a.response_body, a.sent.as_ref().map(sent_values))
-}
-
-fn attempt_from(values: OwnedAttempt) -> AttemptRecord {
-    let (n, at, status_code, latency_ms, error, response_body, sent) = match values {
-        OwnedAttempt::Sent(n, at, code, latency, error, body, sent) => (n, at, code, latency, error, body, sent),
-        OwnedAttempt::Bare(n, at, code, latency, error, body) => (n, at, code, latency, error, body, None),
-    };
-    let sent = sent.map(|(shape_id, body_bytes, varying)| SentRequest { shape_id, body_bytes, varying, shape: None });
-    AttemptRecord { n, at, status_code, latency_ms, error, response_body, sent }
-}
+/// Flags of an attempt.
+const HAS_TIME: u8 = 1;
+const HAS_STATUS_CODE: u8 = 1 << 1;
+const HAS_ERROR: u8 = 1 << 2;
+const HAS_SENT: u8 = 1 << 3;
 
 /// What a state says besides the job's own ids.
 pub struct State<'a> {
@@ -143,40 +95,125 @@ pub struct State<'a> {
     pub last_attempt: Option<&'a AttemptRecord>,
 }
 
+/// The time a delivery's stored times are differences from: its creation.
+fn base_time(id: &str) -> Millis {
+    herald_common::ids::created_millis(id).unwrap_or(0)
+}
+
 /// The stored state of `job`'s delivery. The publisher's `traceparent` is
 /// kept only while a retry waits in the retry set (its member carries it,
 /// and is rebuilt from the state); a settled delivery does not need it.
-pub fn encode_state(job: &Job, state: &State<'_>) -> String {
-    let latest = state.last_attempt.map(|a| -> LatestValues<'_> {
-        let at = (a.at != state.updated_at).then_some(a.at);
-        (a.n, at, a.status_code, a.latency_ms, a.error.as_deref(), &a.response_body, a.sent.as_ref().map(sent_values))
-    });
+pub fn encode_state(job: &Job, state: &State<'_>) -> Vec<u8> {
     let traceparent = if state.waiting == Waiting::RetrySet { job.traceparent.as_deref() } else { None };
-    let values = (
-        VERSION,
-        status_code(state.status),
-        state.attempt_count,
-        state.updated_at,
-        state.next_attempt_at,
-        state.waiting.code(),
-        job.tenant.as_str(),
-        job.endpoint_id.as_str(),
-        job.event_id.as_str(),
-        state.event_type,
-        job.generation.as_deref(),
-        traceparent,
-        latest,
-    );
-    serde_json::to_string(&values).unwrap_or_default()
+    let mut flags = status_code(state.status) | (state.waiting.code() << 2);
+    for (present, flag) in [
+        (state.next_attempt_at.is_some(), HAS_NEXT_ATTEMPT),
+        (job.generation.is_some(), HAS_GENERATION),
+        (traceparent.is_some(), HAS_TRACEPARENT),
+        (state.last_attempt.is_some(), HAS_LATEST),
+    ] {
+        if present {
+            flags |= flag;
+        }
+    }
+    let mut out = Encoder::with_capacity(128);
+    out.byte(VERSION);
+    out.byte(flags);
+    out.uint(u64::from(state.attempt_count));
+    out.int(state.updated_at.saturating_sub(base_time(&job.delivery_id)));
+    if let Some(next) = state.next_attempt_at {
+        out.int(next.saturating_sub(state.updated_at));
+    }
+    for text in [job.tenant.as_str(), &job.endpoint_id, &job.event_id, state.event_type] {
+        out.text(text);
+    }
+    for text in [job.generation.as_deref(), traceparent].into_iter().flatten() {
+        out.text(text);
+    }
+    if let Some(latest) = state.last_attempt {
+        // Its time is left out when it is the state's `updated_at`, as it
+        // is whenever the attempt settled it.
+        write_attempt(&mut out, latest, state.updated_at, latest.at == state.updated_at);
+    }
+    out.finish()
 }
 
-/// A stored attempt of its own field (`<id>.<n>`).
-pub fn encode_attempt(attempt: &AttemptRecord) -> String {
-    serde_json::to_string(&attempt_values(attempt)).unwrap_or_default()
+/// An attempt, its time a difference from `base` (left out when `base` is
+/// its time).
+fn write_attempt(out: &mut Encoder, attempt: &AttemptRecord, base: Millis, time_is_base: bool) {
+    let mut flags = 0;
+    for (present, flag) in [
+        (!time_is_base, HAS_TIME),
+        (attempt.status_code.is_some(), HAS_STATUS_CODE),
+        (attempt.error.is_some(), HAS_ERROR),
+        (attempt.sent.is_some(), HAS_SENT),
+    ] {
+        if present {
+            flags |= flag;
+        }
+    }
+    out.uint(u64::from(attempt.n));
+    out.byte(flags);
+    if !time_is_base {
+        out.int(attempt.at.saturating_sub(base));
+    }
+    if let Some(code) = attempt.status_code {
+        out.uint(u64::from(code));
+    }
+    out.uint(attempt.latency_ms);
+    if let Some(error) = &attempt.error {
+        out.text(error);
+    }
+    out.text(&attempt.response_body);
+    if let Some(sent) = &attempt.sent {
+        out.fixed_u64(sent.shape_id);
+        out.uint(sent.body_bytes);
+        out.uint(sent.varying.len() as u64);
+        for value in &sent.varying {
+            out.text(value);
+        }
+    }
 }
 
-pub fn decode_attempt(raw: &str) -> Option<AttemptRecord> {
-    serde_json::from_str::<OwnedAttempt>(raw).ok().map(attempt_from)
+fn read_attempt(input: &mut Decoder<'_>, base: Millis) -> Option<AttemptRecord> {
+    let n = u32::try_from(input.uint()?).ok()?;
+    let flags = input.byte()?;
+    let at = if flags & HAS_TIME != 0 { base.saturating_add(input.int()?) } else { base };
+    let status_code = if flags & HAS_STATUS_CODE != 0 { Some(u16::try_from(input.uint()?).ok()?) } else { None };
+    let latency_ms = input.uint()?;
+    let error = if flags & HAS_ERROR != 0 { Some(input.text()?) } else { None };
+    let response_body = input.text()?;
+    let sent = if flags & HAS_SENT != 0 {
+        let shape_id = input.fixed_u64()?;
+        let body_bytes = input.uint()?;
+        let count = input.uint()?;
+        // Each value takes at least a byte: a count past what is left is corrupt.
+        let count = usize::try_from(count).ok().filter(|c| *c <= 64)?;
+        let varying = (0..count).map(|_| input.text()).collect::<Option<Vec<_>>>()?;
+        Some(SentRequest { shape_id, body_bytes, varying, shape: None })
+    } else {
+        None
+    };
+    Some(AttemptRecord { n, at, status_code, latency_ms, error, response_body, sent })
+}
+
+/// A stored attempt of its own field (`<id>.<n>`) of delivery `id`.
+pub fn encode_attempt(id: &str, attempt: &AttemptRecord) -> Vec<u8> {
+    let mut out = Encoder::with_capacity(64);
+    out.byte(VERSION);
+    write_attempt(&mut out, attempt, base_time(id), false);
+    out.finish()
+}
+
+pub fn decode_attempt(id: &str, raw: &[u8]) -> Option<AttemptRecord> {
+    match raw.split_first()? {
+        (&VERSION, rest) => {
+            let mut input = Decoder::new(rest);
+            read_attempt(&mut input, base_time(id)).filter(|_| input.is_empty())
+        }
+        (b'[', _) => legacy::decode_attempt(raw),
+        _ => None,
+    }
 }
 
 /// The field of attempt `n` of delivery `id`.
@@ -186,24 +223,26 @@ pub fn attempt_field(id: &str, n: u32) -> String {
 
 /// A delivery read back from its state; its attempts hold the latest one
 /// only (the caller adds the others). `None` for a corrupt state.
-pub fn decode_state(id: &str, raw: &str) -> Option<DeliveryRecord> {
-    let values: OwnedState = serde_json::from_str(raw).ok()?;
-    let (
-        version,
-        status,
-        attempt_count,
-        updated_at,
-        next_attempt_at,
-        waiting,
-        tenant,
-        endpoint_id,
-        event_id,
-        event_type,
-        generation,
-        traceparent,
-        last,
-    ) = values;
-    if version != VERSION {
+pub fn decode_state(id: &str, raw: &[u8]) -> Option<DeliveryRecord> {
+    match raw.split_first()? {
+        (&VERSION, rest) => read_state(id, &mut Decoder::new(rest)),
+        (b'[', _) => legacy::decode_state(id, raw),
+        _ => None,
+    }
+}
+
+fn read_state(id: &str, input: &mut Decoder<'_>) -> Option<DeliveryRecord> {
+    let flags = input.byte()?;
+    let created_at = base_time(id);
+    let attempt_count = u32::try_from(input.uint()?).ok()?;
+    let updated_at = created_at.saturating_add(input.int()?);
+    let next_attempt_at =
+        if flags & HAS_NEXT_ATTEMPT != 0 { Some(updated_at.saturating_add(input.int()?)) } else { None };
+    let (tenant, endpoint_id, event_id, event_type) = (input.text()?, input.text()?, input.text()?, input.text()?);
+    let generation = if flags & HAS_GENERATION != 0 { Some(input.text()?) } else { None };
+    let traceparent = if flags & HAS_TRACEPARENT != 0 { Some(input.text()?) } else { None };
+    let latest = if flags & HAS_LATEST != 0 { Some(read_attempt(input, updated_at)?) } else { None };
+    if !input.is_empty() {
         return None;
     }
     Some(DeliveryRecord {
@@ -212,15 +251,15 @@ pub fn decode_state(id: &str, raw: &str) -> Option<DeliveryRecord> {
         endpoint_id,
         event_id,
         event_type,
-        status: status_from_code(status)?,
+        status: status_from_code(flags & 3)?,
         attempt_count,
-        created_at: herald_common::ids::created_millis(id).unwrap_or(0),
+        created_at,
         updated_at,
         next_attempt_at,
-        waiting: Waiting::from_code(waiting),
+        waiting: Waiting::from_code((flags >> 2) & 3),
         traceparent,
         generation,
-        attempts: last.map(|latest| latest.into_attempt(updated_at)).into_iter().collect(),
+        attempts: latest.into_iter().collect(),
     })
 }
 
@@ -294,9 +333,10 @@ mod tests {
         assert_eq!(record.attempts, vec![attempt.clone()]);
         assert_eq!(record.generation.as_deref(), Some("gen_1"));
         assert!(record.created_at > 0);
-        let next = Job { attempt: 3, ..job };
+        let next = Job { attempt: 3, ..job.clone() };
         assert_eq!(record.retry_member(), Some(encode_job(&next)));
-        assert_eq!(decode_attempt(&encode_attempt(&attempt)), Some(attempt));
+        let own = encode_attempt(&job.delivery_id, &attempt);
+        assert_eq!(decode_attempt(&job.delivery_id, &own), Some(attempt));
     }
 
     #[test]
@@ -321,7 +361,10 @@ mod tests {
             last_attempt: Some(&attempt),
         };
         let raw = encode_state(&job, &state);
-        assert!(!raw.contains("0af7651916cd43dd") && !raw.contains(",9,204"), "{raw}");
+        let without_trace = encode_state(&Job { traceparent: None, ..job.clone() }, &state);
+        assert_eq!(raw, without_trace, "no trace kept");
+        let settled_at_other_time = encode_state(&job, &State { updated_at: 10, ..state });
+        assert_eq!(raw.len() + 1, settled_at_other_time.len(), "the attempt's time only when it differs");
         let record = decode_state(&job.delivery_id, &raw).unwrap();
         assert_eq!((record.traceparent, record.attempts), (None, vec![attempt.clone()]));
         state.waiting = Waiting::RetrySet;
@@ -344,7 +387,10 @@ mod tests {
         let record = decode_state(&job.delivery_id, &encode_state(&job, &state)).unwrap();
         assert!(record.attempts.is_empty());
         assert_eq!(record.retry_member(), None);
-        assert_eq!(decode_state("dlv_x", "[2]"), None);
-        assert_eq!(decode_state("dlv_x", "not json"), None);
+        assert_eq!(decode_state("dlv_x", b"[2]"), None);
+        assert_eq!(decode_state("dlv_x", b"not json"), None);
+        let raw = encode_state(&job, &state);
+        assert_eq!(decode_state(&job.delivery_id, &raw[..raw.len() - 1]), None, "cut short");
+        assert_eq!(decode_state(&job.delivery_id, &[raw.as_slice(), &[0]].concat()), None, "trailing bytes");
     }
 }

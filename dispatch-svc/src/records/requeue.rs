@@ -21,6 +21,9 @@ use super::codec::{State, Waiting, attempt_field, encode_attempt, encode_state, 
 use super::{DeliveryRecord, DeliveryStatus, Records, bucket_of};
 use crate::error::DispatchError;
 
+/// The state's status and attempt count are read in either stored layout
+/// (see `codec`): the first layout's JSON, or the compact one's flags byte
+/// and varint.
 /// KEYS: the partition's retry set, the delivery's hour bucket, the
 /// partition stream, and the hour's delivered bucket (read when the main
 /// one has no state, and left without it: the queued state replaces it).
@@ -36,8 +39,21 @@ static REQUEUE: LazyLock<Script> = LazyLock::new(|| {
 local raw = redis.call('HGET', KEYS[2], ARGV[1])
 if not raw then raw = redis.call('HGET', KEYS[4], ARGV[1]) end
 if not raw then return 0 end
-local ok, state = pcall(cjson.decode, raw)
-if not ok or tostring(state[2]) ~= ARGV[2] or tostring(state[3]) ~= ARGV[3] then return 0 end
+local status, count
+if string.sub(raw, 1, 1) == '[' then
+  local ok, state = pcall(cjson.decode, raw)
+  if not ok then return 0 end
+  status, count = state[2], state[3]
+else
+  status, count = (string.byte(raw, 2) or 0) % 4, 0
+  local shift, i, byte = 1, 3, 128
+  while byte >= 128 do
+    byte = string.byte(raw, i) or 0
+    count = count + (byte % 128) * shift
+    shift, i = shift * 128, i + 1
+  end
+end
+if tostring(status) ~= ARGV[2] or tostring(count) ~= ARGV[3] then return 0 end
 local member = ARGV[4]
 if member ~= '' and not redis.call('ZSCORE', KEYS[1], member) then return 0 end
 local job = {KEYS[3], '*'}
@@ -92,7 +108,7 @@ impl Records {
                 .arg(record.retry_member().unwrap_or_default())
                 .arg(encode_state(&job, &state))
                 .arg(latest.map(|a| attempt_field(&record.id, a.n)).unwrap_or_default())
-                .arg(latest.map(encode_attempt).unwrap_or_default());
+                .arg(latest.map(|a| encode_attempt(&record.id, a)).unwrap_or_default());
             job.visit_fields(|name, value| {
                 invocation.arg(name).arg(value);
             });

@@ -29,11 +29,11 @@ pub struct Write {
     /// Hour bucket of the delivery (its creation hour).
     pub bucket: i64,
     /// Fields of the bucket hash: the state, and an attempt of its own.
-    pub fields: Vec<(String, String)>,
+    pub fields: Vec<(String, Vec<u8>)>,
     /// The state of a delivered delivery kept for less than the rest (see
     /// [`Retention::delivered_ms`]): it goes to the hour's delivered
     /// bucket, and any earlier state of the delivery leaves the main one.
-    pub delivered: Option<(String, String)>,
+    pub delivered: Option<(String, Vec<u8>)>,
     /// Add to the tenant's listing index (it was not listed when read).
     pub index: Option<(String, String)>,
     /// Partition, due time and member of a retry to schedule.
@@ -102,8 +102,8 @@ async fn run(conn: RedisConn, keys: Keys, retention: Retention, mut rx: mpsc::Un
 /// slot of its own, so each gets its own `MULTI`.
 #[derive(Default)]
 struct ShardWrites<'a> {
-    buckets: BTreeMap<i64, Vec<(&'a str, &'a str)>>,
-    delivered: BTreeMap<i64, Vec<(&'a str, &'a str)>>,
+    buckets: BTreeMap<i64, Vec<(&'a str, &'a [u8])>>,
+    delivered: BTreeMap<i64, Vec<(&'a str, &'a [u8])>>,
     acks: BTreeMap<u32, Vec<&'a str>>,
     retries: BTreeMap<u32, Vec<(Millis, &'a str)>>,
     indexes: BTreeMap<&'a str, Vec<&'a str>>,
@@ -118,10 +118,10 @@ async fn flush(conn: &RedisConn, keys: &Keys, retention: Retention, batch: &[Req
             let shard = shards.entry(write.shard).or_default();
             if !write.fields.is_empty() {
                 let fields = shard.buckets.entry(write.bucket).or_default();
-                fields.extend(write.fields.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+                fields.extend(write.fields.iter().map(|(k, v)| (k.as_str(), v.as_slice())));
             }
             if let Some((id, state)) = &write.delivered {
-                shard.delivered.entry(write.bucket).or_default().push((id, state));
+                shard.delivered.entry(write.bucket).or_default().push((id, state.as_slice()));
             }
             if let Some((partition, endpoint, member)) = &write.park {
                 shard.parks.entry((*partition, endpoint)).or_default().push(member);

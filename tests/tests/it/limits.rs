@@ -258,12 +258,12 @@ async fn listing_by_another_tenants_endpoint_reveals_nothing() {
     let real_id = real["id"].as_str().unwrap();
     let shard = stack.keys.endpoint_shard(&id);
     let bucket = stack.keys.delivery_bucket(shard, herald_dispatch::records::bucket_of(real_id).unwrap());
-    let state: String = redis::cmd("HGET").arg(&bucket).arg(real_id).query_async(&mut conn).await.unwrap();
+    let state: Vec<u8> = redis::cmd("HGET").arg(&bucket).arg(real_id).query_async(&mut conn).await.unwrap();
     let copies: Vec<String> = (0..5_200).map(|n| format!("{}{n:05}", &real_id[..real_id.len() - 5])).collect();
     let mut pipe = redis::pipe();
     pipe.cmd("HSET")
         .arg(&bucket)
-        .arg(copies.iter().flat_map(|c| [c.as_str(), state.as_str()]).collect::<Vec<_>>())
+        .arg(copies.iter().flat_map(|c| [c.as_bytes(), state.as_slice()]).collect::<Vec<_>>())
         .ignore();
     pipe.cmd("ZADD")
         .arg(stack.keys.tenant_deliveries(shard, "acme"))
