@@ -137,7 +137,7 @@ impl Keys {
     pub fn routing_generation(&self, tenant: &str) -> String {
         self.key(&["tenant", tenant, "routing-gen"])
     }
-    /// A stored event (see `event_header`). On a cluster it lives with its
+    /// A stored event (see `stored_event`). On a cluster it lives with its
     /// home partition.
     pub fn event(&self, tenant: &str, event_id: &str) -> String {
         if self.sharded {

@@ -7,8 +7,8 @@
 //! which of an endpoint's values are sealed for what ([`endpoint_secrets`]), the
 //! endpoint URL policy and SSRF address classifier ([`url_policy`]), logging
 //! and tracing ([`telemetry`]), the `/healthz` `/readyz` `/metrics`
-//! surface every process serves ([`admin`]), the header a stored event
-//! starts with ([`event_header`]), the operational event types
+//! surface every process serves ([`admin`]), how an event is stored
+//! ([`stored_event`]), the operational event types
 //! ([`operational`]), the request metrics of the
 //! gRPC servers ([`grpc_metrics`]), and the origin webhooks announce ([`origin`]).
 
@@ -19,7 +19,6 @@ pub mod crypto;
 pub mod endpoint_secrets;
 pub mod env;
 pub mod error;
-pub mod event_header;
 pub mod event_index;
 pub mod grpc_metrics;
 pub mod ids;
@@ -31,6 +30,7 @@ pub mod redis_conn;
 pub mod retry_schedule;
 pub mod shutdown;
 pub mod startup;
+pub mod stored_event;
 pub mod telemetry;
 pub mod time_fmt;
 pub mod url_policy;

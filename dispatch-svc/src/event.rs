@@ -1,19 +1,20 @@
-//! An event as a read batch loads it: the exact stored payload bytes (the `json`
-//! format body) beside their parsed form, shared as `Arc<LoadedEvent>` by
-//! every endpoint the event goes to.
+//! An event as a read batch loads it: its `json` format body beside its
+//! parsed form, shared as `Arc<LoadedEvent>` by every endpoint the event
+//! goes to.
 
+use std::borrow::Cow;
 use std::sync::OnceLock;
 
 use bytes::Bytes;
-use herald_common::event_header::EventHeader;
 use herald_common::model::StoredEvent;
+use herald_common::stored_event;
 
 use crate::error::DispatchError;
 
 /// An event as stored, with its parsed form next to the exact stored bytes.
 #[derive(Debug)]
 pub struct LoadedEvent {
-    /// Exactly the stored JSON: the `json` format body.
+    /// The `json` format body.
     pub raw: Bytes,
     pub event: StoredEvent,
     /// Length of its `envelope` message, worked out once however many
@@ -22,11 +23,18 @@ pub struct LoadedEvent {
 }
 
 impl LoadedEvent {
-    /// Reads an event as stored: its header line, then the payload, which
-    /// is kept without a copy.
-    pub fn parse(stored: Bytes) -> Result<Self, DispatchError> {
-        let (_, start) = EventHeader::split(&stored);
-        let raw = stored.slice(start..);
+    /// Reads event `event_id` as stored (see [`stored_event`]): its body
+    /// made again, or kept without a copy when it was stored whole.
+    pub fn parse(event_id: &str, stored: Bytes) -> Result<Self, DispatchError> {
+        let raw = match stored_event::json_body(event_id, &stored) {
+            Some(Cow::Borrowed(body)) => stored.slice_ref(body),
+            Some(Cow::Owned(body)) => Bytes::from(body),
+            None => {
+                let broken =
+                    <serde_json::Error as serde::de::Error>::custom("the stored event's header does not parse");
+                return Err(broken.into());
+            }
+        };
         let event = serde_json::from_slice(&raw)?;
         Ok(LoadedEvent { raw, event, envelope_len: OnceLock::new() })
     }

@@ -58,7 +58,7 @@ fn endpoint(format: Format, template: Option<Value>) -> EndpointRecord {
 /// Stores the event as the registry does (serialised once) and loads it as
 /// the dispatcher does (parsed from the stored bytes).
 fn load(event: &StoredEvent) -> Arc<LoadedEvent> {
-    Arc::new(LoadedEvent::parse(Bytes::from(serde_json::to_vec(event).unwrap())).unwrap())
+    Arc::new(LoadedEvent::parse("", Bytes::from(serde_json::to_vec(event).unwrap())).unwrap())
 }
 
 fn body(rendered: &Rendered) -> Value {
@@ -448,7 +448,7 @@ proptest! {
             _ => serde_json::to_vec_pretty(&map).unwrap(),
         };
         let raw = Bytes::from(raw);
-        let loaded = Arc::new(LoadedEvent::parse(raw.clone()).unwrap());
+        let loaded = Arc::new(LoadedEvent::parse("", raw.clone()).unwrap());
         let rendered = render(&endpoint(Format::Json, None), std::slice::from_ref(&loaded)).unwrap();
         prop_assert_eq!(&rendered.body, &raw);
         prop_assert_eq!(rendered.body.as_ptr(), loaded.raw.as_ptr());
@@ -541,7 +541,7 @@ proptest! {
         ]
     ) {
         let raw = Bytes::from(raw);
-        if let Ok(loaded) = LoadedEvent::parse(raw.clone()) {
+        if let Ok(loaded) = LoadedEvent::parse("", raw.clone()) {
             let rendered = render(&endpoint(Format::Json, None), &[Arc::new(loaded)]).unwrap();
             prop_assert_eq!(rendered.body, raw);
         }

@@ -4,10 +4,10 @@
 //! filtered by type or time reads only the events it answers; the cursor is
 //! the last entry's id.
 
-use herald_common::event_header::EventHeader;
 use herald_common::event_index::{self, EventIndexEntry};
 use herald_common::ids;
 use herald_common::model::{Millis, StoredEvent};
+use herald_common::stored_event::{self, EventHeader};
 
 use crate::Registry;
 use crate::error::{RegistryError, Result};
@@ -83,7 +83,7 @@ impl Registry {
         let ids: Vec<&str> = matched.iter().map(|e| e.event_id.as_str()).collect();
         let stored = self.store.stored_events(tenant, &ids).await?;
         // An event past its retention may still be indexed until the next publish trims it.
-        let events = stored.into_iter().flatten().filter_map(|raw| logged(&raw)).collect();
+        let events = ids.iter().zip(stored).filter_map(|(id, raw)| logged(id, &raw?)).collect();
         Ok((events, next))
     }
 
@@ -94,15 +94,23 @@ impl Registry {
             return Err(RegistryError::not_found("event", id));
         }
         let stored = self.store.stored_events(tenant, &[id]).await?;
-        stored.into_iter().flatten().find_map(|raw| logged(&raw)).ok_or_else(|| RegistryError::not_found("event", id))
+        stored
+            .into_iter()
+            .flatten()
+            .find_map(|raw| logged(id, &raw))
+            .ok_or_else(|| RegistryError::not_found("event", id))
     }
 }
 
 /// A stored event as the log shows it (`published_ms` 0 when it has no
 /// header line); `None` if it does not parse.
-pub(crate) fn logged(raw: &[u8]) -> Option<LoggedEvent> {
-    let (header, start) = EventHeader::split(raw);
-    let event: StoredEvent = match serde_json::from_slice(&raw[start..]) {
+pub(crate) fn logged(id: &str, raw: &[u8]) -> Option<LoggedEvent> {
+    let Some(body) = stored_event::json_body(id, raw) else {
+        tracing::warn!(event = id, "a stored event has a broken header; left out of the event log");
+        return None;
+    };
+    let header = EventHeader::read(raw);
+    let event: StoredEvent = match serde_json::from_slice(&body) {
         Ok(event) => event,
         Err(e) => {
             tracing::warn!(error = %e, "a stored event does not parse; left out of the event log");

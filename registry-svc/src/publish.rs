@@ -10,7 +10,7 @@
 //! 2. one `EVALSHA` of the publish script for the whole batch, which per
 //!    event stores the payload under a free id with the retention TTL
 //!    (`SET … NX GET`: the same command is the idempotency check, see
-//!    [`herald_common::event_header`]) and `XADD`s its jobs to their
+//!    [`herald_common::stored_event`]) and `XADD`s its jobs to their
 //!    partition streams.
 //!
 //! Routing tables (which endpoints a (tenant, event type) reaches, with
@@ -50,9 +50,8 @@ pub struct Published {
 /// An event ready for the atomic step.
 struct Prepared {
     tenant: String,
-    event_id: String,
-    event_type: String,
-    payload: Vec<u8>,
+    event: StoredEvent,
+    time_ms: i64,
     jobs: Vec<(u32, Job)>,
 }
 
@@ -161,24 +160,11 @@ impl Registry {
                     (route.partition, job)
                 })
                 .collect();
-            let payload = serde_json::to_vec(&event)?;
-            prepared.push(Prepared {
-                tenant: p.tenant,
-                event_id: event.id,
-                event_type: event.event_type,
-                payload,
-                jobs,
-            });
+            prepared.push(Prepared { tenant: p.tenant, event, time_ms: time_fmt::to_millis(p.time), jobs });
         }
         let calls: Vec<Enqueue<'_>> = prepared
             .iter()
-            .map(|p| Enqueue {
-                tenant: &p.tenant,
-                event_id: &p.event_id,
-                event_type: &p.event_type,
-                payload: &p.payload,
-                jobs: &p.jobs,
-            })
+            .map(|p| Enqueue { tenant: &p.tenant, event: &p.event, time_ms: p.time_ms, jobs: &p.jobs })
             .collect();
         let retention = u64::try_from(self.config.event_retention.as_millis()).unwrap_or(u64::MAX);
         let window = u64::try_from(self.config.idempotency_window.as_millis()).unwrap_or(u64::MAX);
@@ -191,8 +177,8 @@ impl Registry {
             } else {
                 metrics::counter!("herald_events_duplicate_total").increment(1);
             }
-            tracing::debug!(tenant = %p.tenant, event = %p.event_id, deliveries, duplicate, "event published");
-            published.push(Published { id: p.event_id, deliveries, duplicate });
+            tracing::debug!(tenant = %p.tenant, event = %p.event.id, deliveries, duplicate, "event published");
+            published.push(Published { id: p.event.id, deliveries, duplicate });
         }
         Ok(published)
     }

@@ -63,7 +63,8 @@ impl Registry {
                 entries.iter().map(|e| e.event_id.as_str()).filter(|id| !delivered_events.contains(*id)).collect();
             let stored = self.store.stored_events(tenant, &ids).await?;
             let mut jobs = Vec::new();
-            for LoggedEvent { event, published_ms, .. } in stored.into_iter().flatten().filter_map(|raw| logged(&raw)) {
+            let logged_events = ids.iter().zip(stored).filter_map(|(id, raw)| logged(id, &raw?));
+            for LoggedEvent { event, published_ms, .. } in logged_events {
                 let table = tables.entry(event.event_type.clone()).or_insert_with(|| {
                     let routes = subscriptions
                         .iter()

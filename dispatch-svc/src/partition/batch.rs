@@ -148,7 +148,7 @@ async fn load(shared: &Shared, actors: &Actors, taken: &[Taken]) -> Result<(Even
 
     let mut events = HashMap::with_capacity(event_keys.len());
     for (key, raw) in event_keys.into_iter().zip(event_raw.into_iter().chain(std::iter::repeat(None))) {
-        let loaded = raw.and_then(|raw| match LoadedEvent::parse(raw.into()) {
+        let loaded = raw.and_then(|raw| match LoadedEvent::parse(&key.1, raw.into()) {
             Ok(event) => Some(Arc::new(event)),
             Err(e) => {
                 tracing::error!(event = %key.1, error = %e, "stored event is corrupt");

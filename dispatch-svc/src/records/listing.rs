@@ -10,11 +10,11 @@
 //! chunk by chunk until it is full; a page that took too many chunks
 //! answers what it found and a cursor to carry on from. A list by event
 //! reads only the id range its deliveries were made in (the stored event's
-//! header, see [`herald_common::event_header`]).
+//! header, see [`herald_common::stored_event`]).
 
-use herald_common::event_header::EventHeader;
 use herald_common::ids;
 use herald_common::model::Millis;
+use herald_common::stored_event::EventHeader;
 
 use super::{DeliveryRecord, DeliveryStatus, Records};
 use crate::error::DispatchError;
@@ -199,6 +199,6 @@ impl Records {
             .arg(HEADER_BYTES - 1)
             .query_async(&mut conn)
             .await?;
-        Ok(EventHeader::split(&head).0.map(|h| (h.published_ms, h.published_ms.saturating_add(h.span_ms))))
+        Ok(EventHeader::read(&head).map(|h| (h.published_ms, h.published_ms.saturating_add(h.span_ms))))
     }
 }

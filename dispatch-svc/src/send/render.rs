@@ -333,7 +333,7 @@ mod tests {
             "resource": {"orgShortName": "tfoinc", "locRef": "fdmnh144"},
             "data": {"status": "Submitted", "items": [{"sku": "a1"}, {"sku": "b2"}], "n": 3}
         });
-        Arc::new(LoadedEvent::parse(Bytes::from(serde_json::to_vec(&raw).unwrap())).unwrap())
+        Arc::new(LoadedEvent::parse("", Bytes::from(serde_json::to_vec(&raw).unwrap())).unwrap())
     }
 
     fn body(r: &Rendered) -> Value {
@@ -471,7 +471,7 @@ mod tests {
     #[test]
     fn template_without_resource_and_scalar_templates() {
         let raw = json!({"id": "e", "type": "t", "timestamp": "2020-01-01T00:00:00Z", "data": {"k": 1}});
-        let e = Arc::new(LoadedEvent::parse(Bytes::from(serde_json::to_vec(&raw).unwrap())).unwrap());
+        let e = Arc::new(LoadedEvent::parse("", Bytes::from(serde_json::to_vec(&raw).unwrap())).unwrap());
         let r = render(
             &endpoint(Format::Template, Some(json!({"r": "$.resource", "o": "$.resource.x"}))),
             std::slice::from_ref(&e),
@@ -497,6 +497,6 @@ mod tests {
 
     #[test]
     fn corrupt_events_are_errors() {
-        assert!(matches!(LoadedEvent::parse(Bytes::from_static(b"{\"id\":1}")), Err(DispatchError::Corrupt(_))));
+        assert!(matches!(LoadedEvent::parse("e-1", Bytes::from_static(b"{\"id\":1}")), Err(DispatchError::Corrupt(_))));
     }
 }

@@ -16,8 +16,8 @@
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
-use herald_common::event_header::EventHeader;
 use herald_common::event_index;
+use herald_common::stored_event::EventHeader;
 use herald_common::time_fmt;
 use redis::Script;
 
@@ -66,8 +66,8 @@ impl Store {
         let mut pipe = redis::pipe();
         for call in calls {
             pipe.cmd("SET")
-                .arg(self.keys.event(call.tenant, call.event_id))
-                .arg(call.header(now).prepend(call.payload))
+                .arg(self.keys.event(call.tenant, &call.event.id))
+                .arg(call.stored(now)?)
                 .arg("NX")
                 .arg("PX")
                 .arg(retention_ms.max(1))
@@ -93,13 +93,13 @@ impl Store {
                         .arg(oldest)
                         .arg("*")
                         .arg(event_index::TYPE)
-                        .arg(call.event_type)
+                        .arg(&call.event.event_type)
                         .arg(event_index::ID)
-                        .arg(call.event_id)
+                        .arg(&call.event.id)
                         .ignore();
                     (Enqueued { duplicate: false, deliveries: call.jobs.len() as u32 }, true)
                 }
-                Some(before) => match EventHeader::split(&before).0 {
+                Some(before) => match EventHeader::read(&before) {
                     Some(header) if now.saturating_sub(header.published_ms) < window => {
                         (Enqueued { duplicate: true, deliveries: header.deliveries }, true)
                     }
@@ -126,7 +126,7 @@ impl Store {
             }
             inv.arg(idempotency_ms.max(1)).arg(events.len());
             for (call, indexes) in &events {
-                inv.key(self.keys.publish_marker(*partition, call.tenant, call.event_id));
+                inv.key(self.keys.publish_marker(*partition, call.tenant, &call.event.id));
                 inv.arg(indexes.len());
                 for i in indexes {
                     push_job(&mut inv, &call.jobs[*i].1);

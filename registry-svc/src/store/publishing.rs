@@ -5,9 +5,9 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::LazyLock;
 
-use herald_common::event_header::EventHeader;
 use herald_common::event_index;
-use herald_common::model::{EndpointRecord, EndpointStatus, Job, Millis, SubscriptionRecord};
+use herald_common::model::{EndpointRecord, EndpointStatus, Job, Millis, StoredEvent, SubscriptionRecord};
+use herald_common::stored_event::EventHeader;
 use herald_common::{ids, time_fmt};
 use redis::{Script, ScriptInvocation, Value as RedisValue};
 
@@ -42,7 +42,7 @@ for e = 1, tonumber(ARGV[4]) do
   local jobs = tonumber(ARGV[a + 3])
   local old = redis.call('SET', KEYS[k], ARGV[a], 'NX', 'PX', retention, 'GET')
   if old then
-    local n, at = string.match(old, '^h1 (%d+) (%d+)')
+    local n, at = string.match(old, '^h%d (%d+) (%d+)')
     if n and now - tonumber(at) < window then answers[e] = {1, tonumber(n)} else answers[e] = {1, 0} end
   else
     answers[e] = {0, jobs}
@@ -76,9 +76,9 @@ pub(super) fn push_job(inv: &mut ScriptInvocation<'_>, job: &Job) {
 /// What one publish asks the atomic step to do.
 pub struct Enqueue<'a> {
     pub tenant: &'a str,
-    pub event_id: &'a str,
-    pub event_type: &'a str,
-    pub payload: &'a [u8],
+    pub event: &'a StoredEvent,
+    /// The event's time (its `timestamp`), in ms.
+    pub time_ms: Millis,
     /// Partition and job, one per endpoint.
     pub jobs: &'a [(u32, Job)],
 }
@@ -90,6 +90,11 @@ impl Enqueue<'_> {
         let times = self.jobs.iter().filter_map(|(_, job)| ids::created_millis(&job.delivery_id));
         let (first, last) = times.fold((now, now), |(lo, hi), t| (lo.min(t), hi.max(t)));
         EventHeader { deliveries: self.jobs.len() as u32, published_ms: first, span_ms: last - first }
+    }
+
+    /// The value stored for the event (see [`herald_common::stored_event`]).
+    pub(super) fn stored(&self, now: Millis) -> Result<Vec<u8>> {
+        Ok(self.header(now).store(self.event, self.time_ms)?)
     }
 }
 
@@ -195,14 +200,11 @@ impl Store {
         inv.arg(now).arg(retention_ms.max(1)).arg(idempotency_ms.max(1)).arg(calls.len());
         inv.arg(oldest_logged(now, retention_ms)).arg(event_index::TYPE).arg(event_index::ID);
         for call in calls {
-            inv.key(keys.event(call.tenant, call.event_id)).key(keys.tenant_events(call.tenant));
+            inv.key(keys.event(call.tenant, &call.event.id)).key(keys.tenant_events(call.tenant));
             for (partition, _) in call.jobs {
                 inv.key(keys.partition_stream(*partition));
             }
-            inv.arg(call.header(now).prepend(call.payload))
-                .arg(call.event_type)
-                .arg(call.event_id)
-                .arg(call.jobs.len());
+            inv.arg(call.stored(now)?).arg(&call.event.event_type).arg(&call.event.id).arg(call.jobs.len());
             for (_, job) in call.jobs {
                 push_job(&mut inv, job);
             }

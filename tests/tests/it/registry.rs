@@ -566,9 +566,12 @@ async fn publish_fans_out_to_matching_active_endpoints() {
     // that counts its deliveries.
     let mut conn = stack.redis().await;
     let stored: Vec<u8> = conn.get(stack.keys.event("acme", &answer.id)).await.unwrap();
-    let (header, start) = herald_common::event_header::EventHeader::split(&stored);
+    let header = herald_common::stored_event::EventHeader::read(&stored);
     assert_eq!(header.map(|h| h.deliveries), Some(3));
-    let stored: serde_json::Value = serde_json::from_slice(&stored[start..]).unwrap();
+    assert!(!String::from_utf8_lossy(&stored).contains(&answer.id), "the key holds the id");
+    let body = herald_common::stored_event::json_body(&answer.id, &stored).unwrap();
+    let stored: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(stored["id"], answer.id);
     assert_eq!(stored["type"], "order.created");
     assert_eq!(stored["data"]["orderId"], "o1");
     assert_eq!(stored["resource"]["org"], "tfo");

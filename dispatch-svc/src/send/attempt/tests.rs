@@ -113,7 +113,7 @@ fn client() -> reqwest::Client {
 fn event() -> Arc<LoadedEvent> {
     let raw =
         json!({"id": "evt_1", "type": "order.created", "timestamp": "2024-05-07T19:18:32.076Z", "data": {"n": 1}});
-    Arc::new(LoadedEvent::parse(Bytes::from(serde_json::to_vec(&raw).unwrap())).unwrap())
+    Arc::new(LoadedEvent::parse("", Bytes::from(serde_json::to_vec(&raw).unwrap())).unwrap())
 }
 
 /// An endpoint that answers from a script and records what it got.
