@@ -6,13 +6,12 @@
 //! Two layouts, chosen by how Redis runs ([`Keys::new`], [`Keys::sharded`]):
 //! - **one Redis**: partition keys carry a `{p<n>}` tag (which a single
 //!   Redis ignores), everything else sits under the plain prefix, and
-//!   delivery records and listing indexes are one family for the whole
+//!   delivery records are one family for the whole
 //!   installation (one *record shard*);
 //! - **Redis Cluster**: registry keys sit under the prefix as a hash tag
 //!   (`{herald}:…`, one slot, so the registry's scripts never cross slots),
 //!   and everything a partition owns carries that partition's tag: its
-//!   stream, retry set and lease, the delivery records and listing indexes
-//!   of its deliveries (one record shard per partition), its endpoints'
+//!   stream, retry set and lease, the delivery records of its deliveries (one record shard per partition), its endpoints'
 //!   health, its publish markers. An event's payload carries the tag of its
 //!   *home* partition (a hash of tenant and id). Partitions, and so the
 //!   work, spread over every master.
@@ -20,7 +19,7 @@
 //! Ownership: the registry writes the registry families (tenant, key, event
 //! type, endpoint, subscription, event payload, partition streams and
 //! publish markers on publish, changes); the dispatcher writes the delivery
-//! families (deliveries, listing indexes, retry sets, leases, endpoint
+//! families (deliveries, retry sets, leases, endpoint
 //! health) and acknowledges stream entries.
 
 /// The consumer group every dispatcher reads partition streams through.
@@ -218,11 +217,6 @@ impl Keys {
     pub fn delivered_bucket(&self, shard: u32, hour: i64) -> String {
         self.shard_key(shard, &["dlv", &hour.to_string(), "ok"])
     }
-    /// The listing index of a tenant's deliveries in a record shard, all
-    /// with score 0, read lexicographically (ULIDs sort by creation).
-    pub fn tenant_deliveries(&self, shard: u32, tenant: &str) -> String {
-        self.shard_key(shard, &["tenant", tenant, "dlvs"])
-    }
     /// Sorted set of live dispatcher ids scored by their last heartbeat in ms,
     /// from which each dispatcher works out its fair share of partitions.
     pub fn dispatchers(&self) -> String {
@@ -287,7 +281,6 @@ mod tests {
         assert_eq!(keys.partition_stream(3), "t1:{p3}:jobs");
         assert_eq!(keys.delivery_bucket(keys.record_shard(3), 7), "t1:{p3}:dlv:7");
         assert_eq!(keys.delivered_bucket(keys.record_shard(3), 7), "t1:{p3}:dlv:7:ok");
-        assert_eq!(keys.tenant_deliveries(3, "acme"), "t1:{p3}:tenant:acme:dlvs");
         let p = partition_of("ep_1", 16);
         assert_eq!(keys.endpoint_health("ep_1"), format!("t1:{{p{p}}}:ep:ep_1:health"));
         assert!(keys.event("acme", "e-1").contains(":evt:acme:e-1"));

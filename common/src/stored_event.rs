@@ -1,29 +1,36 @@
-//! How an event is stored, once per publish: a header line, then its `json`
-//! format body without what the key and the header hold already.
+//! How an event is stored, once per publish: a header line, its `json`
+//! format body without what the key and the header hold already, and the
+//! ids of its deliveries.
 //!
-//! `h2 <deliveries> <published ms> <span ms> <time - published ms>\n`
-//! followed by the body without its `id` (the key's) and `timestamp` (made
-//! again from the header): `{"type":…,"data":…}`. An event whose body does
-//! not take that form (a time the header cannot spell back) is stored
-//! whole after an `h1 <deliveries> <published ms> <span ms>\n` line, as
-//! every event was before; both are read.
+//! `h2 <deliveries> <published ms> <span ms> <time> <body bytes>\n`, the
+//! body, then each delivery id's ULID in 16 bytes (big-endian; the `dlv_`
+//! prefix is implied). `<time>` is the event time less the publish time,
+//! and the body is then `{"type":…,"data":…}`: without its `id` (the key's)
+//! and `timestamp` (made again from the header); or `w` when the body is
+//! stored whole (a time the header cannot spell back). Events of the first
+//! layout (`h1 <deliveries> <published ms> <span ms>\n` and the whole body,
+//! no ids) are still read.
+//!
+//! The ids are the event's listing: a tenant's deliveries are listed by
+//! reading its event log, then the ids of each event (a replay appends the
+//! ids it adds). A delivery costs 16 bytes there, where an index entry of
+//! its own took ~130.
 //!
 //! The header is what lets one `SET … NX GET` be the whole idempotency
 //! check: a publish of a stored id reads back how many deliveries the first
 //! publish made and when (the answer within `HERALD_IDEMPOTENCY_WINDOW`,
-//! `0` past it), with no marker key per event. The delivery ids of the
-//! event were made within `span` ms after `published`, which bounds where
-//! its deliveries sit in the tenant's listing index. The publish script
-//! reads the first two numbers, so their layout is fixed: digits only,
-//! single spaces.
+//! `0` past it), with no marker key per event. The publish script reads the
+//! first two numbers, so their layout is fixed: digits only, single spaces.
 
 use std::borrow::Cow;
 
 use crate::model::{Millis, StoredEvent};
-use crate::time_fmt;
+use crate::{ids, time_fmt};
 
 const WHOLE: &[u8] = b"h1 ";
-const COMPACT: &[u8] = b"h2 ";
+const LISTED: &[u8] = b"h2 ";
+/// The `<time>` of a body stored whole.
+const WHOLE_BODY: &str = "w";
 const ID_MEMBER: &[u8] = b"{\"id\":";
 const TYPE_MEMBER: &[u8] = b"{\"type\":";
 const TIMESTAMP_MEMBER: &[u8] = b",\"timestamp\":";
@@ -38,35 +45,82 @@ pub struct EventHeader {
 
 impl EventHeader {
     /// The stored value of `event` (whose time is `time_ms`) under this
-    /// header.
-    pub fn store(&self, event: &StoredEvent, time_ms: Millis) -> Result<Vec<u8>, serde_json::Error> {
+    /// header, with the ids of its deliveries.
+    pub fn store(
+        &self,
+        event: &StoredEvent,
+        time_ms: Millis,
+        delivery_ids: &[&str],
+    ) -> Result<Vec<u8>, serde_json::Error> {
         let body = serde_json::to_vec(event)?;
         let (deliveries, published, span) = (self.deliveries, self.published_ms.max(0), self.span_ms.max(0));
-        if let Some((type_member, tail)) = compact_parts(event, time_ms, &body)? {
-            let line = format!("h2 {deliveries} {published} {span} {}\n", time_ms.saturating_sub(published));
-            return Ok([line.as_bytes(), TYPE_MEMBER, type_member, tail].concat());
+        let (time, body_parts) = match compact_parts(event, time_ms, &body)? {
+            Some((type_member, tail)) => {
+                (time_ms.saturating_sub(published).to_string(), [TYPE_MEMBER, type_member, tail])
+            }
+            None => (WHOLE_BODY.to_owned(), [body.as_slice(), &[], &[]]),
+        };
+        let body_len: usize = body_parts.iter().map(|p| p.len()).sum();
+        let line = format!("h2 {deliveries} {published} {span} {time} {body_len}\n");
+        let mut stored = Vec::with_capacity(line.len() + body_len + delivery_ids.len() * 16);
+        stored.extend_from_slice(line.as_bytes());
+        body_parts.iter().for_each(|part| stored.extend_from_slice(part));
+        for id in delivery_ids {
+            stored.extend_from_slice(&delivery_id_bytes(id).unwrap_or_default());
         }
-        let line = format!("h1 {deliveries} {published} {span}\n");
-        Ok([line.as_bytes(), &body].concat())
+        Ok(stored)
     }
 
     /// The header of a stored event; `None` for an event stored without one
     /// (older data) or a header that does not parse.
     pub fn read(stored: &[u8]) -> Option<EventHeader> {
-        header_line(stored).map(|(header, _, _)| header)
+        header_line(stored).map(|(header, _)| header)
     }
+}
+
+/// A delivery id as stored after the body (its ULID, big-endian); `None`
+/// for an id Herald did not make.
+pub fn delivery_id_bytes(id: &str) -> Option<[u8; 16]> {
+    let bits = ids::ulid_bits(id.strip_prefix(ids::DELIVERY)?)?;
+    (ids::id_from_bits(ids::DELIVERY, bits) == id).then(|| bits.to_be_bytes())
+}
+
+/// Where the delivery ids of a stored event start, from its first bytes
+/// (at least its header line); `None` for an event of the first layout,
+/// which keeps none, or a header that does not parse.
+pub fn delivery_ids_start(head: &[u8]) -> Option<usize> {
+    let (_, layout) = header_line(head)?;
+    let Layout::Listed { body_start, body_len, .. } = layout else { return None };
+    body_start.checked_add(body_len)
+}
+
+/// The delivery ids stored from [`delivery_ids_start`] on; a trailing
+/// part shorter than an id is ignored.
+pub fn delivery_ids(stored_ids: &[u8]) -> impl Iterator<Item = String> + '_ {
+    stored_ids.chunks_exact(16).filter_map(|bytes| {
+        let bits = u128::from_be_bytes(bytes.try_into().ok()?);
+        Some(ids::id_from_bits(ids::DELIVERY, bits))
+    })
 }
 
 /// The `json` format body of the stored event `event_id`: the stored bytes
 /// themselves when it was stored whole, or made again. `None` when the
 /// stored value is not an event as this module writes them.
 pub fn json_body<'a>(event_id: &str, stored: &'a [u8]) -> Option<Cow<'a, [u8]>> {
-    let Some((header, time_delta, start)) = header_line(stored) else {
+    let Some((header, layout)) = header_line(stored) else {
         // Older data: all body.
-        return (!stored.starts_with(WHOLE) && !stored.starts_with(COMPACT)).then_some(Cow::Borrowed(stored));
+        return (!stored.starts_with(WHOLE) && !stored.starts_with(LISTED)).then_some(Cow::Borrowed(stored));
     };
-    let rest = &stored[start..];
-    let Some(time_delta) = time_delta else { return Some(Cow::Borrowed(rest)) };
+    let (rest, time_delta) = match layout {
+        Layout::Whole { body_start } => return Some(Cow::Borrowed(&stored[body_start..])),
+        Layout::Listed { body_start, body_len, time_delta } => {
+            let rest = stored.get(body_start..body_start.checked_add(body_len)?)?;
+            match time_delta {
+                None => return Some(Cow::Borrowed(rest)),
+                Some(delta) => (rest, delta),
+            }
+        }
+    };
     let after_type = rest.strip_prefix(TYPE_MEMBER)?;
     let mut strings = serde_json::Deserializer::from_slice(after_type).into_iter::<serde::de::IgnoredAny>();
     strings.next()?.ok()?;
@@ -83,6 +137,9 @@ pub fn json_body<'a>(event_id: &str, stored: &'a [u8]) -> Option<Cow<'a, [u8]>> 
     Some(Cow::Owned(body))
 }
 
+/// A body's type member value and its tail after the timestamp.
+type CompactParts<'a> = (&'a [u8], &'a [u8]);
+
 /// The type member's value and the body's tail after the timestamp, when
 /// the body is `{"id":…,"type":…,"timestamp":…` + tail with a timestamp
 /// the header spells back.
@@ -90,7 +147,7 @@ fn compact_parts<'a>(
     event: &StoredEvent,
     time_ms: Millis,
     body: &'a [u8],
-) -> Result<Option<(&'a [u8], &'a [u8])>, serde_json::Error> {
+) -> Result<Option<CompactParts<'a>>, serde_json::Error> {
     if time_fmt::rfc3339(time_fmt::from_millis(time_ms)) != event.timestamp {
         return Ok(None);
     }
@@ -110,11 +167,17 @@ fn compact_parts<'a>(
     Ok(parts)
 }
 
-/// The header, the time difference of a compact event, and where the rest
-/// starts.
-fn header_line(stored: &[u8]) -> Option<(EventHeader, Option<Millis>, usize)> {
-    let compact = stored.starts_with(COMPACT);
-    if !compact && !stored.starts_with(WHOLE) {
+/// Where a stored event's parts sit.
+enum Layout {
+    /// The first layout: the whole body from `body_start` to the end.
+    Whole { body_start: usize },
+    /// The body (compact unless `time_delta` is `None`), then the ids.
+    Listed { body_start: usize, body_len: usize, time_delta: Option<Millis> },
+}
+
+fn header_line(stored: &[u8]) -> Option<(EventHeader, Layout)> {
+    let listed = stored.starts_with(LISTED);
+    if !listed && !stored.starts_with(WHOLE) {
         return None;
     }
     let end = stored.iter().position(|b| *b == b'\n')?;
@@ -123,11 +186,20 @@ fn header_line(stored: &[u8]) -> Option<(EventHeader, Option<Millis>, usize)> {
     let deliveries = parts.next()?.parse().ok()?;
     let published_ms = parts.next()?.parse().ok()?;
     let span_ms = parts.next()?.parse().ok()?;
-    let time_delta = if compact { Some(parts.next()?.parse().ok()?) } else { None };
+    let body_start = end + 1;
+    let layout = if listed {
+        let time_delta = match parts.next()? {
+            WHOLE_BODY => None,
+            delta => Some(delta.parse().ok()?),
+        };
+        Layout::Listed { body_start, body_len: parts.next()?.parse().ok()?, time_delta }
+    } else {
+        Layout::Whole { body_start }
+    };
     if parts.next().is_some() {
         return None;
     }
-    Some((EventHeader { deliveries, published_ms, span_ms }, time_delta, end + 1))
+    Some((EventHeader { deliveries, published_ms, span_ms }, layout))
 }
 
 #[cfg(test)]
@@ -144,29 +216,50 @@ mod tests {
         }
     }
 
-    const HEADER: EventHeader = EventHeader { deliveries: 3, published_ms: 1_700_000_000_123, span_ms: 2 };
+    const HEADER: EventHeader = EventHeader { deliveries: 2, published_ms: 1_700_000_000_123, span_ms: 2 };
 
-    #[test]
-    fn bodies_read_back_byte_for_byte_and_headers_with_them() {
-        let time_ms = 1_700_000_000_100;
-        let event = event(&time_fmt::rfc3339(time_fmt::from_millis(time_ms)));
-        let stored = HEADER.store(&event, time_ms).unwrap();
-        assert!(stored.starts_with(b"h2 3 1700000000123 2 -23\n{\"type\":\"order.created\",\"resource\""));
-        assert_eq!(EventHeader::read(&stored), Some(HEADER));
-        let body = json_body(&event.id, &stored).unwrap();
-        assert_eq!(body.as_ref(), serde_json::to_vec(&event).unwrap().as_slice());
-        assert!(stored.len() + 40 < body.len(), "{} stored for a body of {}", stored.len(), body.len());
+    fn delivery_ids() -> [String; 2] {
+        [ids::new_delivery_id(3), ids::new_delivery_id(0)]
+    }
+
+    fn stored_ids(stored: &[u8]) -> Vec<String> {
+        let start = delivery_ids_start(&stored[..stored.len().min(64)]).unwrap();
+        super::delivery_ids(&stored[start..]).collect()
     }
 
     #[test]
-    fn a_time_the_header_cannot_spell_is_stored_whole() {
+    fn bodies_read_back_byte_for_byte_and_headers_and_ids_with_them() {
+        let time_ms = 1_700_000_000_100;
+        let event = event(&time_fmt::rfc3339(time_fmt::from_millis(time_ms)));
+        let ids = delivery_ids();
+        let stored = HEADER.store(&event, time_ms, &[&ids[0], &ids[1]]).unwrap();
+        assert!(stored.starts_with(b"h2 2 1700000000123 2 -23 "), "{}", String::from_utf8_lossy(&stored));
+        assert_eq!(EventHeader::read(&stored), Some(HEADER));
+        let body = json_body(&event.id, &stored).unwrap();
+        assert_eq!(body.as_ref(), serde_json::to_vec(&event).unwrap().as_slice());
+        assert_eq!(stored_ids(&stored), ids);
+        assert!(stored.len() + 40 < body.len() + 32, "{} stored for a body of {}", stored.len(), body.len());
+    }
+
+    #[test]
+    fn a_time_the_header_cannot_spell_keeps_the_body_whole() {
         let event = event("2023-11-14T22:13:20.100000Z");
-        let stored = HEADER.store(&event, 1_700_000_000_100).unwrap();
-        assert!(stored.starts_with(b"h1 3 1700000000123 2\n{\"id\""));
+        let ids = delivery_ids();
+        let stored = HEADER.store(&event, 1_700_000_000_100, &[&ids[1]]).unwrap();
+        assert!(stored.starts_with(b"h2 2 1700000000123 2 w "));
         assert_eq!(EventHeader::read(&stored), Some(HEADER));
         let body = json_body(&event.id, &stored).unwrap();
         assert!(matches!(body, Cow::Borrowed(_)));
         assert_eq!(body.as_ref(), serde_json::to_vec(&event).unwrap().as_slice());
+        assert_eq!(stored_ids(&stored), ids[1..]);
+    }
+
+    #[test]
+    fn events_of_the_first_layout_read_back_without_ids() {
+        let stored = b"h1 3 1700000000123 2\n{\"id\":\"e-1\"}";
+        assert_eq!(EventHeader::read(stored), Some(EventHeader { deliveries: 3, ..HEADER }));
+        assert_eq!(json_body("e-1", stored).as_deref(), Some(br#"{"id":"e-1"}"#.as_slice()));
+        assert_eq!(delivery_ids_start(stored), None);
     }
 
     #[test]
@@ -175,7 +268,10 @@ mod tests {
         assert_eq!(json_body("e-1", br#"{"id":"e-1"}"#).as_deref(), Some(br#"{"id":"e-1"}"#.as_slice()));
         assert_eq!(EventHeader::read(b"h1 x\n{}"), None);
         assert_eq!(json_body("e-1", b"h1 x\n{}"), None);
-        assert_eq!(json_body("e-1", b"h2 1 2 3 4\n{\"type\":\"unterminated"), None);
-        assert_eq!(json_body("e-1", b"h2 1 2 3 4\n[]"), None);
+        assert_eq!(json_body("e-1", b"h2 1 2 3 4 50\n{\"type\":\"unterminated"), None, "shorter than its length");
+        assert_eq!(json_body("e-1", b"h2 1 2 3 4 17\n{\"type\":\"unterminated"), None);
+        assert_eq!(json_body("e-1", b"h2 1 2 3 4 2\n[]"), None);
+        assert_eq!(delivery_id_bytes("dlv_x"), None);
+        assert_eq!(delivery_id_bytes(&ids::new_id(ids::EVENT)), None);
     }
 }

@@ -60,9 +60,6 @@ pub struct Taken {
     /// Claimed from the pending entries rather than read new: for a `fifo`
     /// job, the attempt number in the entry may be behind the stored one.
     pub reclaimed: bool,
-    /// Its delivery record and indexes were written as `pending` when it was
-    /// read, so settling it writes only what changed.
-    pub listed: bool,
 }
 
 /// A job with its loaded event, ready for an endpoint actor.
@@ -212,7 +209,6 @@ async fn deliver_batch(
         settlements.push(Settlement {
             job,
             entry: &work.taken.entry,
-            listed: work.taken.listed,
             event_type: Some(event_type),
             attempt: Some(attempt),
             status,
@@ -380,7 +376,6 @@ pub async fn fail_unsent(shared: Arc<Shared>, taken: Vec<Taken>, event_types: Ve
         .map(|(t, event_type)| Settlement {
             job: &t.job,
             entry: &t.entry,
-            listed: t.listed,
             event_type,
             attempt: Some(AttemptRecord {
                 n: t.job.attempt,

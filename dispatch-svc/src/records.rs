@@ -12,16 +12,13 @@
 //!   expiring the success retention after the hour ends; the settlement
 //!   that writes one there removes any earlier state from `dlv:{hour}`
 //!   ([`Retention`]). A listing skips an id whose state has expired.
-//! - `tenant:{t}:dlvs`: the one listing index, the tenant's delivery ids
-//!   (score 0; ULIDs sort by creation, so lists read newest first with
-//!   `ZREVRANGEBYLEX`, the last id of a page is a stable cursor, and "since"
-//!   is a lexicographic bound). Lists by endpoint filter it; lists by event
-//!   read only the id range the event's deliveries were made in (kept in
-//!   the stored event's header).
 //!
-//! A first attempt is written as `pending` (state and index, one pipeline
-//! per read batch, [`Records::record_pending`]) before it is handed to its
-//! actor, so a delivery held back is listed before it is tried.
+//! There is no listing index: the stored event keeps its deliveries' ids,
+//! and lists read them through the tenant's event log ([`listing`]).
+//!
+//! A first attempt is written as `pending` (one pipeline per read batch,
+//! [`Records::record_pending`]) before it is handed to its actor, so a
+//! delivery held back is listed before it is tried.
 //!
 //! **Invariant:** a stream entry is acknowledged only in [`Records::settle`],
 //! in the same `MULTI` as its outcome (state, attempt, next retry), so a
@@ -69,9 +66,12 @@ pub use replies::StreamEntry;
 pub use request_shape::{KnownValues, REDACTED, RequestShape, SentRequest, is_varying};
 
 use codec::{State, attempt_field, decode_attempt, decode_state, encode_attempt, encode_state};
-use writer::{HealthWrite, Write, Writer, add_to_index};
+use writer::{HealthWrite, Write, Writer};
 
 const HOUR_MS: i64 = 3_600_000;
+
+/// A delivery id and its encoded state: one field of an hour bucket.
+type StateField<'a> = (&'a str, Vec<u8>);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeliveryStatus {
@@ -140,9 +140,6 @@ pub struct Entry {
 pub struct Settlement<'a> {
     pub job: &'a Job,
     pub entry: &'a Entry,
-    /// The delivery is in its tenant's listing index already (written as
-    /// pending when it was read, [`Records::record_pending`]).
-    pub listed: bool,
     pub event_type: Option<&'a str>,
     /// `None` when no attempt was made (the job was not attempted).
     pub attempt: Option<AttemptRecord>,
@@ -301,7 +298,6 @@ impl Records {
             bucket,
             fields,
             delivered,
-            index: (!s.listed).then(|| (job.tenant.clone(), id.to_owned())),
             retry: s.retry.as_ref().map(|(due, next)| (s.entry.partition, *due, retry_set::encode_job(next))),
             ack: s.held.is_none().then(|| (s.entry.partition, s.entry.id.clone())),
             park: None,
@@ -318,8 +314,8 @@ impl Records {
             return Ok(());
         }
         let now = time_fmt::now_millis();
-        let mut buckets: BTreeMap<(u32, i64), Vec<(&str, Vec<u8>)>> = BTreeMap::new();
-        let mut indexes: BTreeMap<(u32, &str), Vec<&str>> = BTreeMap::new();
+        // Per (record shard, hour bucket): the states to write there.
+        let mut buckets: BTreeMap<(u32, i64), Vec<StateField<'_>>> = BTreeMap::new();
         for (job, event_type) in waiting {
             let id = job.delivery_id.as_str();
             let state = State {
@@ -334,7 +330,6 @@ impl Records {
             let bucket = bucket_of(id).unwrap_or(now.div_euclid(HOUR_MS));
             let shard = self.shard_of(id);
             buckets.entry((shard, bucket)).or_default().push((id, encode_state(job, &state)));
-            indexes.entry((shard, job.tenant.as_str())).or_default().push(id);
         }
         // Not atomic: each write stands alone, and on a cluster they go to
         // the slots of their shards.
@@ -343,9 +338,6 @@ impl Records {
             let key = self.keys.delivery_bucket(*shard, *hour);
             pipe.hset_multiple(&key, fields).ignore();
             pipe.pexpire_at(&key, bucket_expiry(*hour, self.retention.all_ms)).ignore();
-        }
-        for ((shard, tenant), ids) in &indexes {
-            add_to_index(&mut pipe, &self.keys, *shard, tenant, ids, now, self.retention.all_ms);
         }
         let mut conn = self.conn.clone();
         pipe.query_async::<()>(&mut conn).await?;

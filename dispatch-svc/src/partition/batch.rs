@@ -32,7 +32,7 @@ pub(super) async fn handle_entries(
     for (id, fields) in entries {
         let Some(guard) = live.hold(&id) else { continue };
         match Job::from_fields(fields.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
-            Some(job) => taken.push(Taken { job, entry: Entry { partition: p, id }, guard, reclaimed, listed: false }),
+            Some(job) => taken.push(Taken { job, entry: Entry { partition: p, id }, guard, reclaimed }),
             None => malformed.push(id),
         }
     }
@@ -58,7 +58,7 @@ pub(super) async fn handle_entries(
     // Each job's event, looked up once (the key is owned strings).
     let job_events: Vec<Option<Arc<LoadedEvent>>> =
         taken.iter().map(|t| events.get(&(t.job.tenant.clone(), t.job.event_id.clone())).cloned().flatten()).collect();
-    list_pending(shared, &mut taken, &job_events).await;
+    list_pending(shared, &taken, &job_events).await;
 
     let mut missing_event = Vec::new();
     let mut no_endpoint = Vec::new();
@@ -163,13 +163,11 @@ async fn load(shared: &Shared, actors: &Actors, taken: &[Taken]) -> Result<(Even
 /// Records the batch's first attempts as `pending`
 /// ([`crate::records::Records::record_pending`]) before they are handed to
 /// actors, so a delivery held back (rate limit, in-flight cap, open circuit,
-/// `fifo` order) is listed before it is tried, and its settlement then only
-/// writes what changed. On failure the jobs go on unlisted and their
-/// settlements write the whole record.
-async fn list_pending(shared: &Shared, taken: &mut [Taken], job_events: &[Option<Arc<LoadedEvent>>]) {
-    let mut listed = Vec::with_capacity(taken.len());
+/// `fifo` order) is listed before it is tried. On failure the jobs go on,
+/// listed once settled.
+async fn list_pending(shared: &Shared, taken: &[Taken], job_events: &[Option<Arc<LoadedEvent>>]) {
     let mut waiting = Vec::with_capacity(taken.len());
-    for (i, (t, event)) in taken.iter().zip(job_events).enumerate() {
+    for (t, event) in taken.iter().zip(job_events) {
         // A claimed entry may have had an outcome stored by its previous
         // owner (a `fifo` job held for its retry): only new reads are
         // certain to have none, and a pending state must never replace one.
@@ -178,15 +176,9 @@ async fn list_pending(shared: &Shared, taken: &mut [Taken], job_events: &[Option
         }
         let Some(event) = event else { continue };
         waiting.push((&t.job, event.event.event_type.as_str()));
-        listed.push(i);
     }
-    match shared.records.record_pending(&waiting).await {
-        Ok(()) => {
-            for i in listed {
-                taken[i].listed = true;
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, deliveries = waiting.len(), "recording pending deliveries failed"),
+    if let Err(e) = shared.records.record_pending(&waiting).await {
+        tracing::warn!(error = %e, deliveries = waiting.len(), "recording pending deliveries failed");
     }
 }
 

@@ -1,36 +1,38 @@
-//! Reading deliveries back in pages from a tenant's listing index: newest
-//! first for the API, oldest first from a time for recovery.
+//! Reading deliveries back in pages: newest first for the API, oldest
+//! first from a time for recovery.
 //!
-//! A tenant's index is one per record shard (one in all on a single Redis,
-//! one per partition on a cluster): each chunk reads every shard's next ids
-//! and merges them, keeping only what is certain to be in order, so the
-//! cursor (the last id answered) stays stable across shards.
+//! There is no index of deliveries: a stored event keeps the ids of its
+//! deliveries ([`herald_common::stored_event`]), and a tenant's event log
+//! orders its events by publish time ([`herald_common::event_index`]). A
+//! list reads a chunk of the log, the ids of those events, then their
+//! states, and keeps what the filter asks for. A list by event reads that
+//! event's ids only; a list by endpoint reads only the states in the
+//! endpoint's record shard; a list by type skips other events unread.
 //!
-//! The index holds delivery ids only, so a filtered page reads states
-//! chunk by chunk until it is full; a page that took too many chunks
-//! answers what it found and a cursor to carry on from. A list by event
-//! reads only the id range its deliveries were made in (the stored event's
-//! header, see [`herald_common::stored_event`]).
+//! A cursor names the log entry and the delivery a page ended at
+//! (`<entry id>.<delivery id>`; the delivery id alone in a list by event),
+//! so it stays stable however the deliveries spread over partitions. A page
+//! that read too many states answers what it found and a cursor to carry
+//! on from.
 
-use herald_common::ids;
+use herald_common::event_index::{self, EventIndexEntry};
 use herald_common::model::Millis;
-use herald_common::stored_event::EventHeader;
+use herald_common::{ids, stored_event};
 
 use super::{DeliveryRecord, DeliveryStatus, Records};
 use crate::error::DispatchError;
 
-/// Most index members read per round trip while filling a page.
+/// Log entries, and states, read per round trip.
 const LIST_CHUNK: usize = 200;
-/// Most chunks scanned for one filtered page; the cursor then resumes.
-const LIST_MAX_CHUNKS: usize = 25;
-/// Bytes read from a stored event to find its header.
-const HEADER_BYTES: isize = 64;
-
-#[derive(Clone, Copy)]
-enum Order {
-    NewestFirst,
-    OldestFirst,
-}
+/// Most states read for one page; the cursor then resumes.
+const LIST_MAX_STATES: usize = 25 * LIST_CHUNK;
+/// Bytes read from a stored event at first: its header line and, for an
+/// event of up to a few dozen deliveries and a small body, all its ids.
+const HEAD_BYTES: usize = 1024;
+/// How far a delivery's creation time (the registry's clock) may sit from
+/// its event's log entry time (Redis's clock): time bounds on the log are
+/// widened by it, and each delivery is then held to the exact bound.
+const CLOCK_MARGIN_MS: Millis = 60_000;
 
 /// Which deliveries of a tenant a list shows.
 #[derive(Clone, Debug, Default)]
@@ -53,6 +55,47 @@ impl ListFilter {
             && self.event_type.as_ref().is_none_or(|t| *t == record.event_type)
             && self.status.is_none_or(|s| s == record.status)
     }
+
+    fn created_in_range(&self, id: &str) -> bool {
+        let Some(created) = ids::created_millis(id) else { return false };
+        self.created_from.is_none_or(|from| created >= from)
+            && self.created_before.is_none_or(|before| created < before)
+    }
+}
+
+/// Where a page ended: the log entry (none in a list by event) and the last
+/// delivery answered or read.
+struct Cursor {
+    entry: Option<String>,
+    delivery: String,
+}
+
+impl Cursor {
+    fn parse(raw: &str) -> Result<Cursor, DispatchError> {
+        let (entry, delivery) = match raw.split_once('.') {
+            Some((entry, delivery)) => (Some(entry.to_owned()), delivery),
+            None => (None, raw),
+        };
+        let valid = entry.as_deref().is_none_or(|e| event_index::entry_ms(e).is_some())
+            && ids::created_millis(delivery).is_some();
+        if !valid {
+            return Err(invalid_cursor());
+        }
+        Ok(Cursor { entry, delivery: delivery.to_owned() })
+    }
+
+    fn spell(entry: Option<&str>, delivery: &str) -> String {
+        match entry {
+            Some(entry) => format!("{entry}.{delivery}"),
+            None => delivery.to_owned(),
+        }
+    }
+}
+
+/// One event's deliveries to read, newest first, and its log entry.
+struct EventIds {
+    entry: Option<String>,
+    ids: Vec<String>,
 }
 
 impl Records {
@@ -63,53 +106,88 @@ impl Records {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<DeliveryRecord>, Option<String>), DispatchError> {
-        let span = match &filter.event_id {
-            Some(event_id) => self.event_span(&filter.tenant, event_id).await?,
-            None => None,
+        let cursor = cursor.map(Cursor::parse).transpose()?;
+        let mut page = Page { records: Vec::with_capacity(limit), limit, last_entry: None, read: 0 };
+        if let Some(event_id) = &filter.event_id {
+            let ids = self.event_delivery_ids(&filter.tenant, &[event_id.as_str()]).await?.pop().unwrap_or_default();
+            let event = EventIds { entry: None, ids: newest_first(ids, cursor.as_ref()) };
+            return Ok(match self.fill(filter, &mut page, event).await? {
+                Filled::Full(next) | Filled::Read(next) => (page.records, Some(next)),
+                Filled::Room => (page.records, None),
+            });
+        }
+        let log = self.keys.tenant_events(&filter.tenant);
+        let before = filter.created_before.map(|ms| event_index::before_time(ms.saturating_add(CLOCK_MARGIN_MS)));
+        let mut upper = match &cursor {
+            Some(Cursor { entry: Some(entry), .. }) => entry.clone(),
+            _ => before.unwrap_or_else(|| "+".to_owned()),
         };
-        // Bounds in `ZREVRANGEBYLEX` syntax: below the cursor, the event's
-        // last delivery and the time asked for, down to the event's first
-        // delivery and the time asked for.
-        let uppers = [span.map(|(_, last)| last.saturating_add(1)), filter.created_before]
-            .into_iter()
-            .flatten()
-            .map(|ms| ids::floor_id(ids::DELIVERY, ms));
-        let upper = cursor.map(str::to_owned).into_iter().chain(uppers).min();
-        let mut max = upper.map_or_else(|| "+".to_owned(), |u| format!("({u}"));
-        let lower = [span.map(|(first, _)| first), filter.created_from].into_iter().flatten().max();
-        let min = lower.map_or_else(|| "-".to_owned(), |ms| format!("[{}", ids::floor_id(ids::DELIVERY, ms)));
-        // An endpoint's deliveries are all in its partition's shard.
+        let lower = filter
+            .created_from
+            .map_or_else(|| "-".to_owned(), |ms| event_index::from_time(ms.saturating_sub(CLOCK_MARGIN_MS)));
+        for _ in 0..LIST_MAX_STATES / LIST_CHUNK {
+            let entries = self.log_chunk(&log, "XREVRANGE", &upper, &lower).await?;
+            let Some(last) = entries.last() else { return Ok((page.records, None)) };
+            upper = format!("({}", last.entry_id);
+            let exhausted = entries.len() < LIST_CHUNK;
+            let events: Vec<&EventIndexEntry> =
+                entries.iter().filter(|e| filter.event_type.as_ref().is_none_or(|t| *t == e.event_type)).collect();
+            let event_ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+            let id_lists = self.event_delivery_ids(&filter.tenant, &event_ids).await?;
+            for (entry, ids) in events.into_iter().zip(id_lists) {
+                let resumed = cursor.as_ref().filter(|c| c.entry.as_deref() == Some(entry.entry_id.as_str()));
+                let event = EventIds { entry: Some(entry.entry_id.clone()), ids: newest_first(ids, resumed) };
+                match self.fill(filter, &mut page, event).await? {
+                    Filled::Room => {}
+                    Filled::Full(next) | Filled::Read(next) => return Ok((page.records, Some(next))),
+                }
+            }
+            if exhausted {
+                return Ok((page.records, None));
+            }
+        }
+        // As many log entries read as one page may: carry on past the last.
+        let last_entry = upper.trim_start_matches('(');
+        Ok((page.records, Some(Cursor::spell(Some(last_entry), &ids::floor_id(ids::DELIVERY, 0)))))
+    }
+
+    /// Adds the deliveries of one event the filter keeps to the page.
+    async fn fill(&self, filter: &ListFilter, page: &mut Page, event: EventIds) -> Result<Filled, DispatchError> {
         let shard = filter.endpoint_id.as_deref().map(|e| self.keys.endpoint_shard(e));
-        let mut page: Vec<DeliveryRecord> = Vec::with_capacity(limit);
-        for _ in 0..LIST_MAX_CHUNKS {
-            let (ids, exhausted) = self.index_chunk(&filter.tenant, shard, Order::NewestFirst, &max, &min).await?;
-            let Some(last) = ids.last() else { return Ok((page, None)) };
-            max = format!("({last}");
-            let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-            for mut record in self.load_many(&refs).await? {
+        let ids: Vec<&str> = event
+            .ids
+            .iter()
+            .map(String::as_str)
+            .filter(|id| shard.is_none_or(|s| s == self.shard_of(id)) && filter.created_in_range(id))
+            .collect();
+        for chunk in ids.chunks(LIST_CHUNK) {
+            if page.read >= LIST_MAX_STATES {
+                // The cursor is exclusive: name an id just above the first
+                // one not read.
+                return Ok(Filled::Read(Cursor::spell(event.entry.as_deref(), &just_above(chunk[0]))));
+            }
+            page.read += chunk.len();
+            for mut record in self.load_many(chunk).await? {
                 if !filter.keeps(&record) {
                     continue;
                 }
+                // A match beyond a full page: only now is there a next page.
+                if page.records.len() == page.limit {
+                    let last = page.records.last().map(|r| r.id.as_str()).unwrap_or_default();
+                    return Ok(Filled::Full(Cursor::spell(page.last_entry.as_deref(), last)));
+                }
                 // Attempts are for a delivery read alone.
                 record.attempts.clear();
-                // A match beyond a full page: only now is there a next page.
-                if page.len() == limit {
-                    let cursor = page.last().map(|r| r.id.clone());
-                    return Ok((page, cursor));
-                }
-                page.push(record);
-            }
-            if exhausted {
-                return Ok((page, None));
+                page.records.push(record);
+                page.last_entry.clone_from(&event.entry);
             }
         }
-        let resume = max.trim_start_matches('(').to_owned();
-        Ok((page, Some(resume)))
+        Ok(Filled::Room)
     }
 
     /// An endpoint's deliveries created at or after `since`, oldest first,
-    /// one chunk of the tenant's index at a time: `after` is the cursor the
-    /// previous chunk answered. Answers the chunk's deliveries to the
+    /// one chunk of the tenant's event log at a time: `after` is the cursor
+    /// the previous chunk answered. Answers the chunk's deliveries to the
     /// endpoint and its cursor (`None` at the end).
     pub async fn endpoint_deliveries_since(
         &self,
@@ -118,87 +196,118 @@ impl Records {
         since: Millis,
         after: Option<&str>,
     ) -> Result<(Vec<DeliveryRecord>, Option<String>), DispatchError> {
-        let min = match after {
-            Some(after) => format!("({after}"),
-            None => format!("[{}", ids::floor_id(ids::DELIVERY, since)),
+        let from = match after {
+            Some(after) if event_index::entry_ms(after).is_some() => format!("({after}"),
+            Some(_) => return Err(invalid_cursor()),
+            None => event_index::from_time(since.saturating_sub(CLOCK_MARGIN_MS)),
         };
+        let entries = self.log_chunk(&self.keys.tenant_events(tenant), "XRANGE", &from, "+").await?;
+        let cursor = (entries.len() == LIST_CHUNK).then(|| entries.last().map(|e| e.entry_id.clone())).flatten();
+        let event_ids: Vec<&str> = entries.iter().map(|e| e.event_id.as_str()).collect();
         let shard = self.keys.endpoint_shard(endpoint_id);
-        let (ids, exhausted) = self.index_chunk(tenant, Some(shard), Order::OldestFirst, &min, "+").await?;
-        let cursor = if exhausted { None } else { ids.last().cloned() };
-        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-        let records = self.load_many(&refs).await?;
-        Ok((records.into_iter().filter(|r| r.tenant == tenant && r.endpoint_id == endpoint_id).collect(), cursor))
+        let mut ids: Vec<String> = self.event_delivery_ids(tenant, &event_ids).await?.into_iter().flatten().collect();
+        ids.retain(|id| self.shard_of(id) == shard && ids::created_millis(id).is_some_and(|t| t >= since));
+        let mut records = Vec::new();
+        for chunk in ids.chunks(LIST_CHUNK) {
+            let chunk: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            let loaded = self.load_many(&chunk).await?;
+            records.extend(loaded.into_iter().filter(|r| r.tenant == tenant && r.endpoint_id == endpoint_id));
+        }
+        Ok((records, cursor))
     }
 
-    /// The next chunk of a tenant's index from `from` towards `to` (bounds
-    /// in `ZRANGEBYLEX` syntax), over one shard or all of them, and whether
-    /// nothing lies beyond it. Each shard answers up to a chunk; past the
-    /// nearest last id of a shard that had more, another shard's ids could
-    /// be missing, so the merge stops there.
-    async fn index_chunk(
+    /// Up to a chunk of a tenant's event log between two range bounds.
+    async fn log_chunk(
         &self,
-        tenant: &str,
-        shard: Option<u32>,
-        order: Order,
+        log: &str,
+        command: &str,
         from: &str,
         to: &str,
-    ) -> Result<(Vec<String>, bool), DispatchError> {
-        let shards: Vec<u32> = match shard {
-            Some(shard) => vec![shard],
-            None => (0..self.keys.record_shards()).collect(),
-        };
-        let mut pipe = redis::pipe();
-        for shard in &shards {
-            let command = match order {
-                Order::NewestFirst => "ZREVRANGEBYLEX",
-                Order::OldestFirst => "ZRANGEBYLEX",
-            };
-            pipe.cmd(command)
-                .arg(self.keys.tenant_deliveries(*shard, tenant))
-                .arg(from)
-                .arg(to)
-                .arg("LIMIT")
-                .arg(0)
-                .arg(LIST_CHUNK);
-        }
+    ) -> Result<Vec<EventIndexEntry>, DispatchError> {
         let mut conn = self.conn.clone();
-        let answers: Vec<Vec<String>> = pipe.query_async(&mut conn).await?;
-        let exhausted = answers.iter().all(|ids| ids.len() < LIST_CHUNK);
-        // The nearest of the last ids of the shards that had more.
-        let cut = answers.iter().filter(|ids| ids.len() == LIST_CHUNK).filter_map(|ids| ids.last()).cloned();
-        let cut = match order {
-            Order::NewestFirst => cut.max(),
-            Order::OldestFirst => cut.min(),
-        };
-        let mut ids: Vec<String> = answers.into_iter().flatten().collect();
-        match order {
-            Order::NewestFirst => {
-                ids.sort_unstable_by(|a, b| b.cmp(a));
-                if let Some(cut) = &cut {
-                    ids.retain(|id| id >= cut);
-                }
-            }
-            Order::OldestFirst => {
-                ids.sort_unstable();
-                if let Some(cut) = &cut {
-                    ids.retain(|id| id <= cut);
-                }
-            }
-        }
-        Ok((ids, exhausted))
+        let entries: Vec<(String, Vec<(String, String)>)> =
+            redis::cmd(command).arg(log).arg(from).arg(to).arg("COUNT").arg(LIST_CHUNK).query_async(&mut conn).await?;
+        Ok(entries.iter().filter_map(|(id, fields)| EventIndexEntry::from_stream(id, fields)).collect())
     }
 
-    /// The creation times (first, last) of an event's deliveries, from its
-    /// stored header; `None` when the event is gone or has no header, and
-    /// the whole index is read.
-    async fn event_span(&self, tenant: &str, event_id: &str) -> Result<Option<(Millis, Millis)>, DispatchError> {
+    /// The delivery ids each event keeps, in order (none for an event gone
+    /// or of the first layout): the first bytes of every event in one round
+    /// trip, then the rest of those with more ids than that.
+    async fn event_delivery_ids(&self, tenant: &str, event_ids: &[&str]) -> Result<Vec<Vec<String>>, DispatchError> {
+        if event_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = event_ids.iter().map(|id| self.keys.event(tenant, id)).collect();
+        let mut pipe = redis::pipe();
+        for key in &keys {
+            pipe.cmd("GETRANGE").arg(key).arg(0).arg(HEAD_BYTES - 1);
+        }
         let mut conn = self.conn.clone();
-        let head: Vec<u8> = redis::cmd("GETRANGE")
-            .arg(self.keys.event(tenant, event_id))
-            .arg(0)
-            .arg(HEADER_BYTES - 1)
-            .query_async(&mut conn)
-            .await?;
-        Ok(EventHeader::read(&head).map(|h| (h.published_ms, h.published_ms.saturating_add(h.span_ms))))
+        let heads: Vec<Vec<u8>> = pipe.query_async(&mut conn).await?;
+        let mut lists = vec![Vec::new(); keys.len()];
+        let mut longer = Vec::new();
+        for (i, head) in heads.iter().enumerate() {
+            let Some(start) = stored_event::delivery_ids_start(head) else { continue };
+            if head.len() < HEAD_BYTES {
+                lists[i] = stored_event::delivery_ids(head.get(start..).unwrap_or_default()).collect();
+            } else {
+                longer.push((i, start));
+            }
+        }
+        if !longer.is_empty() {
+            let mut pipe = redis::pipe();
+            for (i, start) in &longer {
+                pipe.cmd("GETRANGE").arg(&keys[*i]).arg(*start).arg(-1);
+            }
+            let rests: Vec<Vec<u8>> = pipe.query_async(&mut conn).await?;
+            for ((i, _), rest) in longer.iter().zip(rests) {
+                lists[*i] = stored_event::delivery_ids(&rest).collect();
+            }
+        }
+        Ok(lists)
     }
+}
+
+/// What a page is being filled with.
+struct Page {
+    records: Vec<DeliveryRecord>,
+    limit: usize,
+    /// The log entry of the last record.
+    last_entry: Option<String>,
+    /// States read so far.
+    read: usize,
+}
+
+/// How filling a page from one event ended.
+enum Filled {
+    /// Room for more: go on with the next event.
+    Room,
+    /// Full, with a match beyond it: the cursor of the next page.
+    Full(String),
+    /// Read as much as one page may: the cursor to carry on from.
+    Read(String),
+}
+
+/// An event's ids newest first, those after `cursor` only when the page
+/// resumes inside this event.
+fn newest_first(mut ids: Vec<String>, cursor: Option<&Cursor>) -> Vec<String> {
+    ids.sort_unstable_by(|a, b| b.cmp(a));
+    ids.dedup();
+    if let Some(cursor) = cursor {
+        ids.retain(|id| *id < cursor.delivery);
+    }
+    ids
+}
+
+/// The delivery id right above `id`, so that an exclusive cursor naming it
+/// resumes at `id`.
+fn just_above(id: &str) -> String {
+    match ids::ulid_bits(id).and_then(|bits| bits.checked_add(1)) {
+        Some(bits) => ids::id_from_bits(ids::DELIVERY, bits),
+        None => id.to_owned(),
+    }
+}
+
+fn invalid_cursor() -> DispatchError {
+    DispatchError::Invalid { field: "page.cursor".to_owned(), message: "is not a valid cursor".to_owned() }
 }

@@ -47,7 +47,6 @@ impl Records {
                 bucket: 0,
                 fields: Vec::new(),
                 delivered: None,
-                index: None,
                 retry: None,
                 ack: Some((entry.partition, entry.id.clone())),
                 park: Some((entry.partition, job.endpoint_id.clone(), encode_job(job))),

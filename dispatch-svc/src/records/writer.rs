@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 use herald_common::keys::{CONSUMER_GROUP, Keys};
 use herald_common::model::Millis;
 use herald_common::redis_conn::RedisConn;
-use herald_common::time_fmt;
 use redis::Pipeline;
 use tokio::sync::{mpsc, oneshot};
 
@@ -34,8 +33,6 @@ pub struct Write {
     /// [`Retention::delivered_ms`]): it goes to the hour's delivered
     /// bucket, and any earlier state of the delivery leaves the main one.
     pub delivered: Option<(String, Vec<u8>)>,
-    /// Add to the tenant's listing index (it was not listed when read).
-    pub index: Option<(String, String)>,
     /// Partition, due time and member of a retry to schedule.
     pub retry: Option<(u32, Millis, String)>,
     /// Partition and id of the stream entry to acknowledge and delete.
@@ -106,7 +103,6 @@ struct ShardWrites<'a> {
     delivered: BTreeMap<i64, Vec<(&'a str, &'a [u8])>>,
     acks: BTreeMap<u32, Vec<&'a str>>,
     retries: BTreeMap<u32, Vec<(Millis, &'a str)>>,
-    indexes: BTreeMap<&'a str, Vec<&'a str>>,
     parks: BTreeMap<(u32, &'a str), Vec<&'a str>>,
     health: Vec<&'a HealthWrite>,
 }
@@ -126,9 +122,6 @@ async fn flush(conn: &RedisConn, keys: &Keys, retention: Retention, batch: &[Req
             if let Some((partition, endpoint, member)) = &write.park {
                 shard.parks.entry((*partition, endpoint)).or_default().push(member);
             }
-            if let Some((tenant, id)) = &write.index {
-                shard.indexes.entry(tenant).or_default().push(id);
-            }
             if let Some((partition, due, member)) = &write.retry {
                 shard.retries.entry(*partition).or_default().push((*due, member));
             }
@@ -140,9 +133,8 @@ async fn flush(conn: &RedisConn, keys: &Keys, retention: Retention, batch: &[Req
             shards.entry(health.shard).or_default().health.push(health);
         }
     }
-    let now = time_fmt::now_millis();
     let writes = shards.iter().map(|(shard, writes)| {
-        let pipe = shard_pipeline(keys, *shard, writes, now, retention);
+        let pipe = shard_pipeline(keys, *shard, writes, retention);
         let mut conn = conn.clone();
         async move { pipe.query_async::<()>(&mut conn).await }
     });
@@ -152,7 +144,7 @@ async fn flush(conn: &RedisConn, keys: &Keys, retention: Retention, batch: &[Req
     Ok(())
 }
 
-fn shard_pipeline(keys: &Keys, shard: u32, writes: &ShardWrites<'_>, now: Millis, retention: Retention) -> Pipeline {
+fn shard_pipeline(keys: &Keys, shard: u32, writes: &ShardWrites<'_>, retention: Retention) -> Pipeline {
     let retention_ms = retention.all_ms;
     let mut pipe = redis::pipe();
     pipe.atomic();
@@ -171,9 +163,6 @@ fn shard_pipeline(keys: &Keys, shard: u32, writes: &ShardWrites<'_>, now: Millis
         let ids: Vec<&str> = states.iter().map(|(id, _)| *id).collect();
         pipe.hdel(keys.delivery_bucket(shard, *hour), ids).ignore();
     }
-    for (tenant, ids) in &writes.indexes {
-        add_to_index(&mut pipe, keys, shard, tenant, ids, now, retention_ms);
-    }
     for (partition, members) in &writes.retries {
         pipe.zadd_multiple(keys.retry_set(*partition), members).ignore();
     }
@@ -191,24 +180,4 @@ fn shard_pipeline(keys: &Keys, shard: u32, writes: &ShardWrites<'_>, now: Millis
         pipe.xdel(&stream, ids).ignore();
     }
     pipe
-}
-
-/// Adds delivery ids to a tenant's listing index, drops ids past retention
-/// from it, and keeps it alive as long as it gains members.
-pub fn add_to_index(
-    pipe: &mut Pipeline,
-    keys: &Keys,
-    shard: u32,
-    tenant: &str,
-    ids: &[&str],
-    now: Millis,
-    retention_ms: i64,
-) {
-    let index = keys.tenant_deliveries(shard, tenant);
-    let members: Vec<(u8, &str)> = ids.iter().map(|id| (0, *id)).collect();
-    pipe.zadd_multiple(&index, &members).ignore();
-    let oldest_kept =
-        format!("({}", herald_common::ids::floor_id(herald_common::ids::DELIVERY, now.saturating_sub(retention_ms)));
-    pipe.cmd("ZREMRANGEBYLEX").arg(&index).arg("-").arg(oldest_kept).ignore();
-    pipe.pexpire(&index, retention_ms).ignore();
 }

@@ -94,7 +94,8 @@ impl Enqueue<'_> {
 
     /// The value stored for the event (see [`herald_common::stored_event`]).
     pub(super) fn stored(&self, now: Millis) -> Result<Vec<u8>> {
-        Ok(self.header(now).store(self.event, self.time_ms)?)
+        let delivery_ids: Vec<&str> = self.jobs.iter().map(|(_, job)| job.delivery_id.as_str()).collect();
+        Ok(self.header(now).store(self.event, self.time_ms, &delivery_ids)?)
     }
 }
 

@@ -237,10 +237,10 @@ async fn tenant_quotas_bound_endpoints_and_subscriptions() {
     stack.stop().await;
 }
 
-/// More deliveries in one endpoint's index than one listing call scans
-/// (25 chunks of 200), all of tenant `acme`: another tenant listing by that
+/// More deliveries of one endpoint than one listing call reads (25 chunks
+/// of 200), all of tenant `acme`: another tenant listing by that
 /// endpoint gets an empty page and no cursor, while the endpoint exists and
-/// after it is deleted (its index stays until retention ends), and `acme`
+/// after it is deleted (its deliveries stay until retention ends), and `acme`
 /// itself still pages through them.
 #[tokio::test]
 async fn listing_by_another_tenants_endpoint_reveals_nothing() {
@@ -265,10 +265,10 @@ async fn listing_by_another_tenants_endpoint_reveals_nothing() {
         .arg(&bucket)
         .arg(copies.iter().flat_map(|c| [c.as_bytes(), state.as_slice()]).collect::<Vec<_>>())
         .ignore();
-    pipe.cmd("ZADD")
-        .arg(stack.keys.tenant_deliveries(shard, "acme"))
-        .arg(copies.iter().flat_map(|c| ["0", c.as_str()]).collect::<Vec<_>>())
-        .ignore();
+    // Listed with the real one: their ids follow it in the stored event.
+    let listed: Vec<u8> =
+        copies.iter().flat_map(|c| herald_common::stored_event::delivery_id_bytes(c).unwrap()).collect();
+    pipe.cmd("APPEND").arg(stack.keys.event("acme", real["eventId"].as_str().unwrap())).arg(listed).ignore();
     let () = pipe.query_async(&mut conn).await.unwrap();
 
     let foreign = |status: &str| format!("/v1/deliveries?endpointId={id}&status={status}");
