@@ -125,13 +125,18 @@ impl Records {
         let lower = filter
             .created_from
             .map_or_else(|| "-".to_owned(), |ms| event_index::from_time(ms.saturating_sub(CLOCK_MARGIN_MS)));
+        let mut seen = std::collections::HashSet::new();
         for _ in 0..LIST_MAX_STATES / LIST_CHUNK {
             let entries = self.log_chunk(&log, "XREVRANGE", &upper, &lower).await?;
             let Some(last) = entries.last() else { return Ok((page.records, None)) };
             upper = format!("({}", last.entry_id);
             let exhausted = entries.len() < LIST_CHUNK;
-            let events: Vec<&EventIndexEntry> =
-                entries.iter().filter(|e| filter.event_type.as_ref().is_none_or(|t| *t == e.event_type)).collect();
+            // An event logged twice (older data) is listed once.
+            let events: Vec<&EventIndexEntry> = entries
+                .iter()
+                .filter(|e| filter.event_type.as_ref().is_none_or(|t| *t == e.event_type))
+                .filter(|e| seen.insert(e.event_id.clone()))
+                .collect();
             let event_ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
             let id_lists = self.event_delivery_ids(&filter.tenant, &event_ids).await?;
             for (entry, ids) in events.into_iter().zip(id_lists) {
@@ -310,4 +315,37 @@ fn just_above(id: &str) -> String {
 
 fn invalid_cursor() -> DispatchError {
     DispatchError::Invalid { field: "page.cursor".to_owned(), message: "is not a valid cursor".to_owned() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_read_back_and_refuse_what_no_page_answers() {
+        let id = ids::new_delivery_id(2);
+        let spelled = Cursor::spell(Some("1733030000123-4"), &id);
+        let cursor = Cursor::parse(&spelled).unwrap();
+        assert_eq!((cursor.entry.as_deref(), cursor.delivery.as_str()), (Some("1733030000123-4"), id.as_str()));
+        let by_event = Cursor::parse(&Cursor::spell(None, &id)).unwrap();
+        assert_eq!((by_event.entry, by_event.delivery), (None, id.clone()));
+        for bad in ["", "x", "1733030000123-4.", "soon.dlv_x", &format!("1733030000123.{id}")] {
+            assert!(Cursor::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_event_resumes_below_its_cursor_and_just_above_reaches_back_one_id() {
+        let mut made: Vec<String> = (0..5).map(|_| ids::new_delivery_id(0)).collect();
+        made.sort_unstable();
+        let cursor = Cursor { entry: None, delivery: made[3].clone() };
+        let mut doubled = made.clone();
+        doubled.push(made[1].clone());
+        assert_eq!(newest_first(doubled, Some(&cursor)), vec![made[2].clone(), made[1].clone(), made[0].clone()]);
+        assert_eq!(newest_first(made.clone(), None).len(), 5);
+        let above = just_above(&made[2]);
+        assert!(above > made[2] && above.len() == made[2].len());
+        let resumed = Cursor { entry: None, delivery: above };
+        assert_eq!(newest_first(vec![made[2].clone()], Some(&resumed)), vec![made[2].clone()]);
+    }
 }
