@@ -217,6 +217,13 @@ impl Keys {
     pub fn delivered_bucket(&self, shard: u32, hour: i64) -> String {
         self.shard_key(shard, &["dlv", &hour.to_string(), "ok"])
     }
+    /// The listing index of the first record layout, a tenant's delivery
+    /// ids in a record shard (score 0, read lexicographically). Read for
+    /// events stored before they kept their deliveries' ids, never written;
+    /// it expires with the last of them.
+    pub fn first_layout_deliveries(&self, shard: u32, tenant: &str) -> String {
+        self.shard_key(shard, &["tenant", tenant, "dlvs"])
+    }
     /// Sorted set of live dispatcher ids scored by their last heartbeat in ms,
     /// from which each dispatcher works out its fair share of partitions.
     pub fn dispatchers(&self) -> String {
@@ -281,6 +288,7 @@ mod tests {
         assert_eq!(keys.partition_stream(3), "t1:{p3}:jobs");
         assert_eq!(keys.delivery_bucket(keys.record_shard(3), 7), "t1:{p3}:dlv:7");
         assert_eq!(keys.delivered_bucket(keys.record_shard(3), 7), "t1:{p3}:dlv:7:ok");
+        assert_eq!(keys.first_layout_deliveries(3, "acme"), "t1:{p3}:tenant:acme:dlvs");
         let p = partition_of("ep_1", 16);
         assert_eq!(keys.endpoint_health("ep_1"), format!("t1:{{p{p}}}:ep:ep_1:health"));
         assert!(keys.event("acme", "e-1").contains(":evt:acme:e-1"));

@@ -14,7 +14,9 @@
 //!   ([`Retention`]). A listing skips an id whose state has expired.
 //!
 //! There is no listing index: the stored event keeps its deliveries' ids,
-//! and lists read them through the tenant's event log ([`listing`]).
+//! and lists read them through the tenant's event log ([`listing`]). The
+//! index of the first layout (`tenant:{t}:dlvs`) is read for events stored
+//! before, never written.
 //!
 //! A first attempt is written as `pending` (one pipeline per read batch,
 //! [`Records::record_pending`]) before it is handed to its actor, so a

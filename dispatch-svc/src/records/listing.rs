@@ -16,8 +16,9 @@
 //! on from.
 
 use herald_common::event_index::{self, EventIndexEntry};
+use herald_common::ids;
 use herald_common::model::Millis;
-use herald_common::{ids, stored_event};
+use herald_common::stored_event::{self, EventHeader};
 
 use super::{DeliveryRecord, DeliveryStatus, Records};
 use crate::error::DispatchError;
@@ -93,8 +94,9 @@ impl Cursor {
 }
 
 /// One event's deliveries to read, newest first, and its log entry.
-struct EventIds {
+struct EventIds<'a> {
     entry: Option<String>,
+    event_id: &'a str,
     ids: Vec<String>,
 }
 
@@ -110,7 +112,7 @@ impl Records {
         let mut page = Page { records: Vec::with_capacity(limit), limit, last_entry: None, read: 0 };
         if let Some(event_id) = &filter.event_id {
             let ids = self.event_delivery_ids(&filter.tenant, &[event_id.as_str()]).await?.pop().unwrap_or_default();
-            let event = EventIds { entry: None, ids: newest_first(ids, cursor.as_ref()) };
+            let event = EventIds { entry: None, event_id, ids: newest_first(ids, cursor.as_ref()) };
             return Ok(match self.fill(filter, &mut page, event).await? {
                 Filled::Full(next) | Filled::Read(next) => (page.records, Some(next)),
                 Filled::Room => (page.records, None),
@@ -141,7 +143,8 @@ impl Records {
             let id_lists = self.event_delivery_ids(&filter.tenant, &event_ids).await?;
             for (entry, ids) in events.into_iter().zip(id_lists) {
                 let resumed = cursor.as_ref().filter(|c| c.entry.as_deref() == Some(entry.entry_id.as_str()));
-                let event = EventIds { entry: Some(entry.entry_id.clone()), ids: newest_first(ids, resumed) };
+                let ids = newest_first(ids, resumed);
+                let event = EventIds { entry: Some(entry.entry_id.clone()), event_id: &entry.event_id, ids };
                 match self.fill(filter, &mut page, event).await? {
                     Filled::Room => {}
                     Filled::Full(next) | Filled::Read(next) => return Ok((page.records, Some(next))),
@@ -157,7 +160,7 @@ impl Records {
     }
 
     /// Adds the deliveries of one event the filter keeps to the page.
-    async fn fill(&self, filter: &ListFilter, page: &mut Page, event: EventIds) -> Result<Filled, DispatchError> {
+    async fn fill(&self, filter: &ListFilter, page: &mut Page, event: EventIds<'_>) -> Result<Filled, DispatchError> {
         let shard = filter.endpoint_id.as_deref().map(|e| self.keys.endpoint_shard(e));
         let ids: Vec<&str> = event
             .ids
@@ -173,7 +176,8 @@ impl Records {
             }
             page.read += chunk.len();
             for mut record in self.load_many(chunk).await? {
-                if !filter.keeps(&record) {
+                // Ids from the first layout's index may be another event's.
+                if !filter.keeps(&record) || record.event_id != event.event_id {
                     continue;
                 }
                 // A match beyond a full page: only now is there a next page.
@@ -210,13 +214,24 @@ impl Records {
         let cursor = (entries.len() == LIST_CHUNK).then(|| entries.last().map(|e| e.entry_id.clone())).flatten();
         let event_ids: Vec<&str> = entries.iter().map(|e| e.event_id.as_str()).collect();
         let shard = self.keys.endpoint_shard(endpoint_id);
-        let mut ids: Vec<String> = self.event_delivery_ids(tenant, &event_ids).await?.into_iter().flatten().collect();
-        ids.retain(|id| self.shard_of(id) == shard && ids::created_millis(id).is_some_and(|t| t >= since));
+        let id_lists = self.event_delivery_ids(tenant, &event_ids).await?;
+        let mut ids: Vec<(&str, String)> = event_ids
+            .iter()
+            .zip(id_lists)
+            .flat_map(|(event_id, ids)| ids.into_iter().map(move |id| (*event_id, id)))
+            .collect();
+        ids.retain(|(_, id)| self.shard_of(id) == shard && ids::created_millis(id).is_some_and(|t| t >= since));
         let mut records = Vec::new();
         for chunk in ids.chunks(LIST_CHUNK) {
-            let chunk: Vec<&str> = chunk.iter().map(String::as_str).collect();
-            let loaded = self.load_many(&chunk).await?;
-            records.extend(loaded.into_iter().filter(|r| r.tenant == tenant && r.endpoint_id == endpoint_id));
+            let chunk_ids: Vec<&str> = chunk.iter().map(|(_, id)| id.as_str()).collect();
+            let loaded = self.load_many(&chunk_ids).await?;
+            // Ids from the first layout's index may be another event's.
+            let kept = loaded.into_iter().filter(|r| {
+                r.tenant == tenant
+                    && r.endpoint_id == endpoint_id
+                    && chunk.iter().any(|(event_id, id)| *id == r.id && *event_id == r.event_id)
+            });
+            records.extend(kept);
         }
         Ok((records, cursor))
     }
@@ -235,9 +250,11 @@ impl Records {
         Ok(entries.iter().filter_map(|(id, fields)| EventIndexEntry::from_stream(id, fields)).collect())
     }
 
-    /// The delivery ids each event keeps, in order (none for an event gone
-    /// or of the first layout): the first bytes of every event in one round
-    /// trip, then the rest of those with more ids than that.
+    /// The delivery ids each event keeps, in order (none for an event
+    /// gone): the first bytes of every event in one round trip, then the
+    /// rest of those with more ids than that. An event of the first layout
+    /// keeps none: its ids are read from that layout's index over the time
+    /// span its header names, and may include another event's.
     async fn event_delivery_ids(&self, tenant: &str, event_ids: &[&str]) -> Result<Vec<Vec<String>>, DispatchError> {
         if event_ids.is_empty() {
             return Ok(Vec::new());
@@ -251,8 +268,14 @@ impl Records {
         let heads: Vec<Vec<u8>> = pipe.query_async(&mut conn).await?;
         let mut lists = vec![Vec::new(); keys.len()];
         let mut longer = Vec::new();
+        let mut first_layout = Vec::new();
         for (i, head) in heads.iter().enumerate() {
-            let Some(start) = stored_event::delivery_ids_start(head) else { continue };
+            let Some(start) = stored_event::delivery_ids_start(head) else {
+                if let Some(header) = EventHeader::read(head) {
+                    first_layout.push((i, header));
+                }
+                continue;
+            };
             if head.len() < HEAD_BYTES {
                 lists[i] = stored_event::delivery_ids(head.get(start..).unwrap_or_default()).collect();
             } else {
@@ -269,7 +292,37 @@ impl Records {
                 lists[*i] = stored_event::delivery_ids(&rest).collect();
             }
         }
+        if !first_layout.is_empty() {
+            self.first_layout_ids(tenant, &first_layout, &mut lists).await?;
+        }
         Ok(lists)
+    }
+
+    /// Fills in the ids of first-layout events from the index that layout
+    /// kept per tenant and record shard: the ids made in each event's span.
+    async fn first_layout_ids(
+        &self,
+        tenant: &str,
+        events: &[(usize, EventHeader)],
+        lists: &mut [Vec<String>],
+    ) -> Result<(), DispatchError> {
+        let shards = self.keys.record_shards();
+        let mut pipe = redis::pipe();
+        for (_, header) in events {
+            let from = format!("[{}", ids::floor_id(ids::DELIVERY, header.published_ms));
+            let last = header.published_ms.saturating_add(header.span_ms).saturating_add(1);
+            let to = format!("({}", ids::floor_id(ids::DELIVERY, last));
+            for shard in 0..shards {
+                pipe.cmd("ZRANGEBYLEX").arg(self.keys.first_layout_deliveries(shard, tenant)).arg(&from).arg(&to);
+            }
+        }
+        let mut conn = self.conn.clone();
+        let answers: Vec<Vec<String>> = pipe.query_async(&mut conn).await?;
+        let per_event = usize::try_from(shards).unwrap_or(1).max(1);
+        for ((i, _), found) in events.iter().zip(answers.chunks(per_event)) {
+            lists[*i] = found.concat();
+        }
+        Ok(())
     }
 }
 

@@ -301,6 +301,75 @@ async fn listing_by_another_tenants_endpoint_reveals_nothing() {
     stack.stop().await;
 }
 
+/// Records of the first layout, as an earlier version stored them: events
+/// with an `h1` header and no delivery ids, JSON states, and the tenant's
+/// listing index. Two such events whose deliveries were made in the same
+/// millisecond are each listed with their own delivery once, beside a
+/// delivery of today's layout, by tenant, by event and by endpoint.
+#[tokio::test]
+async fn deliveries_stored_by_the_first_layout_are_still_listed() {
+    let stack = Stack::start().await;
+    let acme = tenant(&stack, "acme").await;
+    let receiver = Receiver::start().await;
+    let id = endpoint(&stack, &acme, json!({"url": receiver.url()})).await;
+    publish(&stack, "acme", json!({"n": 1})).await;
+    let current = wait_delivery(&stack, &acme, &id, |d| d["status"] == "delivered").await;
+
+    let mut conn = stack.redis().await;
+    let partition = herald_common::keys::partition_of(&id, stack.config.partitions);
+    let shard = stack.keys.endpoint_shard(&id);
+    let published = herald_common::time_fmt::now_millis() - 60_000;
+    let mut pipe = redis::pipe();
+    let mut old = Vec::new();
+    for event in ["old-1", "old-2"] {
+        let delivery = herald_common::ids::delivery_id_made_at(partition, published);
+        let body = json!({"id": event, "type": EVENT_TYPE, "timestamp": "2026-01-01T00:00:00.000Z", "data": {}});
+        pipe.set(stack.keys.event("acme", event), format!("h1 1 {published} 0\n{body}")).ignore();
+        pipe.cmd("XADD").arg(stack.keys.tenant_events("acme")).arg("*").arg("t").arg(EVENT_TYPE).arg("i").arg(event);
+        pipe.ignore();
+        pipe.cmd("ZADD").arg(stack.keys.first_layout_deliveries(shard, "acme")).arg(0).arg(&delivery).ignore();
+        let state = json!([
+            1,
+            1,
+            1,
+            published + 5,
+            null,
+            0,
+            "acme",
+            id,
+            event,
+            EVENT_TYPE,
+            null,
+            null,
+            [1, null, 204, 5, null, "", null]
+        ]);
+        let bucket = stack.keys.delivery_bucket(shard, herald_dispatch::records::bucket_of(&delivery).unwrap());
+        pipe.hset(bucket, &delivery, state.to_string()).ignore();
+        old.push((event, delivery));
+    }
+    let () = pipe.query_async(&mut conn).await.unwrap();
+
+    let listed = |page: &Value| -> Vec<(String, String)> {
+        let data = page["data"].as_array().unwrap();
+        data.iter().map(|d| (d["eventId"].as_str().unwrap().into(), d["id"].as_str().unwrap().into())).collect()
+    };
+    let (status, page) = send(stack.tenant(&acme, Method::GET, "/v1/deliveries")).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let mut want: Vec<(String, String)> = old.iter().map(|(e, d)| ((*e).to_owned(), d.clone())).collect();
+    want.insert(0, (current["eventId"].as_str().unwrap().into(), current["id"].as_str().unwrap().into()));
+    let mut got = listed(&page);
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "by tenant: {page}");
+    assert_eq!(listed(&deliveries(&stack, &acme, &id).await).len(), 3, "by endpoint");
+    let (status, page) = send(stack.tenant(&acme, Method::GET, "/v1/deliveries?eventId=old-2")).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(listed(&page), vec![("old-2".to_owned(), old[1].1.clone())], "by event: {page}");
+    let (status, one) = send(stack.tenant(&acme, Method::GET, &format!("/v1/deliveries/{}", old[0].1))).await;
+    assert_eq!((status, &one["status"]), (StatusCode::OK, &json!("delivered")), "{one}");
+    stack.stop().await;
+}
+
 /// With `HERALD_SUCCESS_RETENTION` shorter than the event retention, a
 /// delivered delivery's state lives in its hour's delivered bucket, which
 /// expires that much sooner, and leaves the main bucket; a retrying one
