@@ -86,11 +86,15 @@ class Browser:
                                  f"console:\n{json.dumps(self.collect_console(), indent=1)}")
 
     def refresh_until(self, condition, what, timeout=WAIT):
-        """Presses the view's Refresh button until `condition()` holds."""
+        """Presses the view's Refresh button until `condition()` holds. A view
+        that re-renders while `condition()` reads it counts as not yet."""
         deadline = time.monotonic() + timeout
         while True:
-            if condition():
-                return
+            try:
+                if condition():
+                    return
+            except StaleElementReferenceException:
+                pass
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out after {timeout}s waiting for {what}; page text:\n{self.text()[:3000]}")
             time.sleep(0.5)
