@@ -139,16 +139,34 @@ impl<'a> Decoder<'a> {
     }
 }
 
-/// The prefix code and ULID of a canonical Herald id.
+/// The prefix code and ULID of a canonical Herald id: its prefix, then 26
+/// lowercase Crockford base32 digits whose first is at most `7` (so they
+/// hold 128 bits), which is the one spelling [`ids::id_from_bits`] gives.
+/// Read digit by digit, as every state written goes through here.
 fn as_id(value: &str) -> Option<(u64, u128)> {
     let (code, prefix) = ID_PREFIXES.iter().enumerate().find(|(_, p)| value.starts_with(**p))?;
-    let ulid = &value[prefix.len()..];
-    if ulid.len() != 26 || !ulid.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase()) {
+    let digits = &value.as_bytes()[prefix.len()..];
+    if digits.len() != 26 || digits[0] > b'7' {
         return None;
     }
-    let bits = ids::ulid_bits(value)?;
-    (ids::id_from_bits(prefix, bits) == value).then_some((code as u64, bits))
+    let mut bits = 0u128;
+    for digit in digits {
+        bits = (bits << 5) | u128::from(CROCKFORD_VALUE[usize::from(*digit)]?);
+    }
+    Some((code as u64, bits))
 }
+
+/// The value of each lowercase Crockford base32 digit, by byte.
+const CROCKFORD_VALUE: [Option<u8>; 256] = {
+    let digits = b"0123456789abcdefghjkmnpqrstvwxyz";
+    let mut table = [None; 256];
+    let mut i = 0;
+    while i < digits.len() {
+        table[digits[i] as usize] = Some(i as u8);
+        i += 1;
+    }
+    table
+};
 
 /// A decimal number spelled without a sign or leading zeros.
 fn as_number(value: &str) -> Option<u64> {
@@ -184,6 +202,25 @@ mod tests {
         }
         let upper_after_prefix = format!("{}{}", ids::EVENT, "01m8ry9bqs9h9d9hw6b7j3w6nS");
         round_trip(&upper_after_prefix);
+    }
+
+    #[test]
+    fn ids_are_read_as_the_id_module_reads_them() {
+        for _ in 0..100 {
+            let id = ids::new_delivery_id(7);
+            assert_eq!(as_id(&id), Some((0, ids::ulid_bits(&id).unwrap())));
+        }
+        let id = ids::new_id(ids::ENDPOINT);
+        for other in [
+            id.to_uppercase(),
+            id.replace(|c: char| c.is_ascii_digit(), "i"),
+            format!("ep_8{}", &id[4..]),
+            format!("{id}0"),
+            id[..id.len() - 1].to_owned(),
+        ] {
+            assert_eq!(as_id(&other), None, "{other}");
+        }
+        assert_eq!(as_id("ep_7zzzzzzzzzzzzzzzzzzzzzzzzz"), Some((1, u128::MAX)));
     }
 
     #[test]
