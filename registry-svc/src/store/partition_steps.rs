@@ -116,21 +116,25 @@ impl Store {
                 }
             }
         }
-        if !log.is_empty() {
-            log.query_async::<()>(&mut conn).await?;
-        }
         let mut pipe = redis::pipe();
         for (partition, jobs) in &steps {
             pipe.invoke_script(&self.partition_step(*partition, calls, jobs, idempotency_ms));
         }
-        if pipe.is_empty() {
+        if pipe.is_empty() && log.is_empty() {
             return Ok(answers);
         }
-        let fresh: Vec<Vec<u8>> = match pipe.query_async(&mut conn).await {
+        // One round trip for the log and the steps, which go to their
+        // nodes independently: a node refusing writes stops only its own.
+        let mut first = log.clone();
+        for command in pipe.cmd_iter() {
+            first.add_command(command.clone());
+        }
+        let fresh: Vec<Vec<u8>> = match first.query_async(&mut conn).await {
             Ok(fresh) => fresh,
             Err(e) if herald_common::redis_conn::is_no_script(&e) => {
                 // A node lost its script cache: load it where it is missing
-                // and run the steps again (they are idempotent).
+                // and run the steps again (they are idempotent; the log
+                // entries went in and are not written twice).
                 PARTITION_STEP.prepare_invoke().load_async(&mut conn).await?;
                 pipe.query_async(&mut conn).await?
             }
