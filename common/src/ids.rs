@@ -19,6 +19,13 @@ pub fn new_id(prefix: &str) -> String {
     id
 }
 
+/// A publish call's name in a Redis Cluster's partition step marks (see
+/// `stored_event`): random, so the calls of every registry replica stay
+/// apart.
+pub fn new_publish_call() -> u64 {
+    rand::random()
+}
+
 /// Bits of a delivery id's ULID randomness that carry its partition.
 const PARTITION_BITS: u32 = 16;
 const RANDOM_BITS: u32 = 80;

@@ -140,16 +140,34 @@ impl Keys {
     /// home partition.
     pub fn event(&self, tenant: &str, event_id: &str) -> String {
         if self.sharded {
-            let home = partition_of_parts(&[tenant, "/", event_id], self.partitions);
-            self.partition_key(home, &["evt", tenant, event_id])
+            self.partition_key(self.event_home(tenant, event_id), &["evt", tenant, event_id])
         } else {
             self.key(&["evt", tenant, event_id])
         }
     }
-    /// Marks that the jobs of a published event are in partition
-    /// `partition`'s stream, for the idempotency window: on a cluster a
-    /// publish is one step per partition, and a publish of the same id
-    /// again (after a failure between steps) redoes only the missing ones.
+    /// The partition whose slot holds a stored event on a cluster (`0` on
+    /// one Redis): events of one home can be read with one `MGET`.
+    pub fn event_home(&self, tenant: &str, event_id: &str) -> u32 {
+        if self.sharded { partition_of_parts(&[tenant, "/", event_id], self.partitions) } else { 0 }
+    }
+    /// Marks that a publish call's partition step for `partition` ran, so
+    /// the jobs it appended for each new event of the call are in that
+    /// stream, for the idempotency window. On a cluster a publish is one
+    /// step per partition, and a publish of the same id again (after a
+    /// failure between steps) redoes only the missing ones: one mark per
+    /// call and partition, not per event.
+    pub fn publish_call_marker(&self, partition: u32, call: u64) -> String {
+        self.partition_key(partition, &["call", &call.to_string()])
+    }
+    /// The events of a publish call whose jobs for `partition` a later
+    /// publish of the same id appended before the call's own step ran
+    /// (members `<tenant>/<event id>`); that step skips them.
+    pub fn publish_call_takeovers(&self, partition: u32, call: u64) -> String {
+        self.partition_key(partition, &["call", &call.to_string(), "took"])
+    }
+    /// Marks that the jobs of an event stored without a publish call (by an
+    /// earlier version) are in partition `partition`'s stream, for the
+    /// idempotency window.
     pub fn publish_marker(&self, partition: u32, tenant: &str, event_id: &str) -> String {
         self.partition_key(partition, &["pub", tenant, event_id])
     }

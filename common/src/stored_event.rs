@@ -2,10 +2,12 @@
 //! format body without what the key and the header hold already, and the
 //! ids of its deliveries.
 //!
-//! `h2 <deliveries> <published ms> <span ms> <time> <body bytes>\n`, the
-//! body, then each delivery id's ULID in 16 bytes (big-endian; the `dlv_`
-//! prefix is implied). `<time>` is the event time less the publish time,
-//! and the body is then `{"type":…,"data":…}`: without its `id` (the key's)
+//! `h2 <deliveries> <published ms> <span ms> <time> <body bytes>[ <call>]\n`,
+//! the body, then each delivery id's ULID in 16 bytes (big-endian; the
+//! `dlv_` prefix is implied). `<call>`, on a Redis Cluster only, names the
+//! publish call whose partition steps appended the event's jobs (see
+//! [`EventHeader::publish_call`]). `<time>` is the event time less the
+//! publish time, and the body is then `{"type":…,"data":…}`: without its `id` (the key's)
 //! and `timestamp` (made again from the header); or `w` when the body is
 //! stored whole (a time the header cannot spell back). Events of the first
 //! layout (`h1 <deliveries> <published ms> <span ms>\n` and the whole body,
@@ -23,6 +25,7 @@
 //! first two numbers, so their layout is fixed: digits only, single spaces.
 
 use std::borrow::Cow;
+use std::fmt::Write;
 
 use crate::model::{Millis, StoredEvent};
 use crate::{ids, time_fmt};
@@ -41,6 +44,10 @@ pub struct EventHeader {
     pub published_ms: Millis,
     /// The deliveries were created in `published_ms ..= published_ms + span_ms`.
     pub span_ms: Millis,
+    /// On a Redis Cluster, the publish call that stored the event: its
+    /// partition steps mark themselves done once per call, not per event,
+    /// and a publish of the same id again asks those marks.
+    pub publish_call: Option<u64>,
 }
 
 impl EventHeader {
@@ -61,7 +68,12 @@ impl EventHeader {
             None => (WHOLE_BODY.to_owned(), [body.as_slice(), &[], &[]]),
         };
         let body_len: usize = body_parts.iter().map(|p| p.len()).sum();
-        let line = format!("h2 {deliveries} {published} {span} {time} {body_len}\n");
+        let mut line = format!("h2 {deliveries} {published} {span} {time} {body_len}");
+        if let Some(call) = self.publish_call {
+            // Writing to a String cannot fail.
+            let _ = write!(line, " {call}");
+        }
+        line.push('\n');
         let mut stored = Vec::with_capacity(line.len() + body_len + delivery_ids.len() * 16);
         stored.extend_from_slice(line.as_bytes());
         body_parts.iter().for_each(|part| stored.extend_from_slice(part));
@@ -187,19 +199,22 @@ fn header_line(stored: &[u8]) -> Option<(EventHeader, Layout)> {
     let published_ms = parts.next()?.parse().ok()?;
     let span_ms = parts.next()?.parse().ok()?;
     let body_start = end + 1;
+    let mut publish_call = None;
     let layout = if listed {
         let time_delta = match parts.next()? {
             WHOLE_BODY => None,
             delta => Some(delta.parse().ok()?),
         };
-        Layout::Listed { body_start, body_len: parts.next()?.parse().ok()?, time_delta }
+        let body_len = parts.next()?.parse().ok()?;
+        publish_call = parts.next().map(str::parse).transpose().ok()?;
+        Layout::Listed { body_start, body_len, time_delta }
     } else {
         Layout::Whole { body_start }
     };
     if parts.next().is_some() {
         return None;
     }
-    Some((EventHeader { deliveries, published_ms, span_ms }, layout))
+    Some((EventHeader { deliveries, published_ms, span_ms, publish_call }, layout))
 }
 
 #[cfg(test)]
@@ -216,7 +231,8 @@ mod tests {
         }
     }
 
-    const HEADER: EventHeader = EventHeader { deliveries: 2, published_ms: 1_700_000_000_123, span_ms: 2 };
+    const HEADER: EventHeader =
+        EventHeader { deliveries: 2, published_ms: 1_700_000_000_123, span_ms: 2, publish_call: None };
 
     fn delivery_ids() -> [String; 2] {
         [ids::new_delivery_id(3), ids::new_delivery_id(0)]
@@ -239,6 +255,20 @@ mod tests {
         assert_eq!(body.as_ref(), serde_json::to_vec(&event).unwrap().as_slice());
         assert_eq!(stored_ids(&stored), ids);
         assert!(stored.len() + 40 < body.len() + 32, "{} stored for a body of {}", stored.len(), body.len());
+    }
+
+    #[test]
+    fn a_publish_call_reads_back_after_the_body_length() {
+        let time_ms = 1_700_000_000_100;
+        let event = event(&time_fmt::rfc3339(time_fmt::from_millis(time_ms)));
+        let ids = delivery_ids();
+        let header = EventHeader { publish_call: Some(u64::MAX), ..HEADER };
+        let stored = header.store(&event, time_ms, &[&ids[0]]).unwrap();
+        assert_eq!(EventHeader::read(&stored), Some(header));
+        assert_eq!(json_body(&event.id, &stored).unwrap().as_ref(), serde_json::to_vec(&event).unwrap().as_slice());
+        assert_eq!(stored_ids(&stored), ids[..1]);
+        assert_eq!(EventHeader::read(b"h2 1 2 3 4 2 x\n{}"), None, "a call is digits");
+        assert_eq!(EventHeader::read(b"h2 1 2 3 4 2 5 6\n{}"), None);
     }
 
     #[test]

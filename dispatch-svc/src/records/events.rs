@@ -1,9 +1,9 @@
 //! What a read batch loads in one pipelined round trip: the stored events
-//! its jobs name (one `MGET`, or a `GET` each on a cluster where events live
-//! in their home partitions' slots) and, for endpoints without an actor,
-//! their records (`MGET`) and stored health (`HGETALL` each).
+//! its jobs name (one `MGET`, or on a cluster, where events live in their
+//! home partitions' slots, one `MGET` per home) and, for endpoints without
+//! an actor, their records (`MGET`) and stored health (`HGETALL` each).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use herald_common::keys::Keys;
 use herald_common::redis_conn::RedisConn;
@@ -14,7 +14,6 @@ use crate::error::DispatchError;
 /// The answers of [`load_batch`], raw: parsing them is the caller's.
 pub struct BatchLoad {
     /// Each asked-for event's stored bytes, in order; `None` when missing.
-    /// Shorter than asked when Redis answered nothing for the events.
     pub events: Vec<Option<Vec<u8>>>,
     pub endpoints: StoredEndpoints,
 }
@@ -53,30 +52,29 @@ pub async fn load_batch(
     events: &[(String, String)],
     endpoints: &[String],
 ) -> Result<BatchLoad, DispatchError> {
+    // Event indexes by home (one home on a single Redis).
+    let mut homes: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    for (i, (tenant, id)) in events.iter().enumerate() {
+        homes.entry(keys.event_home(tenant, id)).or_default().push(i);
+    }
     let mut pipe = redis::pipe();
-    // On a cluster: one `GET` each, which the client sends to the right nodes.
-    let leading = if keys.is_sharded() {
-        for (tenant, id) in events {
-            pipe.get(keys.event(tenant, id));
-        }
-        events.len()
-    } else {
+    for indexes in homes.values() {
         let mut mget = redis::cmd("MGET");
-        for (tenant, id) in events {
+        for &i in indexes {
+            let (tenant, id) = &events[i];
             mget.arg(keys.event(tenant, id));
         }
         pipe.add_command(mget);
-        1
-    };
-    let (first, endpoints) = query_with_endpoints(conn, keys, pipe, leading, endpoints).await?;
-    let events: Vec<Option<Vec<u8>>> = if keys.is_sharded() {
-        first.iter().map(redis::from_redis_value_ref).collect::<Result<_, _>>()?
-    } else {
-        match first.first() {
-            Some(value) => redis::from_redis_value_ref(value)?,
-            None => Vec::new(),
+    }
+    let (first, endpoints) = query_with_endpoints(conn, keys, pipe, homes.len(), endpoints).await?;
+    let mut loaded: Vec<Option<Vec<u8>>> = vec![None; events.len()];
+    for (indexes, answer) in homes.values().zip(&first) {
+        let values: Vec<Option<Vec<u8>>> = redis::from_redis_value_ref(answer)?;
+        for (&i, value) in indexes.iter().zip(values) {
+            loaded[i] = value;
         }
-    };
+    }
+    let events = loaded;
     Ok(BatchLoad { events, endpoints })
 }
 

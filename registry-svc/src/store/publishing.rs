@@ -86,16 +86,31 @@ pub struct Enqueue<'a> {
 impl Enqueue<'_> {
     /// The stored header: the delivery count, and the time span the
     /// delivery ids were made in (their ULID times).
-    pub(super) fn header(&self, now: Millis) -> EventHeader {
+    fn header(&self, now: Millis) -> EventHeader {
         let times = self.jobs.iter().filter_map(|(_, job)| ids::created_millis(&job.delivery_id));
         let (first, last) = times.fold((now, now), |(lo, hi), t| (lo.min(t), hi.max(t)));
-        EventHeader { deliveries: self.jobs.len() as u32, published_ms: first, span_ms: last - first }
+        EventHeader {
+            deliveries: self.jobs.len() as u32,
+            published_ms: first,
+            span_ms: last - first,
+            publish_call: None,
+        }
     }
 
     /// The value stored for the event (see [`herald_common::stored_event`]).
     pub(super) fn stored(&self, now: Millis) -> Result<Vec<u8>> {
+        self.stored_under(self.header(now))
+    }
+
+    /// [`Enqueue::stored`] on a cluster, naming the publish call `call`
+    /// whose partition steps append the event's jobs.
+    pub(super) fn stored_in_call(&self, now: Millis, call: u64) -> Result<Vec<u8>> {
+        self.stored_under(EventHeader { publish_call: Some(call), ..self.header(now) })
+    }
+
+    fn stored_under(&self, header: EventHeader) -> Result<Vec<u8>> {
         let delivery_ids: Vec<&str> = self.jobs.iter().map(|(_, job)| job.delivery_id.as_str()).collect();
-        Ok(self.header(now).store(self.event, self.time_ms, &delivery_ids)?)
+        Ok(header.store(self.event, self.time_ms, &delivery_ids)?)
     }
 }
 
