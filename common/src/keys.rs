@@ -247,15 +247,29 @@ impl Keys {
     pub fn dispatchers(&self) -> String {
         self.key(&["dispatchers"])
     }
-    /// Live delivery health of an endpoint (circuit, failures, token error).
-    /// On a cluster it lives with the endpoint's partition, where the
-    /// outcomes that change it are stored.
+    /// Live delivery health of an endpoint (circuit, failures, token error),
+    /// packed in one value. On a cluster it lives with the endpoint's
+    /// partition, where the outcomes that change it are stored.
     pub fn endpoint_health(&self, endpoint_id: &str) -> String {
+        self.endpoint_health_in(endpoint_id, "hp")
+    }
+    /// The first layout of [`Keys::endpoint_health`], a hash: read for
+    /// endpoints whose epoch began before [`Keys::packed_health_since`],
+    /// never written; it expires on its own.
+    pub fn first_layout_health(&self, endpoint_id: &str) -> String {
+        self.endpoint_health_in(endpoint_id, "health")
+    }
+    fn endpoint_health_in(&self, endpoint_id: &str, name: &str) -> String {
         if self.sharded {
-            self.partition_key(partition_of(endpoint_id, self.partitions), &["ep", endpoint_id, "health"])
+            self.partition_key(partition_of(endpoint_id, self.partitions), &["ep", endpoint_id, name])
         } else {
-            self.key(&["ep", endpoint_id, "health"])
+            self.key(&["ep", endpoint_id, name])
         }
+    }
+    /// When this installation's dispatchers first stored health packed (ms),
+    /// set once by the first to start.
+    pub fn packed_health_since(&self) -> String {
+        self.key(&["layout", "packed-health-since"])
     }
 }
 
@@ -308,7 +322,8 @@ mod tests {
         assert_eq!(keys.delivered_bucket(keys.record_shard(3), 7), "t1:{p3}:dlv:7:ok");
         assert_eq!(keys.first_layout_deliveries(3, "acme"), "t1:{p3}:tenant:acme:dlvs");
         let p = partition_of("ep_1", 16);
-        assert_eq!(keys.endpoint_health("ep_1"), format!("t1:{{p{p}}}:ep:ep_1:health"));
+        assert_eq!(keys.endpoint_health("ep_1"), format!("t1:{{p{p}}}:ep:ep_1:hp"));
+        assert_eq!(keys.first_layout_health("ep_1"), format!("t1:{{p{p}}}:ep:ep_1:health"));
         assert!(keys.event("acme", "e-1").contains(":evt:acme:e-1"));
         assert!(keys.event("acme", "e-1").starts_with("t1:{p"));
         assert_eq!(keys.record_shards(), 16);

@@ -13,7 +13,7 @@
 //! The state is shared (`Arc`) between the endpoint's actor, which asks
 //! [`Health::admit`] before starting an attempt, and the attempt futures,
 //! which [`Health::record`] their result and store the snapshot with it
-//! (`ep:{id}:health`, in the same `MULTI` as the outcome).
+//! (`ep:{id}:hp`, in the same `MULTI` as the outcome).
 //!
 //! **Persistence.** An actor does not live for ever (it stops when idle,
 //! when its partition moves, when the process restarts), and a breaker that

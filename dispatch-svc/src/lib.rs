@@ -107,8 +107,8 @@ async fn dispatch(
         return Ok(());
     };
     let keys = config.keys();
-    let records =
-        Records::new(conn.clone(), keys.clone(), Retention::new(config.event_retention, config.success_retention));
+    let retention = Retention::new(config.event_retention, config.success_retention);
+    let records = Records::start(conn.clone(), keys.clone(), retention).await?;
     let client = send::http_client::build(config.url_policy.clone(), config.delivery_timeout)?;
     let registry = RegistryClient::new(&config.registry_url, config.grpc_token.as_deref())?;
     let shared = Arc::new(Shared {

@@ -1,7 +1,7 @@
 //! Which incarnation of an endpoint a job or a health record belongs to.
 //!
 //! Endpoint ids outlive their endpoints: a deleted endpoint's jobs may still
-//! wait in a retry set or a stream, its `ep:{id}:health` keeps its retention
+//! wait in a retry set or a stream, its `ep:{id}:hp` keeps its retention
 //! TTL, and the same id can be created again (the compatibility profiles
 //! name endpoints after their tenant, `s004.{tenant}`). Each creation gets a
 //! fresh [`EndpointRecord::generation`], which the registry writes into

@@ -31,10 +31,10 @@
 //! ([`Settlement::held`]) has its attempt stored without the
 //! acknowledgement: the entry stays pending until the final outcome.
 //!
-//! `ep:{id}:health` (a hash, written with each settled attempt that changes
-//! it) is the endpoint's health: what `GetEndpointHealth` shows and what a
-//! new actor's circuit breaker carries on from ([`HealthRecord`], for one
-//! epoch of the endpoint).
+//! `ep:{id}:hp` (one packed value, written with each settled attempt that
+//! changes it) is the endpoint's health: what `GetEndpointHealth` shows and
+//! what a new actor's circuit breaker carries on from ([`HealthRecord`], for
+//! one epoch of the endpoint).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -192,6 +192,9 @@ pub struct Records {
     writer: Writer,
     /// Request shapes this process stored, by (shard, hour bucket, shape id).
     shapes_stored: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<(u32, i64, u64)>>>,
+    /// When the installation first stored health packed: an endpoint
+    /// whose epoch began before may still have it in the first layout.
+    packed_health_since: Millis,
 }
 
 /// Past this many remembered shapes, the memory is cleared (storing a
@@ -199,10 +202,12 @@ pub struct Records {
 const SHAPES_REMEMBERED: usize = 10_000;
 
 impl Records {
-    /// Starts the outcome writer on the current runtime.
-    pub fn new(conn: RedisConn, keys: Keys, retention: Retention) -> Self {
+    /// Starts the outcome writer on the current runtime, once it knows
+    /// since when the installation stores health packed.
+    pub async fn start(conn: RedisConn, keys: Keys, retention: Retention) -> Result<Self, DispatchError> {
+        let packed_health_since = endpoint_health::packed_since(&mut conn.clone(), &keys).await?;
         let writer = Writer::start(conn.clone(), keys.clone(), retention);
-        Records { conn, keys, retention, writer, shapes_stored: Default::default() }
+        Ok(Records { conn, keys, retention, writer, shapes_stored: Default::default(), packed_health_since })
     }
 
     pub fn keys(&self) -> &Keys {
@@ -228,7 +233,7 @@ impl Records {
         let health = health.map(|(endpoint_id, health)| HealthWrite {
             shard: self.keys.endpoint_shard(endpoint_id),
             key: self.keys.endpoint_health(endpoint_id),
-            fields: health.fields().into(),
+            value: health.pack(),
         });
         let written = self.writer.write(writes, health).await;
         if written.is_err() {
@@ -431,13 +436,6 @@ impl Records {
             raws.iter().flatten().filter_map(|raw| decode_state(id, raw)).max_by_key(|r| r.updated_at)
         });
         Ok(records.collect())
-    }
-
-    pub async fn health(&self, endpoint_id: &str) -> Result<HealthRecord, DispatchError> {
-        let mut conn = self.conn.clone();
-        let hash: HashMap<String, String> =
-            redis::cmd("HGETALL").arg(self.keys.endpoint_health(endpoint_id)).query_async(&mut conn).await?;
-        Ok(HealthRecord::from_hash(&hash))
     }
 
     /// The stored attempt counts of deliveries (0 when unknown), in order.

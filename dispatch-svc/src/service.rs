@@ -311,7 +311,7 @@ impl Dispatch for DispatchService {
         let tenant = required_id("tenant", &tenant)?;
         let endpoint_id = required_id("endpoint_id", &endpoint_id)?;
         let endpoint = self.endpoint(tenant, endpoint_id).await?;
-        let health = self.shared.records.health(endpoint_id).await?.for_epoch(&health_epoch(&endpoint));
+        let health = self.shared.records.health(&endpoint).await?.for_epoch(&health_epoch(&endpoint));
         ok(v1::EndpointHealth {
             endpoint_id: endpoint_id.to_owned(),
             circuit: health.circuit_at(herald_common::time_fmt::now_millis()).to_owned(),

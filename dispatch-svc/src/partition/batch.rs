@@ -14,7 +14,7 @@ use crate::actor::{Actors, Loaded, Refused};
 use crate::delivery::{Taken, Work, fail_unsent, park};
 use crate::error::DispatchError;
 use crate::records::events::{self, BatchLoad, StoredEndpoint, StoredEndpoints};
-use crate::records::{Entry, HealthRecord, StreamEntry, partition_stream};
+use crate::records::{Entry, StreamEntry, partition_stream};
 use crate::send::render::LoadedEvent;
 
 /// Loads what a batch of entries needs and routes each job to its actor.
@@ -144,7 +144,7 @@ async fn load(shared: &Shared, actors: &Actors, taken: &[Taken]) -> Result<(Even
     let mut conn = shared.records.conn();
     let BatchLoad { events: event_raw, endpoints: stored } =
         events::load_batch(&mut conn, &shared.keys, &event_keys, &endpoint_ids).await?;
-    let endpoints = endpoints_of(endpoint_ids, stored);
+    let endpoints = endpoints_of(shared, endpoint_ids, stored).await?;
 
     let mut events = HashMap::with_capacity(event_keys.len());
     for (key, raw) in event_keys.into_iter().zip(event_raw.into_iter().chain(std::iter::repeat(None))) {
@@ -186,12 +186,14 @@ async fn list_pending(shared: &Shared, taken: &[Taken], job_events: &[Option<Arc
 async fn load_endpoints(shared: &Shared, ids: Vec<String>) -> Result<Endpoints, DispatchError> {
     let mut conn = shared.records.conn();
     let stored = events::load_endpoints(&mut conn, &shared.keys, &ids).await?;
-    Ok(endpoints_of(ids, stored))
+    endpoints_of(shared, ids, stored).await
 }
 
-/// Parses the stored endpoints of `ids`; a corrupt record counts as none.
-fn endpoints_of(ids: Vec<String>, stored: StoredEndpoints) -> Endpoints {
-    let mut endpoints = HashMap::with_capacity(ids.len());
+/// Parses the stored endpoints of `ids` (a corrupt record counts as none),
+/// with their health: packed, else from the first layout where an older
+/// epoch may have left it, else clean.
+async fn endpoints_of(shared: &Shared, ids: Vec<String>, stored: StoredEndpoints) -> Result<Endpoints, DispatchError> {
+    let mut parsed = Vec::with_capacity(ids.len());
     for (id, StoredEndpoint { record, health }) in ids.into_iter().zip(stored) {
         let record = record.and_then(|raw| match serde_json::from_slice::<EndpointRecord>(&raw) {
             Ok(record) => Some(record),
@@ -200,8 +202,13 @@ fn endpoints_of(ids: Vec<String>, stored: StoredEndpoints) -> Endpoints {
                 None
             }
         });
-        let loaded = record.map(|record| Loaded { record, health: HealthRecord::from_hash(&health) });
-        endpoints.insert(id, loaded);
+        parsed.push((id, record, health));
     }
-    endpoints
+    let unpacked = parsed.iter().filter(|(_, _, health)| health.is_none()).filter_map(|(_, record, _)| record.as_ref());
+    let mut first_layout = shared.records.first_layout_health(unpacked).await?;
+    let endpoints = parsed.into_iter().map(|(id, record, health)| {
+        let health = health.or_else(|| first_layout.remove(&id)).unwrap_or_default();
+        (id, record.map(|record| Loaded { record, health }))
+    });
+    Ok(endpoints.collect())
 }

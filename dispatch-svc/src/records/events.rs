@@ -1,14 +1,16 @@
 //! What a read batch loads in one pipelined round trip: the stored events
 //! its jobs name (one `MGET`, or on a cluster, where events live in their
 //! home partitions' slots, one `MGET` per home) and, for endpoints without
-//! an actor, their records (`MGET`) and stored health (`HGETALL` each).
+//! an actor, their records and packed health (an `MGET` each; on a cluster
+//! the client splits them by slot).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use herald_common::keys::Keys;
 use herald_common::redis_conn::RedisConn;
 use redis::Value as RedisValue;
 
+use super::HealthRecord;
 use crate::error::DispatchError;
 
 /// The answers of [`load_batch`], raw: parsing them is the caller's.
@@ -18,28 +20,25 @@ pub struct BatchLoad {
     pub endpoints: StoredEndpoints,
 }
 
-/// One endpoint's stored record (raw JSON) and health hash.
+/// One endpoint's stored record (raw JSON) and packed health, when any.
 pub struct StoredEndpoint {
     pub record: Option<Vec<u8>>,
-    pub health: HashMap<String, String>,
+    pub health: Option<HealthRecord>,
 }
 
-/// The endpoints asked for, one item each, in order. Health hashes are
-/// decoded as they are taken, so a batch holds no second copy of them.
+/// The endpoints asked for, one item each, in order.
 pub struct StoredEndpoints {
-    left: usize,
     records: std::vec::IntoIter<Option<Vec<u8>>>,
-    health: std::vec::IntoIter<RedisValue>,
+    health: std::vec::IntoIter<Option<Vec<u8>>>,
 }
 
 impl Iterator for StoredEndpoints {
     type Item = StoredEndpoint;
 
     fn next(&mut self) -> Option<StoredEndpoint> {
-        self.left = self.left.checked_sub(1)?;
-        let record = self.records.next().flatten();
-        // A health hash that cannot be read is no stored health.
-        let health = self.health.next().and_then(|value| redis::from_redis_value_ref(&value).ok()).unwrap_or_default();
+        let record = self.records.next()?;
+        // Health that cannot be read is no stored health.
+        let health = self.health.next().flatten().as_deref().and_then(HealthRecord::unpack);
         Some(StoredEndpoint { record, health })
     }
 }
@@ -52,29 +51,13 @@ pub async fn load_batch(
     events: &[(String, String)],
     endpoints: &[String],
 ) -> Result<BatchLoad, DispatchError> {
-    // Event indexes by home (one home on a single Redis).
-    let mut homes: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
-    for (i, (tenant, id)) in events.iter().enumerate() {
-        homes.entry(keys.event_home(tenant, id)).or_default().push(i);
-    }
     let mut pipe = redis::pipe();
-    for indexes in homes.values() {
-        let mut mget = redis::cmd("MGET");
-        for &i in indexes {
-            let (tenant, id) = &events[i];
-            mget.arg(keys.event(tenant, id));
-        }
-        pipe.add_command(mget);
-    }
-    let (first, endpoints) = query_with_endpoints(conn, keys, pipe, homes.len(), endpoints).await?;
-    let mut loaded: Vec<Option<Vec<u8>>> = vec![None; events.len()];
-    for (indexes, answer) in homes.values().zip(&first) {
-        let values: Vec<Option<Vec<u8>>> = redis::from_redis_value_ref(answer)?;
-        for (&i, value) in indexes.iter().zip(values) {
-            loaded[i] = value;
-        }
-    }
-    let events = loaded;
+    let by_home = SlotMget::add(
+        &mut pipe,
+        events.iter().map(|(tenant, id)| (keys.event_home(tenant, id), keys.event(tenant, id))),
+    );
+    let (mut answers, endpoints) = query_with_endpoints(conn, keys, pipe, endpoints).await?;
+    let events = by_home.take(&mut answers)?;
     Ok(BatchLoad { events, endpoints })
 }
 
@@ -84,35 +67,67 @@ pub async fn load_endpoints(
     keys: &Keys,
     endpoints: &[String],
 ) -> Result<StoredEndpoints, DispatchError> {
-    Ok(query_with_endpoints(conn, keys, redis::pipe(), 0, endpoints).await?.1)
+    Ok(query_with_endpoints(conn, keys, redis::pipe(), endpoints).await?.1)
 }
 
-/// Runs `pipe` (whose `leading` commands answer first) with the endpoint
-/// records (`MGET`) and health hashes (`HGETALL` each) of `ids` appended.
+/// Runs `pipe` with the endpoint records and packed health of `ids`
+/// appended, and answers what `pipe` asked and the endpoints.
 async fn query_with_endpoints(
     conn: &mut RedisConn,
     keys: &Keys,
     mut pipe: redis::Pipeline,
-    leading: usize,
     ids: &[String],
-) -> Result<(Vec<RedisValue>, StoredEndpoints), DispatchError> {
-    if !ids.is_empty() {
-        let mut mget = redis::cmd("MGET");
-        for id in ids {
-            mget.arg(keys.endpoint(id));
-        }
-        pipe.add_command(mget);
-        for id in ids {
-            pipe.hgetall(keys.endpoint_health(id));
-        }
-    }
+) -> Result<(std::vec::IntoIter<RedisValue>, StoredEndpoints), DispatchError> {
+    let leading = pipe.len();
+    let records = SlotMget::add(&mut pipe, ids.iter().map(|id| (0, keys.endpoint(id))));
+    let health = SlotMget::add(&mut pipe, ids.iter().map(|id| (keys.endpoint_shard(id), keys.endpoint_health(id))));
     let answers: Vec<RedisValue> = pipe.query_async(conn).await?;
     let mut answers = answers.into_iter();
     let first: Vec<RedisValue> = answers.by_ref().take(leading).collect();
-    // Nothing follows the leading answers when no endpoint was asked for.
-    let records: Vec<Option<Vec<u8>>> = match answers.next() {
-        Some(value) => redis::from_redis_value_ref(&value)?,
-        None => Vec::new(),
-    };
-    Ok((first, StoredEndpoints { left: ids.len(), records: records.into_iter(), health: answers }))
+    let (records, health) = (records.take(&mut answers)?, health.take(&mut answers)?);
+    Ok((first.into_iter(), StoredEndpoints { records: records.into_iter(), health: health.into_iter() }))
+}
+
+/// Values read with one `MGET` per slot group (a cluster keeps each
+/// partition's keys, and the registry's, in a slot of their own; one
+/// Redis has one group), put back in the order they were asked for.
+struct SlotMget {
+    asked: usize,
+    /// Per `MGET`, in pipeline order, the places of its keys.
+    groups: Vec<Vec<usize>>,
+}
+
+impl SlotMget {
+    /// Appends the `MGET`s for `(group, key)` pairs to `pipe`.
+    fn add(pipe: &mut redis::Pipeline, keys: impl Iterator<Item = (u32, String)>) -> SlotMget {
+        let mut by_group: BTreeMap<u32, (Vec<usize>, redis::Cmd)> = BTreeMap::new();
+        let mut asked = 0;
+        for (i, (group, key)) in keys.enumerate() {
+            let (indexes, mget) = by_group.entry(group).or_insert_with(|| (Vec::new(), redis::cmd("MGET")));
+            indexes.push(i);
+            mget.arg(key);
+            asked = i + 1;
+        }
+        let groups = by_group
+            .into_values()
+            .map(|(indexes, mget)| {
+                pipe.add_command(mget);
+                indexes
+            })
+            .collect();
+        SlotMget { asked, groups }
+    }
+
+    /// Takes this read's answers off the front of `answers`.
+    fn take(self, answers: &mut impl Iterator<Item = RedisValue>) -> Result<Vec<Option<Vec<u8>>>, DispatchError> {
+        let mut values = vec![None; self.asked];
+        for indexes in self.groups {
+            let answer: Vec<Option<Vec<u8>>> =
+                answers.next().map(redis::from_redis_value).transpose()?.unwrap_or_default();
+            for (i, value) in indexes.into_iter().zip(answer) {
+                values[i] = value;
+            }
+        }
+        Ok(values)
+    }
 }

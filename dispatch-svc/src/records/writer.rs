@@ -41,12 +41,12 @@ pub struct Write {
     pub park: Option<(u32, String, String)>,
 }
 
-/// An endpoint's health hash, written with the outcome that changed it.
+/// An endpoint's packed health, written with the outcome that changed it.
 #[derive(Debug)]
 pub struct HealthWrite {
     pub shard: u32,
     pub key: String,
-    pub fields: Vec<(&'static str, String)>,
+    pub value: Vec<u8>,
 }
 
 struct Request {
@@ -171,8 +171,7 @@ fn shard_pipeline(keys: &Keys, shard: u32, writes: &ShardWrites<'_>, retention: 
         pipe.sadd(keys.parked_endpoints(*partition), *endpoint).ignore();
     }
     for health in &writes.health {
-        pipe.hset_multiple(&health.key, &health.fields).ignore();
-        pipe.pexpire(&health.key, retention_ms).ignore();
+        pipe.pset_ex(&health.key, &health.value, retention_ms.unsigned_abs()).ignore();
     }
     for (partition, ids) in &writes.acks {
         let stream = keys.partition_stream(*partition);

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use herald_common::config::Env;
 use herald_common::keys::partition_of;
+use herald_common::model::EndpointRecord;
+use herald_dispatch::records::HealthRecord;
 use herald_proto::v1::dispatch_client::DispatchClient;
 use herald_proto::v1::endpoint_auth::{Kind, OAuth2ClientCredentials};
 use herald_proto::v1::registry_client::RegistryClient;
@@ -23,6 +25,7 @@ use herald_proto::v1::{
     EventType, ListDeliveriesRequest, PublishBatchRequest, PublishRequest, TestEndpointRequest,
 };
 use herald_tests::{Received, Receiver, Reply, Services, Stack, TokenServer};
+use redis::AsyncCommands;
 use reqwest::StatusCode;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -272,16 +275,12 @@ async fn start_without_dispatch(customise: impl FnOnce(&mut Env)) -> (Stack, Cli
     (stack, clients)
 }
 
-/// The stored health hash of an endpoint, straight from Redis.
+/// The stored (packed) health of an endpoint, straight from Redis.
 async fn stored_failures(stack: &Stack, endpoint_id: &str) -> (u32, Option<i64>) {
     let mut conn = stack.redis().await;
-    let (failures, since): (Option<u32>, Option<String>) = redis::pipe()
-        .hget(stack.keys.endpoint_health(endpoint_id), "consecutiveFailures")
-        .hget(stack.keys.endpoint_health(endpoint_id), "failingSince")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    (failures.unwrap_or(0), since.and_then(|s| s.parse().ok()))
+    let packed: Option<Vec<u8>> = conn.get(stack.keys.endpoint_health(endpoint_id)).await.unwrap();
+    let health = packed.map(|raw| HealthRecord::unpack(&raw).expect("packed health reads back")).unwrap_or_default();
+    (health.consecutive_failures, health.failing_since)
 }
 
 fn now_millis() -> i64 {
@@ -587,6 +586,45 @@ async fn breaker_state_outlives_the_actor_and_auto_disable_counts_from_the_first
     assert_eq!(after, failures + 1, "the count carried on");
     assert_eq!(receiver.count(), before + 1, "disabled at the first failure of the new actor");
     second.stop().await;
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn breaker_state_stored_in_the_first_layout_carries_on() {
+    let (stack, mut c) = start_without_dispatch(|_| {}).await;
+    let receiver = Receiver::start().await;
+    receiver.respond_with(500);
+    let ep = endpoint(&mut c, spec(&receiver.url())).await;
+
+    // Health an earlier version stored as a hash, for the endpoint's current
+    // epoch, in an installation that stored health packed only later.
+    let mut conn = stack.redis().await;
+    let raw: Vec<u8> = conn.get(stack.keys.endpoint(&ep)).await.unwrap();
+    let record: EndpointRecord = serde_json::from_slice(&raw).unwrap();
+    let failing_since = now_millis() - 1_000;
+    let hash = [
+        ("circuit", "closed".to_owned()),
+        ("consecutiveFailures", "5".to_owned()),
+        ("failingSince", failing_since.to_string()),
+        ("epoch", herald_dispatch::lifecycle::health_epoch(&record)),
+    ];
+    let () = conn.hset_multiple(stack.keys.first_layout_health(&ep), &hash).await.unwrap();
+    let () = conn.set(stack.keys.packed_health_since(), now_millis() + 60_000).await.unwrap();
+
+    let dispatcher = Dispatcher::start(&stack).await;
+    c.dispatch = dispatcher.client().await;
+    let shown = health(&mut c, &ep).await;
+    assert_eq!(shown.consecutive_failures, 5, "{shown:?}");
+    assert_eq!(shown.failing_since.map(|t| t.seconds), Some(failing_since / 1000));
+
+    publish(&mut c, 1).await;
+    receiver.wait_for(1, WAIT).await;
+    let deadline = Instant::now() + WAIT;
+    while stored_failures(&stack, &ep).await != (6, Some(failing_since)) {
+        assert!(Instant::now() < deadline, "the count never carried on: {:?}", stored_failures(&stack, &ep).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    dispatcher.stop().await;
     stack.stop().await;
 }
 
