@@ -186,9 +186,10 @@ impl Registry {
     /// The routing table of (tenant, event type), from the cache when its
     /// generation is current.
     async fn routes(&self, tenant: &str, event_type: &str, generation: u64) -> Result<Arc<RouteTable>> {
-        if let Some(routes) = self.routes.get(tenant, event_type, generation) {
-            return Ok(routes);
-        }
+        self.routes.get_or_load(tenant, event_type, generation, || self.load_routes(tenant, event_type)).await
+    }
+
+    async fn load_routes(&self, tenant: &str, event_type: &str) -> Result<RouteTable> {
         let (subs, statuses) = self.store.routing_inputs(tenant, event_type).await?;
         let routes: Vec<Route> = subs
             .into_iter()
@@ -203,8 +204,6 @@ impl Registry {
                 _ => None,
             })
             .collect();
-        let routes = Arc::new(RouteTable::new(routes));
-        self.routes.put(tenant, event_type, generation, routes.clone());
-        Ok(routes)
+        Ok(RouteTable::new(routes))
     }
 }

@@ -9,8 +9,13 @@
 //! top-level entry of its filter that demands one scalar value; the rest
 //! (no filter, or only operators and `$or`/`$and`) sit in a short list that
 //! is checked in full.
+//!
+//! Publishes that miss the cache at once (a batch's concurrent calls after a
+//! subscription change) load a table once: the others wait for it rather
+//! than each reading every subscription of the type.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, RwLock};
 
 use herald_common::model::{FilterMap, StoredEvent};
@@ -19,6 +24,9 @@ use crate::filter::{Filter, held_at};
 
 /// The routing cache forgets everything past this many (tenant, type) tables.
 const MAX_CACHED_ROUTES: usize = 50_000;
+/// Locks that loads of a table take, by a hash of its (tenant, type):
+/// loads of different tables rarely share one.
+const LOAD_LOCKS: usize = 64;
 
 /// One subscription's way to an endpoint.
 #[derive(Clone, Debug)]
@@ -36,19 +44,55 @@ struct CachedRoutes {
 }
 
 /// Routing tables per tenant and event type.
-#[derive(Default)]
 pub struct RouteCache {
     tenants: RwLock<HashMap<String, HashMap<String, CachedRoutes>>>,
+    loads: Vec<tokio::sync::Mutex<()>>,
+    hasher: RandomState,
+}
+
+impl Default for RouteCache {
+    fn default() -> Self {
+        RouteCache {
+            tenants: RwLock::default(),
+            loads: (0..LOAD_LOCKS).map(|_| tokio::sync::Mutex::new(())).collect(),
+            hasher: RandomState::new(),
+        }
+    }
 }
 
 impl RouteCache {
-    pub fn get(&self, tenant: &str, event_type: &str, generation: u64) -> Option<Arc<RouteTable>> {
+    /// The table of `generation`, from the cache or else from `load`, which
+    /// runs once however many callers miss together.
+    pub async fn get_or_load<E, Load>(
+        &self,
+        tenant: &str,
+        event_type: &str,
+        generation: u64,
+        load: impl FnOnce() -> Load,
+    ) -> Result<Arc<RouteTable>, E>
+    where
+        Load: Future<Output = Result<RouteTable, E>>,
+    {
+        if let Some(routes) = self.get(tenant, event_type, generation) {
+            return Ok(routes);
+        }
+        let lock = (self.hasher.hash_one((tenant, event_type)) as usize) % self.loads.len().max(1);
+        let _loading = self.loads[lock].lock().await;
+        if let Some(routes) = self.get(tenant, event_type, generation) {
+            return Ok(routes);
+        }
+        let routes = Arc::new(load().await?);
+        self.put(tenant, event_type, generation, routes.clone());
+        Ok(routes)
+    }
+
+    fn get(&self, tenant: &str, event_type: &str, generation: u64) -> Option<Arc<RouteTable>> {
         let tenants = self.tenants.read().unwrap_or_else(|e| e.into_inner());
         let cached = tenants.get(tenant)?.get(event_type)?;
         (cached.generation == generation).then(|| cached.routes.clone())
     }
 
-    pub fn put(&self, tenant: &str, event_type: &str, generation: u64, routes: Arc<RouteTable>) {
+    fn put(&self, tenant: &str, event_type: &str, generation: u64, routes: Arc<RouteTable>) {
         let mut tenants = self.tenants.write().unwrap_or_else(|e| e.into_inner());
         if tenants.values().map(HashMap::len).sum::<usize>() >= MAX_CACHED_ROUTES {
             tenants.clear();
@@ -185,5 +229,22 @@ mod tests {
         assert!(cache.get("other", "t", 3).is_none());
         cache.put("acme", "u", 4, Arc::new(RouteTable::new(Vec::new())));
         assert!(cache.get("acme", "t", 3).is_none(), "older generations are dropped");
+    }
+
+    #[tokio::test]
+    async fn callers_that_miss_together_load_the_table_once() {
+        let cache = RouteCache::default();
+        let loads = std::sync::atomic::AtomicUsize::new(0);
+        let load = || async {
+            loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            Ok::<_, ()>(RouteTable::new(vec![route("ep_1", None)]))
+        };
+        let callers = (0..8).map(|_| cache.get_or_load("acme", "t", 1, load));
+        let tables = futures::future::join_all(callers).await;
+        assert!(tables.iter().all(|t| t.as_ref().is_ok_and(|t| t.routes.len() == 1)));
+        assert_eq!(loads.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(cache.get_or_load("acme", "t", 2, load).await.is_ok(), "a new generation loads again");
+        assert_eq!(loads.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 }
