@@ -292,17 +292,20 @@ impl Job {
     }
 
     /// Reads a stream entry back; `None` for an entry that is not a job.
-    pub fn from_fields<'a>(fields: impl IntoIterator<Item = (&'a str, &'a str)>) -> Option<Job> {
+    /// Owned values move into the job rather than being copied.
+    pub fn from_fields<K: AsRef<str>, V: AsRef<str> + Into<String>>(
+        fields: impl IntoIterator<Item = (K, V)>,
+    ) -> Option<Job> {
         let (mut d, mut t, mut e, mut v, mut n, mut tp, mut g) = (None, None, None, None, None, None, None);
         for (k, val) in fields {
-            match k {
-                Self::DELIVERY => d = Some(val.to_owned()),
-                Self::TENANT => t = Some(val.to_owned()),
-                Self::ENDPOINT => e = Some(val.to_owned()),
-                Self::EVENT => v = Some(val.to_owned()),
-                Self::ATTEMPT => n = val.parse().ok(),
-                Self::TRACEPARENT => tp = Some(val.to_owned()),
-                Self::GENERATION => g = Some(val.to_owned()).filter(|g| !g.is_empty()),
+            match k.as_ref() {
+                Self::DELIVERY => d = Some(val.into()),
+                Self::TENANT => t = Some(val.into()),
+                Self::ENDPOINT => e = Some(val.into()),
+                Self::EVENT => v = Some(val.into()),
+                Self::ATTEMPT => n = val.as_ref().parse().ok(),
+                Self::TRACEPARENT => tp = Some(val.into()),
+                Self::GENERATION => g = Some(val.into()).filter(|g: &String| !g.is_empty()),
                 _ => {}
             }
         }

@@ -31,7 +31,7 @@ pub(super) async fn handle_entries(
     let mut taken = Vec::with_capacity(entries.len());
     for (id, fields) in entries {
         let Some(guard) = live.hold(&id) else { continue };
-        match Job::from_fields(fields.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
+        match Job::from_fields(fields) {
             Some(job) => taken.push(Taken { job, entry: Entry { partition: p, id }, guard, reclaimed }),
             None => malformed.push(id),
         }

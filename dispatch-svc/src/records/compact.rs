@@ -145,28 +145,9 @@ impl<'a> Decoder<'a> {
 /// Read digit by digit, as every state written goes through here.
 fn as_id(value: &str) -> Option<(u64, u128)> {
     let (code, prefix) = ID_PREFIXES.iter().enumerate().find(|(_, p)| value.starts_with(**p))?;
-    let digits = &value.as_bytes()[prefix.len()..];
-    if digits.len() != 26 || digits[0] > b'7' {
-        return None;
-    }
-    let mut bits = 0u128;
-    for digit in digits {
-        bits = (bits << 5) | u128::from(CROCKFORD_VALUE[usize::from(*digit)]?);
-    }
+    let bits = ids::canonical_ulid_bits(&value.as_bytes()[prefix.len()..])?;
     Some((code as u64, bits))
 }
-
-/// The value of each lowercase Crockford base32 digit, by byte.
-const CROCKFORD_VALUE: [Option<u8>; 256] = {
-    let digits = b"0123456789abcdefghjkmnpqrstvwxyz";
-    let mut table = [None; 256];
-    let mut i = 0;
-    while i < digits.len() {
-        table[digits[i] as usize] = Some(i as u8);
-        i += 1;
-    }
-    table
-};
 
 /// A decimal number spelled without a sign or leading zeros.
 fn as_number(value: &str) -> Option<u64> {
