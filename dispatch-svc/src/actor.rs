@@ -345,7 +345,7 @@ impl EndpointActor {
         let (taken, types): (Vec<Taken>, Vec<Option<String>>) = works
             .into_iter()
             .map(|w| {
-                let event_type = Some(w.event.event.event_type.clone());
+                let event_type = Some(w.event.event_type.clone());
                 (w.taken, event_type)
             })
             .unzip();

@@ -171,7 +171,7 @@ async fn deliver_batch(
         );
     }
 
-    let event_types: Vec<&str> = batch.iter().map(|w| w.event.event.event_type.as_str()).collect();
+    let event_types: Vec<&str> = batch.iter().map(|w| w.event.event_type.as_str()).collect();
     let mut settlements = Vec::with_capacity(batch.len());
     let mut hold_for: Option<Duration> = None;
     let cfg = &shared.config;

@@ -298,7 +298,7 @@ proptest! {
         prop_assert_eq!(rendered.content_type.as_bytes(), b"application/json");
         let parsed = serde_json::from_slice::<Value>(&rendered.body);
         prop_assert!(parsed.is_ok(), "invalid JSON: {:?}", parsed.err());
-        let want = serde_json::to_vec(&expected(&template, &loaded.event)).unwrap();
+        let want = serde_json::to_vec(&expected(&template, loaded.event())).unwrap();
         prop_assert_eq!(
             String::from_utf8_lossy(&rendered.body),
             String::from_utf8_lossy(&want),
@@ -335,9 +335,9 @@ proptest! {
     ) {
         let loaded = load(&event);
         let (root, start) = if on_resource {
-            ("resource", loaded.event.resource.as_ref())
+            ("resource", loaded.event().resource.as_ref())
         } else {
-            ("data", Some(&loaded.event.data))
+            ("data", Some(&loaded.event().data))
         };
         let mut path: Vec<String> = Vec::new();
         let mut node = start;
@@ -413,7 +413,7 @@ proptest! {
         let to_bottom = std::iter::once("$.data").chain(path.iter().copied()).collect::<Vec<_>>().join(".");
         let template = nest(template_depth, json!({"bottom": to_bottom, "other": leaf, "whole": "$.data"}));
         let rendered = render(&endpoint(Format::Template, Some(template.clone())), std::slice::from_ref(&loaded)).unwrap();
-        let want = expected(&template, &loaded.event);
+        let want = expected(&template, loaded.event());
         let want_bytes = serde_json::to_vec(&want).unwrap();
         prop_assert_eq!(rendered.body.as_ref(), want_bytes.as_slice());
         let mut bottom = &want;
@@ -461,7 +461,7 @@ proptest! {
     #[test]
     fn other_formats_carry_the_event(event in stored_event()) {
         let loaded = load(&event);
-        let e = &loaded.event;
+        let e = loaded.event();
         let one = std::slice::from_ref(&loaded);
 
         let r = render(&endpoint(Format::Cloudevents, None), one).unwrap();
@@ -516,7 +516,7 @@ proptest! {
                 let b = body(&r);
                 let messages = b["messages"].as_array().unwrap();
                 let ids: Vec<&str> = messages.iter().map(|m| m["id"].as_str().unwrap()).collect();
-                let want: Vec<&str> = loaded.iter().map(|l| l.event.id.as_str()).collect();
+                let want: Vec<&str> = loaded.iter().map(|l| l.event().id.as_str()).collect();
                 prop_assert_eq!(ids, want);
             }
             Err(_) => prop_assert!(loaded.is_empty()),

@@ -80,7 +80,7 @@ pub(super) async fn handle_entries(
             Err(Refused::Later(work)) => full.push(*work),
             Err(Refused::NeedEndpoint(work)) => unloaded.push(*work),
             Err(Refused::NoEndpoint(work)) => {
-                let event_type = Some(work.event.event.event_type.clone());
+                let event_type = Some(work.event.event_type.clone());
                 no_endpoint.push((work.taken, event_type));
             }
         }
@@ -99,7 +99,7 @@ pub(super) async fn handle_entries(
                     match actors.dispatch(work, loaded) {
                         Ok(()) => {}
                         Err(Refused::NoEndpoint(work)) => {
-                            let event_type = Some(work.event.event.event_type.clone());
+                            let event_type = Some(work.event.event_type.clone());
                             no_endpoint.push((work.taken, event_type));
                         }
                         Err(Refused::Later(work) | Refused::NeedEndpoint(work)) => full.push(*work),
@@ -175,7 +175,7 @@ async fn list_pending(shared: &Shared, taken: &[Taken], job_events: &[Option<Arc
             continue;
         }
         let Some(event) = event else { continue };
-        waiting.push((&t.job, event.event.event_type.as_str()));
+        waiting.push((&t.job, event.event_type.as_str()));
     }
     if let Err(e) = shared.records.record_pending(&waiting).await {
         tracing::warn!(error = %e, deliveries = waiting.len(), "recording pending deliveries failed");

@@ -478,7 +478,12 @@ impl PreparedEndpoint {
     async fn send(&self, client: &reqwest::Client, headers: HeaderMap, body: Bytes) -> AttemptOutcome {
         let sent = Some(self.shape.record(&self.url, &headers, body.len()));
         let started = Instant::now();
-        let response = match client.post(self.url.clone()).headers(headers).body(body).send().await {
+        // Built whole and moved in: a request builder would insert the
+        // headers one by one into a map of its own.
+        let mut request = reqwest::Request::new(Method::POST, self.url.clone());
+        *request.headers_mut() = headers;
+        *request.body_mut() = Some(body.into());
+        let response = match client.execute(request).await {
             Ok(response) => response,
             Err(err) => {
                 let mut outcome = AttemptOutcome::failed(Verdict::Retry, describe(&err));

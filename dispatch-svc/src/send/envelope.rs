@@ -37,7 +37,7 @@ struct Messages<'a>(&'a [Arc<LoadedEvent>]);
 
 impl Serialize for Messages<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.iter().map(|loaded| Message::of(&loaded.event)))
+        serializer.collect_seq(self.0.iter().map(|loaded| Message::of(loaded.event())))
     }
 }
 
@@ -117,7 +117,7 @@ pub fn batch_len_of(message_lens: impl IntoIterator<Item = usize>, max_count: us
 impl LoadedEvent {
     /// Bytes this event takes as one message of an `envelope` body.
     pub fn envelope_message_len(&self) -> usize {
-        *self.envelope_len.get_or_init(|| message_len(&self.event))
+        *self.envelope_len.get_or_init(|| message_len(self.event()))
     }
 }
 

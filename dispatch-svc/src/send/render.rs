@@ -110,7 +110,7 @@ impl RenderPlan {
                 events.len()
             )));
         };
-        let event = &loaded.event;
+        let event = loaded.event();
         match &self.kind {
             Kind::Json => Ok(json(loaded.raw.clone())),
             Kind::CloudEvents { source } => {

@@ -153,14 +153,14 @@ async fn every_format_is_signed_and_well_formed() {
     assert_eq!(got[1].header("content-type"), Some("application/cloudevents+json"));
     assert_eq!(got[1].json()["data"]["status"], "Submitted");
     // cloudevents-binary: data in the body, attributes in headers.
-    assert_eq!(got[2].json(), cases[2].1[0].event.data);
+    assert_eq!(got[2].json(), cases[2].1[0].event().data);
     assert_eq!(got[2].header("ce-id"), Some("evt_ceb"));
     // envelope: seed 000's message list, both events in one body.
     let envelope = got[3].json();
     let messages = envelope["messages"].as_array().unwrap();
     assert_eq!(messages.len(), 2);
     for (message, loaded) in messages.iter().zip(&cases[3].1) {
-        let e = &loaded.event;
+        let e = loaded.event();
         assert_eq!(
             message,
             &json!({
@@ -173,7 +173,7 @@ async fn every_format_is_signed_and_well_formed() {
         );
     }
     // template: seed 004's body.
-    let e = &cases[4].1[0].event;
+    let e = cases[4].1[0].event();
     assert_eq!(
         got[4].json(),
         json!({"id": "evt_tpl", "event": "USER_PII_UPDATE", "eventDate": e.timestamp, "order": e.data})
