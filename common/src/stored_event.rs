@@ -77,8 +77,10 @@ impl EventHeader {
         let mut stored = Vec::with_capacity(line.len() + body_len + delivery_ids.len() * 16);
         stored.extend_from_slice(line.as_bytes());
         body_parts.iter().for_each(|part| stored.extend_from_slice(part));
-        for id in delivery_ids {
-            stored.extend_from_slice(&delivery_id_bytes(id).unwrap_or_default());
+        // An id Herald did not make has no ULID to keep: it is left out
+        // (its delivery is found by id, not listed with the event).
+        for bytes in delivery_ids.iter().filter_map(|id| delivery_id_bytes(id)) {
+            stored.extend_from_slice(&bytes);
         }
         Ok(stored)
     }
@@ -267,6 +269,8 @@ mod tests {
         assert_eq!(EventHeader::read(&stored), Some(header));
         assert_eq!(json_body(&event.id, &stored).unwrap().as_ref(), serde_json::to_vec(&event).unwrap().as_slice());
         assert_eq!(stored_ids(&stored), ids[..1]);
+        let with_foreign = header.store(&event, time_ms, &[&ids[0], "dlv_not-herald", &ids[1]]).unwrap();
+        assert_eq!(stored_ids(&with_foreign), ids, "an id Herald did not make is left out");
         assert_eq!(EventHeader::read(b"h2 1 2 3 4 2 x\n{}"), None, "a call is digits");
         assert_eq!(EventHeader::read(b"h2 1 2 3 4 2 5 6\n{}"), None);
     }
