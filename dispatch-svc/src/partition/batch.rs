@@ -46,7 +46,7 @@ pub(super) async fn handle_entries(
         return;
     }
 
-    let (events, endpoints) = match load(shared, actors, &taken).await {
+    let (job_events, endpoints) = match load(shared, actors, &taken).await {
         Ok(loaded) => loaded,
         Err(e) => {
             // Left pending: the periodic claim picks them up again.
@@ -55,9 +55,6 @@ pub(super) async fn handle_entries(
         }
     };
 
-    // Each job's event, looked up once (the key is owned strings).
-    let job_events: Vec<Option<Arc<LoadedEvent>>> =
-        taken.iter().map(|t| events.get(&(t.job.tenant.clone(), t.job.event_id.clone())).cloned().flatten()).collect();
     list_pending(shared, &taken, &job_events).await;
 
     let mut missing_event = Vec::new();
@@ -123,20 +120,26 @@ pub(super) async fn handle_entries(
     }
 }
 
-type Events = HashMap<(String, String), Option<Arc<LoadedEvent>>>;
+/// Each job's event, in job order (`None`: missing or corrupt).
+type JobEvents = Vec<Option<Arc<LoadedEvent>>>;
 type Endpoints = HashMap<String, Option<Loaded>>;
 
 /// One round trip: every distinct payload, and the records and stored
 /// health of endpoints without an actor.
-async fn load(shared: &Shared, actors: &Actors, taken: &[Taken]) -> Result<(Events, Endpoints), DispatchError> {
+async fn load(shared: &Shared, actors: &Actors, taken: &[Taken]) -> Result<(JobEvents, Endpoints), DispatchError> {
+    // Each distinct event once, and each job's place among them.
     let mut event_keys: Vec<(String, String)> = Vec::new();
-    let mut seen = HashSet::new();
+    let mut places: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut job_places = Vec::with_capacity(taken.len());
     let mut endpoint_ids: Vec<String> = Vec::new();
     let mut seen_ep = HashSet::new();
     for t in taken {
-        if seen.insert((t.job.tenant.as_str(), t.job.event_id.as_str())) {
+        let key = (t.job.tenant.as_str(), t.job.event_id.as_str());
+        let place = *places.entry(key).or_insert_with(|| {
             event_keys.push((t.job.tenant.clone(), t.job.event_id.clone()));
-        }
+            event_keys.len() - 1
+        });
+        job_places.push(place);
         if seen_ep.insert(t.job.endpoint_id.as_str()) && !actors.contains(&t.job.endpoint_id) {
             endpoint_ids.push(t.job.endpoint_id.clone());
         }
@@ -146,18 +149,20 @@ async fn load(shared: &Shared, actors: &Actors, taken: &[Taken]) -> Result<(Even
         events::load_batch(&mut conn, &shared.keys, &event_keys, &endpoint_ids).await?;
     let endpoints = endpoints_of(shared, endpoint_ids, stored).await?;
 
-    let mut events = HashMap::with_capacity(event_keys.len());
-    for (key, raw) in event_keys.into_iter().zip(event_raw.into_iter().chain(std::iter::repeat(None))) {
-        let loaded = raw.and_then(|raw| match LoadedEvent::parse(&key.1, raw.into()) {
-            Ok(event) => Some(Arc::new(event)),
-            Err(e) => {
-                tracing::error!(event = %key.1, error = %e, "stored event is corrupt");
-                None
-            }
-        });
-        events.insert(key, loaded);
-    }
-    Ok((events, endpoints))
+    let events: Vec<Option<Arc<LoadedEvent>>> = event_keys
+        .iter()
+        .zip(event_raw.into_iter().chain(std::iter::repeat(None)))
+        .map(|((_, event_id), raw)| {
+            raw.and_then(|raw| match LoadedEvent::parse(event_id, raw.into()) {
+                Ok(event) => Some(Arc::new(event)),
+                Err(e) => {
+                    tracing::error!(event = %event_id, error = %e, "stored event is corrupt");
+                    None
+                }
+            })
+        })
+        .collect();
+    Ok((job_places.into_iter().map(|place| events.get(place).cloned().flatten()).collect(), endpoints))
 }
 
 /// Records the batch's first attempts as `pending`

@@ -224,12 +224,21 @@ impl Records {
         let mut records = Vec::new();
         for chunk in ids.chunks(LIST_CHUNK) {
             let chunk_ids: Vec<&str> = chunk.iter().map(|(_, id)| id.as_str()).collect();
+            // Per id, the events it was read under.
+            let mut listed: std::collections::HashMap<&str, Vec<&str>> = std::collections::HashMap::new();
+            for (event_id, id) in chunk {
+                listed.entry(id.as_str()).or_default().push(*event_id);
+            }
             let loaded = self.load_many(&chunk_ids).await?;
-            // Ids from the first layout's index may be another event's.
+            // Ids from the first layout's index may be another event's (and
+            // an id in two events' spans is read twice): each is kept once,
+            // under its own event.
             let kept = loaded.into_iter().filter(|r| {
-                r.tenant == tenant
-                    && r.endpoint_id == endpoint_id
-                    && chunk.iter().any(|(event_id, id)| *id == r.id && *event_id == r.event_id)
+                let under_its_event = listed.get_mut(r.id.as_str()).and_then(|events| {
+                    let at = events.iter().position(|e| *e == r.event_id)?;
+                    Some(events.swap_remove(at))
+                });
+                r.tenant == tenant && r.endpoint_id == endpoint_id && under_its_event.is_some()
             });
             records.extend(kept);
         }
