@@ -212,7 +212,9 @@ impl Records {
         };
         let entries = self.log_chunk(&self.keys.tenant_events(tenant), "XRANGE", &from, "+").await?;
         let cursor = (entries.len() == LIST_CHUNK).then(|| entries.last().map(|e| e.entry_id.clone())).flatten();
-        let event_ids: Vec<&str> = entries.iter().map(|e| e.event_id.as_str()).collect();
+        // An event logged twice (older data) is read once.
+        let mut seen = std::collections::HashSet::new();
+        let event_ids: Vec<&str> = entries.iter().map(|e| e.event_id.as_str()).filter(|id| seen.insert(*id)).collect();
         let shard = self.keys.endpoint_shard(endpoint_id);
         let id_lists = self.event_delivery_ids(tenant, &event_ids).await?;
         let mut ids: Vec<(&str, String)> = event_ids

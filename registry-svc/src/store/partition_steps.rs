@@ -83,7 +83,8 @@ return table.concat(fresh)
 });
 
 /// What one partition's step is made from: the call's events and how each
-/// is guarded, in call order.
+/// is guarded, in call order (an event no step appends for, a duplicate
+/// past the window, keeps `New`, never read).
 struct PartitionStep<'a> {
     partition: u32,
     publish_call: u64,
