@@ -20,6 +20,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "delivery/client_floor.rs"]
+mod client_floor;
 #[path = "delivery/cluster.rs"]
 mod cluster;
 #[path = "delivery/machine.rs"]
@@ -78,6 +80,8 @@ struct Args {
     wrk_threads: usize,
     wrk_connections: usize,
     wrk_secs: u64,
+    floor_requests: usize,
+    floor_in_flight: Option<usize>,
     routing: Routing,
     payload_bytes: usize,
     create_concurrency: usize,
@@ -108,6 +112,8 @@ impl Default for Args {
             wrk_threads: 2,
             wrk_connections: 64,
             wrk_secs: 5,
+            floor_requests: 40_000,
+            floor_in_flight: None,
             routing: Routing::Filter,
             payload_bytes: 256,
             create_concurrency: 32,
@@ -139,6 +145,9 @@ Herald delivery benchmark. Every count has a default; all are optional.
   --growth LIST               endpoint counts of the cost-growth scenario (10,100,1000,10000)
   --growth-events N           events per cost-growth step (10000)
   --wrk-threads N / --wrk-connections N / --wrk-secs N   the receiver limit run (2 / 64 / 5)
+  --floor-requests N          requests of the client floor run: the dispatcher's HTTP client alone, as many
+                              in flight as wrk's connections (40000; 0 skips it)
+  --floor-in-flight N         requests in flight in the client floor run (wrk's connections)
   --routing filter|types      unicast and cost-growth routing: one event type with a `data.target`
                               filter per subscription, or one event type per endpoint (filter);
                               the memory scenario always uses one event type per endpoint
@@ -201,6 +210,8 @@ fn parse_args() -> Result<Args> {
             "--wrk-threads" => args.wrk_threads = num(&value)?.max(1),
             "--wrk-connections" => args.wrk_connections = num(&value)?.max(1),
             "--wrk-secs" => args.wrk_secs = num(&value)?.max(1) as u64,
+            "--floor-requests" => args.floor_requests = num(&value)?,
+            "--floor-in-flight" => args.floor_in_flight = Some(num(&value)?.max(1)),
             "--routing" => {
                 args.routing = match value.as_str() {
                     "filter" => Routing::Filter,
@@ -871,6 +882,14 @@ async fn actor_metrics(http: &reqwest::Client, urls: &[String]) -> (String, Opti
 // ---------------------------------------------------------------- main
 
 fn main() {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some(client_floor::CHILD_FLAG) {
+        if let Err(e) = client_floor::child(&argv[2..]) {
+            eprintln!("{e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
@@ -1002,7 +1021,7 @@ impl Perf {
         let Some(file) = file else { return Perf(None) };
         let pids = pids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
         let child = Command::new("perf")
-            .args(["record", "--call-graph", "dwarf,16384", "-F", "499", "-p", &pids, "-o"])
+            .args(["record", "--call-graph", "dwarf,16384", "-F", "1999", "-p", &pids, "-o"])
             .arg(file)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -1098,6 +1117,43 @@ async fn scenarios(bench: &mut Bench, args: &Args, dir: &Path) -> Result<String>
         },
     );
     notes.push(format!("limit: {limit_note}"));
+
+    // 4b. the dispatcher's HTTP client alone, on the same receiver.
+    if args.floor_requests > 0 {
+        let sample = bench.sink.sample.get().cloned().unwrap_or_else(synthetic_delivery);
+        let url = format!("http://{}/wrk", bench.receiver);
+        let in_flight = args.floor_in_flight.unwrap_or(args.wrk_connections);
+        match client_floor::measure(&sample, &url, args.floor_requests, in_flight, dir).await {
+            Ok(floor) => {
+                rows.insert(
+                    1,
+                    Row {
+                        figure: format!(
+                            "FLOOR: the dispatcher's HTTP client alone (reqwest, its settings and threads), {} requests, {} in flight",
+                            floor.requests, in_flight
+                        ),
+                        value: format!(
+                            "{} req/s, {:.0} µs CPU a request",
+                            thousands(floor.rate()),
+                            floor.cpu_us_per_request()
+                        ),
+                        ratio: ratio(floor.rate(), limit),
+                        target: "—".into(),
+                        command: format!(
+                            "{} (--floor-requests {} --floor-in-flight {in_flight})",
+                            args.command(""),
+                            args.floor_requests
+                        ),
+                    },
+                );
+                notes.push(format!(
+                    "client floor: {:.0} µs of CPU a request is what reqwest, hyper and the kernel take from the dispatcher for one delivery with nothing of Herald around it",
+                    floor.cpu_us_per_request()
+                ));
+            }
+            Err(e) => notes.push(format!("client floor not measured: {e:#}")),
+        }
+    }
 
     if let Some((run, fleet)) = unicast.as_ref().filter(|_| args.runs("unicast")) {
         rows.push(Row {
