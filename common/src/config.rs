@@ -62,6 +62,8 @@ pub struct HeraldConfig {
     pub idempotency_window: Duration,
     /// Default per-endpoint concurrency when `maxInFlight` is not set.
     pub default_max_in_flight: u32,
+    /// Requests in flight to one host from one dispatcher (0: no bound).
+    pub host_max_in_flight: usize,
     /// Auto-disable an endpoint after this long of nothing but failures.
     pub disable_after: Duration,
     /// Circuit breaker: consecutive failed attempts before it opens
@@ -286,6 +288,7 @@ impl HeraldConfig {
             success_retention,
             idempotency_window: env.duration("HERALD_IDEMPOTENCY_WINDOW", "24h")?,
             default_max_in_flight: env.parse("HERALD_DEFAULT_MAX_IN_FLIGHT", 10)?,
+            host_max_in_flight: env.parse("HERALD_HOST_MAX_IN_FLIGHT", 256)?,
             disable_after: env.duration("HERALD_DISABLE_AFTER", "5d")?,
             circuit_failures: env.parse::<u32>("HERALD_CIRCUIT_FAILURES", 20)?.max(1),
             circuit_failing_for: env.duration("HERALD_CIRCUIT_FAILING_FOR", "10s")?,

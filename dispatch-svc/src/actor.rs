@@ -90,6 +90,7 @@ use crate::health::{Breaker, Health, Pause};
 use crate::lifecycle::{self, health_epoch};
 use crate::retry::Schedule;
 use crate::send::attempt::PreparedEndpoint;
+use crate::send::host_limit::HostLimits;
 use crate::send::oauth::TokenCache;
 
 mod directory;
@@ -132,11 +133,12 @@ enum State {
 }
 
 /// Where an actor lives: what the dispatcher shares, the directory it is
-/// listed in, and its arbiter's HTTP client.
+/// listed in, and its arbiter's HTTP client and slots per host.
 struct Home {
     shared: Arc<Shared>,
     directory: Arc<Directory>,
     client: reqwest::Client,
+    hosts: Arc<HostLimits>,
 }
 
 pub struct EndpointActor {
@@ -144,6 +146,7 @@ pub struct EndpointActor {
     shared: Arc<Shared>,
     directory: Arc<Directory>,
     client: reqwest::Client,
+    hosts: Arc<HostLimits>,
     record: Option<EndpointRecord>,
     state: State,
     tokens: Arc<TokenCache>,
@@ -165,7 +168,7 @@ pub struct EndpointActor {
 
 impl EndpointActor {
     fn new(home: Home, loaded: &Loaded, fifo: Arc<AtomicBool>, queued: Arc<AtomicUsize>) -> Self {
-        let Home { shared, directory, client } = home;
+        let Home { shared, directory, client, hosts } = home;
         let breaker = Breaker::from_config(&shared.config);
         let epoch = health_epoch(&loaded.record);
         let stored = loaded.health.clone().for_epoch(&epoch);
@@ -177,6 +180,7 @@ impl EndpointActor {
             shared,
             directory,
             client,
+            hosts,
             record: None,
             state: State::Inactive(String::new()),
             tokens: Arc::new(TokenCache::new()),
@@ -226,8 +230,9 @@ impl EndpointActor {
                 match PreparedEndpoint::prepare(&record, &cfg.secrets, &cfg.url_policy, &cfg.webhook_origin) {
                     Ok(prepared) => {
                         self.gate.set_max_batch(prepared.max_batch_size());
+                        let host_slots = self.hosts.slots_for(prepared.url());
                         State::Ready(Arc::new(Target {
-                            prepared: prepared.pausing(self.pause.clone()),
+                            prepared: prepared.pausing(self.pause.clone()).sharing_host(host_slots),
                             client: self.client.clone(),
                             tokens: self.tokens.clone(),
                             health: self.health.clone(),

@@ -18,6 +18,7 @@ use crate::Shared;
 use crate::delivery::Work;
 use crate::error::DispatchError;
 use crate::records::HealthRecord;
+use crate::send::host_limit::HostLimits;
 use crate::send::http_client;
 use crate::send::oauth::TokenCache;
 
@@ -54,11 +55,19 @@ pub(super) fn lock(directory: &Directory) -> MutexGuard<'_, HashMap<String, Hand
     directory.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// One actor thread and what its actors share.
+struct Lane {
+    arbiter: ArbiterHandle,
+    client: reqwest::Client,
+    hosts: Arc<HostLimits>,
+}
+
 /// Endpoint id → actor address.
 pub struct Actors {
     shared: Arc<Shared>,
-    /// Each arbiter with the HTTP client its actors' attempts use.
-    arbiters: Vec<(ArbiterHandle, reqwest::Client)>,
+    /// Each arbiter with the HTTP client its actors' attempts use and the
+    /// slots per host they share.
+    arbiters: Vec<Lane>,
     directory: Arc<Directory>,
 }
 
@@ -67,14 +76,16 @@ impl Actors {
     /// on the runtime that opened it, so a client shared across arbiters
     /// would hand every request and response between threads.
     pub fn new(shared: Arc<Shared>, system: &ActorSystem) -> Result<Self, DispatchError> {
+        let threads = system.arbiters.len();
         let arbiters = system
             .arbiters
             .iter()
             .map(|arbiter| {
-                Ok((
-                    arbiter.clone(),
-                    http_client::build(shared.config.url_policy.clone(), shared.config.delivery_timeout)?,
-                ))
+                Ok(Lane {
+                    arbiter: arbiter.clone(),
+                    client: http_client::build(shared.config.url_policy.clone(), shared.config.delivery_timeout)?,
+                    hosts: Arc::new(HostLimits::share(shared.config.host_max_in_flight, threads)),
+                })
             })
             .collect::<Result<_, DispatchError>>()?;
         Ok(Actors { shared, arbiters, directory: Arc::default() })
@@ -120,14 +131,19 @@ impl Actors {
             Some(None) => return Err(Refused::NoEndpoint(Box::new(work))),
             Some(Some(loaded)) => loaded,
         };
-        let Some((arbiter, client)) = self.arbiters.get(partition_of(&id, self.arbiters.len() as u32) as usize) else {
+        let Some(lane) = self.arbiters.get(partition_of(&id, self.arbiters.len() as u32) as usize) else {
             return Err(Refused::Later(Box::new(work)));
         };
         let fifo = Arc::new(AtomicBool::new(false));
         let queued = Arc::new(AtomicUsize::new(0));
-        let home = Home { shared: self.shared.clone(), directory: self.directory.clone(), client: client.clone() };
+        let home = Home {
+            shared: self.shared.clone(),
+            directory: self.directory.clone(),
+            client: lane.client.clone(),
+            hosts: lane.hosts.clone(),
+        };
         let actor = EndpointActor::new(home, loaded, fifo.clone(), queued.clone());
-        let addr = EndpointActor::start_in_arbiter(arbiter, move |ctx: &mut Context<EndpointActor>| {
+        let addr = EndpointActor::start_in_arbiter(&lane.arbiter, move |ctx: &mut Context<EndpointActor>| {
             ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
             actor
         });

@@ -38,6 +38,7 @@ use url::Url;
 use crate::error::DispatchError;
 use crate::health::Pause;
 use crate::records::SentRequest;
+use crate::send::host_limit::HostSlots;
 use crate::send::http_client::{describe, read_prefix};
 use crate::send::oauth::{OAuthConfig, TokenCache};
 use crate::send::recorded::ShapeCache;
@@ -180,6 +181,8 @@ pub struct PreparedEndpoint {
     origin: HeaderValue,
     /// The endpoint's `Retry-After` pause, when an actor delivers through it.
     pause: Option<Arc<Pause>>,
+    /// Its host's slots on its actor thread, when hosts are bounded.
+    host_slots: Option<HostSlots>,
     /// The shape of its latest request and its key, reused while unchanged.
     shape: ShapeCache,
 }
@@ -200,6 +203,7 @@ impl std::fmt::Debug for PreparedEndpoint {
             .field("max_batch_size", &self.max_batch_size)
             .field("origin", &self.origin)
             .field("pause", &self.pause)
+            .field("host_slots", &self.host_slots.as_ref().map(|slots| slots.available_permits()))
             .finish()
     }
 }
@@ -303,8 +307,15 @@ impl PreparedEndpoint {
             max_batch_size,
             origin,
             pause: None,
+            host_slots: None,
             shape: Default::default(),
         })
+    }
+
+    /// Attempts share `slots` with every endpoint of the same host on this
+    /// actor thread (`None`: no bound).
+    pub fn sharing_host(self, slots: Option<HostSlots>) -> Self {
+        PreparedEndpoint { host_slots: slots, ..self }
     }
 
     /// Attempts that get `Retry-After` extend `pause`, which the endpoint's
@@ -477,6 +488,12 @@ impl PreparedEndpoint {
 
     async fn send(&self, client: &reqwest::Client, headers: HeaderMap, body: Bytes) -> AttemptOutcome {
         let sent = Some(self.shape.record(&self.url, &headers, body.len()));
+        // Held until the answer is read, as its connection is; the wait for
+        // it is not part of the attempt's latency or timeout.
+        let _slot = match &self.host_slots {
+            Some(slots) => slots.acquire().await.ok(),
+            None => None,
+        };
         let started = Instant::now();
         // Built whole and moved in: a request builder would insert the
         // headers one by one into a map of its own.

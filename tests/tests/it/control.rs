@@ -467,6 +467,30 @@ async fn the_receiver_never_sees_more_than_max_in_flight() {
 }
 
 #[tokio::test]
+async fn endpoints_of_one_host_share_its_bound() {
+    let bound: usize = 2;
+    let (stack, mut c) = start(|env| env.set("HERALD_HOST_MAX_IN_FLIGHT", bound.to_string())).await;
+    let receiver = Receiver::start().await;
+    receiver.respond_with_reply(Reply::status(200).delay(Duration::from_millis(150)));
+    // Three endpoints on one host, 12 requests at once between them.
+    for path in ["a", "b", "c"] {
+        endpoint(&mut c, EndpointSpec { max_in_flight: Some(4), ..spec(&format!("{}/{path}", receiver.url())) }).await;
+    }
+    publish_many(&mut c, 8).await;
+
+    receiver.wait_for(24, WAIT).await;
+    // The bound is shared out between the dispatcher's actor threads.
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(64);
+    let most = threads.min(3) * bound.div_ceil(threads);
+    assert!(
+        receiver.max_in_flight() <= most,
+        "{} requests at once to one host, bound {bound} over {threads} threads",
+        receiver.max_in_flight()
+    );
+    stack.stop().await;
+}
+
+#[tokio::test]
 async fn fifo_order_survives_a_failing_event() {
     let (stack, mut c) = start(|_| {}).await;
     let receiver = Receiver::start().await;
