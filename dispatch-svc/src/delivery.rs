@@ -39,8 +39,9 @@ use crate::operational;
 use crate::partition::LiveGuard;
 use crate::records::{AttemptRecord, DeliveryStatus, Entry, HealthRecord, KnownValues, Settlement};
 use crate::retry::{Next, Schedule, due_at, next_step, random_unit};
-use crate::send::attempt::{AttemptOutcome, PreparedEndpoint, Verdict};
+use crate::send::attempt::PreparedEndpoint;
 use crate::send::oauth::TokenCache;
+use crate::send::outcome::{AttemptOutcome, Verdict};
 use crate::send::render::LoadedEvent;
 
 mod webhook_id;

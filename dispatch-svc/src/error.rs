@@ -1,7 +1,7 @@
 //! The dispatcher's one error type.
 //!
 //! Delivery failures are not errors: an attempt always ends in an
-//! [`AttemptOutcome`](crate::send::attempt::AttemptOutcome) that the retry logic
+//! [`AttemptOutcome`](crate::send::outcome::AttemptOutcome) that the retry logic
 //! reads. `DispatchError` is for what stops the dispatcher from doing its work
 //! at all: Redis, corrupt stored records, an endpoint whose stored
 //! configuration cannot be turned into requests, a client that cannot be built.

@@ -28,7 +28,7 @@ use std::time::Duration;
 use herald_common::model::Millis;
 pub use herald_common::retry_schedule::Schedule;
 
-use crate::send::attempt::Verdict;
+use crate::send::outcome::Verdict;
 
 /// Jitter applied to scheduled delays: ±20 % (the start-up check of the
 /// event retention counts it, hence one constant).

@@ -1,46 +1,34 @@
 //! One delivery attempt: render, sign, authenticate, `POST`, classify.
 //!
 //! [`PreparedEndpoint`] is built once each time an endpoint's actor loads its
-//! record. Everything that does not change between deliveries is worked out
-//! there: secrets are decrypted once, signing keys decoded into HMAC states,
-//! the static headers (user agent, the endpoint's own headers, Basic or
-//! Bearer authorization) assembled, the URL parsed and judged against the URL
-//! policy. An attempt then only renders, signs, adds the per-request headers,
-//! sends and reads the answer.
-//!
-//! Classification follows the delivery contract: `2xx` delivered, `410`
-//! gone (the endpoint is disabled), `429`/`503` with `Retry-After` wait at
-//! least that long (and pause the whole endpoint, through the [`Pause`] its
-//! actor handed over), `415` the format is refused (no retry), anything
-//! else, including transport and token failures, is retried on the
-//! schedule. A
-//! `401` from an OAuth endpoint drops the token it refused and the request is
-//! sent once more, at once, with a fresh token.
+//! record (`attempt/prepare.rs`): everything that does not change between
+//! deliveries is worked out there. An attempt then only renders, signs, adds
+//! the per-request headers, sends and reads the answer, which
+//! [`crate::send::outcome`] classifies. A `429`/`503` with `Retry-After`
+//! also pauses the whole endpoint, through the [`Pause`] its actor handed
+//! over. A `401` from an OAuth endpoint drops the token it refused and the
+//! request is sent once more, at once, with a fresh token.
 //!
 //! An attempt never returns an error: what went wrong is part of the
 //! [`AttemptOutcome`] so it can be stored with the delivery.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
-use herald_common::endpoint_secrets as sealing;
-use herald_common::model::{EndpointRecord, Format, Millis, StoredAuth, StoredEvent};
-use herald_common::url_policy::{UrlPolicy, UrlRejection};
-use herald_common::{crypto::SecretBox, ids, time_fmt};
-use http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
+use herald_common::model::{Millis, StoredEvent};
+use herald_common::url_policy::UrlRejection;
+use herald_common::{ids, time_fmt};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use serde_json::Value;
 use url::Url;
 
-use crate::error::DispatchError;
 use crate::health::Pause;
-use crate::records::SentRequest;
 use crate::send::host_limit::HostSlots;
 use crate::send::http_client::{describe, read_prefix};
 use crate::send::oauth::{OAuthConfig, TokenCache};
+use crate::send::outcome::{AttemptOutcome, Verdict, classify, utf8_prefix};
 use crate::send::recorded::ShapeCache;
 use crate::send::render::{LoadedEvent, RenderPlan};
 use crate::send::signing::{SigningKey, signature_header};
@@ -74,75 +62,6 @@ const RESERVED_HEADERS: &[&str] = &[
     "webhook-signature",
     "traceparent",
 ];
-
-/// What to do after an attempt.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// `2xx`.
-    Delivered,
-    /// `410 Gone`: disable the endpoint and stop its retries.
-    Gone,
-    /// `429`/`503` with a usable `Retry-After`: wait at least this long.
-    RetryAfter(Duration),
-    /// Any other failure: status, timeout, connection, TLS, token endpoint.
-    Retry,
-    /// `415`, or a body that cannot be rendered: retrying cannot help.
-    Permanent,
-}
-
-/// The result of one attempt, as stored with the delivery.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AttemptOutcome {
-    pub verdict: Verdict,
-    /// `None` when no HTTP answer was received.
-    pub status_code: Option<u16>,
-    pub latency: Duration,
-    pub error: Option<String>,
-    /// The first 1 KiB of the answer body.
-    pub response_body: String,
-    /// The endpoint refused the cached OAuth token and the request was sent
-    /// again with a fresh one.
-    pub token_refreshed: bool,
-    /// The request sent (the last one, after a token refresh).
-    pub sent: Option<SentRequest>,
-}
-
-/// What an attempt record keeps of an outcome: error, answer body, request.
-pub type AttemptDetail = (Option<String>, String, Option<SentRequest>);
-
-impl AttemptOutcome {
-    /// A copy of the detail, for each job of a batch but the last.
-    pub fn detail(&self) -> AttemptDetail {
-        (self.error.clone(), self.response_body.clone(), self.sent.clone())
-    }
-
-    /// The detail moved out, for the last job of a batch (a single job's
-    /// record costs no copy).
-    pub fn take_detail(&mut self) -> AttemptDetail {
-        (self.error.take(), std::mem::take(&mut self.response_body), self.sent.take())
-    }
-
-    /// No answer: the attempt failed before or while sending.
-    pub fn failed(verdict: Verdict, error: String) -> Self {
-        AttemptOutcome {
-            verdict,
-            status_code: None,
-            latency: Duration::ZERO,
-            error: Some(error),
-            response_body: String::new(),
-            token_refreshed: false,
-            sent: None,
-        }
-    }
-
-    pub fn delivered(&self) -> bool {
-        self.verdict == Verdict::Delivered
-    }
-
-    pub fn latency_ms(&self) -> u64 {
-        u64::try_from(self.latency.as_millis()).unwrap_or(u64::MAX)
-    }
-}
 
 /// A signing key and, for a rotated-out secret, when it stops signing.
 #[derive(Clone, Debug)]
@@ -209,109 +128,6 @@ impl std::fmt::Debug for PreparedEndpoint {
 }
 
 impl PreparedEndpoint {
-    /// `origin` is the DNS name announced as `WebHook-Request-Origin`.
-    pub fn prepare(
-        record: &EndpointRecord,
-        secrets: &SecretBox,
-        policy: &UrlPolicy,
-        origin: &str,
-    ) -> Result<Self, DispatchError> {
-        let (url, url_refused) = judge_url(policy, &record.url)?;
-        let plan = RenderPlan::new(record)?;
-        let bound = |slot| sealing::binding(&record.id, slot);
-
-        let now = time_fmt::now_millis();
-        let mut keys = Vec::with_capacity(record.signing_secrets.len());
-        for secret in &record.signing_secrets {
-            if secret.expires_at.is_some_and(|at| at <= now) {
-                continue;
-            }
-            let key = SigningKey::from_secret(&secrets.open(&secret.secret, bound(sealing::SIGNING_SECRET))?)?;
-            keys.push(ActiveKey { key, expires_at: secret.expires_at });
-        }
-
-        let mut headers = HeaderMap::with_capacity(record.headers.len() + 2);
-        headers.insert(USER_AGENT, HeaderValue::from_static(herald_common::USER_AGENT));
-        for (name, value) in &sealing::open_headers(secrets, record)? {
-            let header_name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| DispatchError::Header { name: name.clone(), reason: "not a valid header name".into() })?;
-            if RESERVED_HEADERS.contains(&header_name.as_str()) {
-                tracing::warn!(endpoint = %record.id, header = %header_name, "endpoint header is reserved, not sent");
-                continue;
-            }
-            let mut header_value = HeaderValue::from_str(value)
-                .map_err(|_| DispatchError::Header { name: name.clone(), reason: "not a valid header value".into() })?;
-            // Header values often carry API keys: never printed by the HTTP stack.
-            header_value.set_sensitive(true);
-            headers.insert(header_name, header_value);
-        }
-
-        let origin = HeaderValue::from_str(origin).map_err(|_| DispatchError::Header {
-            name: WEBHOOK_REQUEST_ORIGIN.to_string(),
-            reason: "the configured origin is not a valid header value".into(),
-        })?;
-        if matches!(record.format, Format::Cloudevents | Format::CloudeventsBinary) {
-            headers.insert(WEBHOOK_REQUEST_ORIGIN, origin.clone());
-        }
-
-        let mut oauth = None;
-        let mut token_url_refused = None;
-        match &record.auth {
-            StoredAuth::None => {}
-            StoredAuth::Basic { username, password } => {
-                let pair = format!("{username}:{}", secrets.open(password, bound(sealing::PASSWORD))?);
-                headers.insert(AUTHORIZATION, sensitive(format!("Basic {}", B64.encode(pair)), "basic credentials")?);
-            }
-            StoredAuth::Bearer { token } => {
-                headers.insert(
-                    AUTHORIZATION,
-                    sensitive(format!("Bearer {}", secrets.open(token, bound(sealing::TOKEN))?), "bearer token")?,
-                );
-            }
-            StoredAuth::Oauth2ClientCredentials {
-                token_url,
-                client_id,
-                client_secret,
-                scope,
-                audience,
-                client_auth,
-            } => {
-                let (token_url, refused) = judge_url(policy, token_url)?;
-                token_url_refused = refused;
-                oauth = Some(OAuthConfig {
-                    token_url,
-                    client_id: client_id.clone(),
-                    client_secret: secrets.open(client_secret, bound(sealing::CLIENT_SECRET))?,
-                    scope: scope.clone(),
-                    audience: audience.clone(),
-                    client_auth: *client_auth,
-                });
-            }
-        }
-
-        let max_batch_size = if plan.batches() {
-            record.max_batch_size.map_or(DEFAULT_MAX_BATCH_SIZE, |n| n.max(1) as usize)
-        } else {
-            1
-        };
-        Ok(PreparedEndpoint {
-            id: record.id.clone(),
-            tenant: record.tenant.clone(),
-            url,
-            url_refused,
-            plan,
-            keys,
-            headers,
-            oauth,
-            token_url_refused,
-            max_batch_size,
-            origin,
-            pause: None,
-            host_slots: None,
-            shape: Default::default(),
-        })
-    }
-
     /// Attempts share `slots` with every endpoint of the same host on this
     /// actor thread (`None`: no bound).
     pub fn sharing_host(self, slots: Option<HostSlots>) -> Self {
@@ -535,25 +351,6 @@ impl PreparedEndpoint {
     }
 }
 
-/// Parses `raw` for `policy`: a URL the policy refuses is kept, with the
-/// refusal, so its deliveries fail visibly instead of the endpoint vanishing.
-fn judge_url(policy: &UrlPolicy, raw: &str) -> Result<(Url, Option<UrlRejection>), DispatchError> {
-    match policy.check(raw) {
-        Ok(url) => Ok((url, None)),
-        Err(refused) => {
-            let url = Url::parse(raw).map_err(|_| DispatchError::Url(UrlRejection::Malformed))?;
-            Ok((url, Some(refused)))
-        }
-    }
-}
-
-fn sensitive(value: String, what: &str) -> Result<HeaderValue, DispatchError> {
-    let mut value = HeaderValue::try_from(value)
-        .map_err(|_| DispatchError::Header { name: "authorization".into(), reason: format!("{what} are not valid") })?;
-    value.set_sensitive(true);
-    Ok(value)
-}
-
 fn bearer(token: &str) -> Result<HeaderValue, String> {
     let mut value = HeaderValue::try_from(format!("Bearer {token}"))
         .map_err(|_| "token endpoint: access token is not a valid header value".to_owned())?;
@@ -561,52 +358,6 @@ fn bearer(token: &str) -> Result<HeaderValue, String> {
     Ok(value)
 }
 
-/// Maps an answer to what happens next.
-pub fn classify(status: StatusCode, retry_after: Option<&HeaderValue>, now: SystemTime) -> Verdict {
-    match status.as_u16() {
-        200..=299 => Verdict::Delivered,
-        410 => Verdict::Gone,
-        415 => Verdict::Permanent,
-        429 | 503 => retry_after
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, now))
-            .filter(|d| !d.is_zero())
-            .map_or(Verdict::Retry, Verdict::RetryAfter),
-        _ => Verdict::Retry,
-    }
-}
-
-/// `Retry-After` as delay-seconds or an HTTP-date (IMF-fixdate, the form
-/// RFC 9110 requires senders to use). A date in the past means no wait.
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let format = time::macros::format_description!(
-        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
-    );
-    let at = time::PrimitiveDateTime::parse(value, format).ok()?.assume_utc();
-    Some(SystemTime::from(at).duration_since(now).unwrap_or(Duration::ZERO))
-}
-
-/// The body prefix as text; a character cut in half at the limit is dropped
-/// rather than shown as a replacement character.
-fn utf8_prefix(bytes: Vec<u8>) -> String {
-    match String::from_utf8(bytes) {
-        Ok(text) => text,
-        Err(err) => {
-            let utf8 = err.utf8_error();
-            if utf8.error_len().is_none() {
-                let mut bytes = err.into_bytes();
-                bytes.truncate(utf8.valid_up_to());
-                String::from_utf8_lossy(&bytes).into_owned()
-            } else {
-                String::from_utf8_lossy(err.as_bytes()).into_owned()
-            }
-        }
-    }
-}
-
+mod prepare;
 #[cfg(test)]
 mod tests;

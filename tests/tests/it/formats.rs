@@ -13,8 +13,9 @@ use herald_common::model::{
 };
 use herald_common::url_policy::UrlPolicy;
 use herald_common::{ids, time_fmt};
-use herald_dispatch::send::attempt::{PreparedEndpoint, Verdict};
+use herald_dispatch::send::attempt::PreparedEndpoint;
 use herald_dispatch::send::oauth::TokenCache;
+use herald_dispatch::send::outcome::Verdict;
 use herald_dispatch::send::render::LoadedEvent;
 use herald_tests::{Received, Receiver, Reply, TokenServer};
 use serde_json::{Value, json};

@@ -1,72 +1,30 @@
-//! Attempts against local receivers: classification, OAuth resends,
+//! Attempts against local receivers: answers, OAuth resends,
 //! the handshake and header rules.
 
 use std::sync::Mutex;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::HeaderMap as AxHeaders;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use herald_common::model::{ClientAuth, EndpointStatus, Format, Ordering, Sealed, SigningSecret};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use herald_common::crypto::SecretBox;
+use herald_common::endpoint_secrets as sealing;
+use herald_common::model::{
+    ClientAuth, EndpointRecord, EndpointStatus, Format, Ordering, Sealed, SigningSecret, StoredAuth,
+};
+use herald_common::url_policy::UrlPolicy;
 use serde_json::json;
 
 use super::*;
+use crate::error::DispatchError;
 
 const ORIGIN: &str = "hooks.herald.test";
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
-fn at(secs: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(secs)
-}
-
-#[test]
-fn retry_after_seconds_and_dates() {
-    let now = at(1_445_412_480); // Wed, 21 Oct 2015 07:28:00 GMT
-    assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
-    assert_eq!(parse_retry_after(" 7 ", now), Some(Duration::from_secs(7)));
-    assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:30:00 GMT", now), Some(Duration::from_secs(120)));
-    assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now), Some(Duration::ZERO));
-    assert_eq!(parse_retry_after("-5", now), None);
-    // Huge values parse without overflow; the retry schedule bounds them (HERALD_RETRY_AFTER_MAX).
-    assert_eq!(parse_retry_after("18446744073709551615", now), Some(Duration::from_secs(u64::MAX)));
-    assert!(parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now).is_some_and(|d| d > Duration::from_secs(1 << 37)));
-    assert_eq!(parse_retry_after("18446744073709551616", now), None);
-    assert_eq!(parse_retry_after("soon", now), None);
-    assert_eq!(parse_retry_after("", now), None);
-}
-
-#[test]
-fn classification() {
-    let now = at(1_445_412_480);
-    let ra = |v: &'static str| Some(HeaderValue::from_static(v));
-    let c = |code: u16, retry_after: Option<HeaderValue>| {
-        classify(StatusCode::from_u16(code).unwrap(), retry_after.as_ref(), now)
-    };
-    assert_eq!(c(200, None), Verdict::Delivered);
-    assert_eq!(c(204, None), Verdict::Delivered);
-    assert_eq!(c(410, None), Verdict::Gone);
-    assert_eq!(c(415, None), Verdict::Permanent);
-    assert_eq!(c(429, ra("30")), Verdict::RetryAfter(Duration::from_secs(30)));
-    assert_eq!(c(503, ra("Wed, 21 Oct 2015 07:28:10 GMT")), Verdict::RetryAfter(Duration::from_secs(10)));
-    assert_eq!(c(429, None), Verdict::Retry);
-    assert_eq!(c(429, ra("0")), Verdict::Retry);
-    assert_eq!(c(503, ra("garbage")), Verdict::Retry);
-    assert_eq!(c(500, ra("30")), Verdict::Retry, "Retry-After only counts on 429 and 503");
-    for code in [301, 302, 400, 401, 403, 404, 408, 500, 502, 504] {
-        assert_eq!(c(code, None), Verdict::Retry, "{code}");
-    }
-}
-
-#[test]
-fn body_prefix_drops_a_split_character() {
-    assert_eq!(utf8_prefix("héllo".as_bytes().to_vec()), "héllo");
-    let mut cut = "aé".as_bytes().to_vec();
-    cut.pop();
-    assert_eq!(utf8_prefix(cut), "a");
-    assert_eq!(utf8_prefix(vec![b'a', 0xff, b'b']), "a\u{fffd}b");
-}
 
 fn record(url: &str, auth: StoredAuth, secrets: &SecretBox) -> EndpointRecord {
     EndpointRecord {
