@@ -150,10 +150,34 @@ pub fn attempt_traceparent(publisher: Option<&str>, delivery_id: &str, attempt: 
     span = (span ^ (span >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     span = (span ^ (span >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     span = (span ^ (span >> 31)).max(1);
-    Some(match publisher.and_then(trace_id_and_flags) {
-        Some((trace, flags)) => format!("00-{trace}-{span:016x}-{flags}"),
-        None => format!("00-{ulid:032x}-{span:016x}-01"),
-    })
+    // Spelled digit by digit: `format!` with padded hex costs more than the
+    // rest of the attempt's headers together.
+    let mut out = String::with_capacity(55);
+    out.push_str("00-");
+    match publisher.and_then(trace_id_and_flags) {
+        Some((trace, flags)) => {
+            out.push_str(trace);
+            out.push('-');
+            push_hex(&mut out, u128::from(span), 16);
+            out.push('-');
+            out.push_str(flags);
+        }
+        None => {
+            push_hex(&mut out, ulid, 32);
+            out.push('-');
+            push_hex(&mut out, u128::from(span), 16);
+            out.push_str("-01");
+        }
+    }
+    Some(out)
+}
+
+/// The low `digits` hex digits of `value`, lowercase, zero-padded.
+fn push_hex(out: &mut String, value: u128, digits: u32) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for shift in (0..digits).rev().map(|d| d * 4) {
+        out.push(char::from(HEX[((value >> shift) & 0xf) as usize]));
+    }
 }
 
 /// The trace id and flags of a well-formed version-00 `traceparent`.
@@ -185,6 +209,18 @@ mod tests {
         assert_eq!(joined[36..52], first[36..52], "the span id is the attempt's either way");
         let malformed = attempt_traceparent(Some("00-xyz-b7ad6b7169203331-01"), &id, 1);
         assert_eq!(malformed, Some(first));
+    }
+
+    #[test]
+    fn hex_digits_match_the_formatter() {
+        for value in [0u128, 1, 0xabc, u128::from(u64::MAX), u128::MAX, 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210] {
+            let mut wide = String::new();
+            super::push_hex(&mut wide, value, 32);
+            assert_eq!(wide, format!("{value:032x}"));
+            let mut narrow = String::new();
+            super::push_hex(&mut narrow, value, 16);
+            assert_eq!(narrow, format!("{:016x}", value as u64));
+        }
     }
 
     #[test]

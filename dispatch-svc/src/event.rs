@@ -51,6 +51,11 @@ impl LoadedEvent {
         Ok(LoadedEvent { raw, event_type, parsed: OnceLock::from(event), envelope_len: OnceLock::new() })
     }
 
+    #[cfg(test)]
+    pub fn is_parsed(&self) -> bool {
+        self.parsed.get().is_some()
+    }
+
     /// The event parsed, the first time it is asked for.
     pub fn event(&self) -> &StoredEvent {
         self.parsed.get_or_init(|| {

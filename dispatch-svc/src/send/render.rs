@@ -110,9 +110,12 @@ impl RenderPlan {
                 events.len()
             )));
         };
+        if let Kind::Json = self.kind {
+            // The stored body as it is: no value tree is built for it.
+            return Ok(json(loaded.raw.clone()));
+        }
         let event = loaded.event();
         match &self.kind {
-            Kind::Json => Ok(json(loaded.raw.clone())),
             Kind::CloudEvents { source } => {
                 let body = to_bytes(
                     loaded.raw.len() + source.len() + 160,
@@ -144,7 +147,7 @@ impl RenderPlan {
                 Ok(Rendered { body, content_type: HeaderValue::from_static(CONTENT_TYPE_JSON), headers })
             }
             Kind::Template(node) => Ok(json(to_bytes(loaded.raw.len() + 64, &Bound { node, event })?)),
-            Kind::Envelope => Err(DispatchError::Render("unreachable format".into())),
+            Kind::Json | Kind::Envelope => Err(DispatchError::Render("unreachable format".into())),
         }
     }
 }
@@ -348,6 +351,9 @@ mod tests {
         assert_eq!(r.body.as_ptr(), e.raw.as_ptr(), "the stored bytes are shared, not copied");
         assert_eq!(r.content_type, "application/json");
         assert!(r.headers.is_empty());
+        assert!(!e.is_parsed(), "no value tree is built for the json format");
+        render(&endpoint(Format::Cloudevents, None), std::slice::from_ref(&e)).unwrap();
+        assert!(e.is_parsed(), "other formats parse the event once, on demand");
     }
 
     #[test]
