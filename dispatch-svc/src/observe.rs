@@ -18,6 +18,7 @@ pub const STREAM_LAG: &str = "herald_stream_lag";
 pub const RETRY_SET: &str = "herald_retry_set_size";
 pub const CIRCUIT_STATE: &str = "herald_circuit_state";
 pub const TOKEN_REQUESTS: &str = "herald_token_requests_total";
+pub const HOST_WAITS: &str = "herald_host_waits_total";
 
 /// Describes the dispatcher's series and starts its counters at zero, so a
 /// scrape shows every series (and `rate()` has a start) before the first
@@ -41,6 +42,7 @@ pub fn describe() {
     metrics::describe_gauge!("herald_live_actors", "endpoint actors alive in this dispatcher");
     metrics::describe_gauge!(CIRCUIT_STATE, "endpoints with a live actor, by circuit breaker state");
     metrics::describe_counter!(TOKEN_REQUESTS, "OAuth 2.0 client-credentials token requests, by result");
+    metrics::describe_counter!(HOST_WAITS, "attempts that waited for a slot of their host (HERALD_HOST_MAX_IN_FLIGHT)");
     for outcome in ["delivered", "retrying", "failed"] {
         metrics::counter!("herald_deliveries_total", "outcome" => outcome).increment(0);
     }
@@ -49,6 +51,7 @@ pub fn describe() {
     }
     metrics::counter!("herald_deliveries_parked_total").increment(0);
     metrics::counter!("herald_retries_scheduled_total").increment(0);
+    metrics::counter!(HOST_WAITS).increment(0);
     metrics::gauge!("herald_live_actors").increment(0.0);
     metrics::gauge!(herald_common::admin::REDIS_UP).set(0.0);
     for state in [Circuit::Closed, Circuit::Open, Circuit::HalfOpen] {
@@ -64,6 +67,7 @@ pub struct DeliveryMetrics {
     failed: Counter,
     pub retries_scheduled: Counter,
     pub attempt_duration: Histogram,
+    pub host_waits: Counter,
 }
 
 impl DeliveryMetrics {
@@ -76,6 +80,7 @@ impl DeliveryMetrics {
             failed: metrics::counter!("herald_deliveries_total", "outcome" => "failed"),
             retries_scheduled: metrics::counter!("herald_retries_scheduled_total"),
             attempt_duration: metrics::histogram!("herald_attempt_duration_seconds"),
+            host_waits: metrics::counter!(HOST_WAITS),
         })
     }
 

@@ -25,6 +25,7 @@ use serde_json::Value;
 use url::Url;
 
 use crate::health::Pause;
+use crate::observe::DeliveryMetrics;
 use crate::send::host_limit::HostSlots;
 use crate::send::http_client::{describe, read_prefix};
 use crate::send::oauth::{OAuthConfig, TokenCache};
@@ -307,7 +308,13 @@ impl PreparedEndpoint {
         // Held until the answer is read, as its connection is; the wait for
         // it is not part of the attempt's latency or timeout.
         let _slot = match &self.host_slots {
-            Some(slots) => slots.acquire().await.ok(),
+            Some(slots) => match slots.try_acquire() {
+                Ok(slot) => Some(slot),
+                Err(_) => {
+                    DeliveryMetrics::get().host_waits.increment(1);
+                    slots.acquire().await.ok()
+                }
+            },
             None => None,
         };
         let started = Instant::now();

@@ -479,6 +479,13 @@ async fn endpoints_of_one_host_share_its_bound() {
     publish_many(&mut c, 8).await;
 
     receiver.wait_for(24, WAIT).await;
+    let metrics = reqwest::get(format!("{}/metrics", stack.dispatch_admin_url)).await.unwrap().text().await.unwrap();
+    let waits: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("herald_host_waits_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_default();
+    assert!(waits >= 1.0, "attempts that waited for the host are counted:\n{metrics}");
     // The bound is shared out between the dispatcher's actor threads.
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(64);
     let most = threads.min(3) * bound.div_ceil(threads);
