@@ -95,8 +95,8 @@ impl EventHeader {
 /// A delivery id as stored after the body (its ULID, big-endian); `None`
 /// for an id Herald did not make.
 pub fn delivery_id_bytes(id: &str) -> Option<[u8; 16]> {
-    let bits = ids::ulid_bits(id.strip_prefix(ids::DELIVERY)?)?;
-    (ids::id_from_bits(ids::DELIVERY, bits) == id).then(|| bits.to_be_bytes())
+    // Canonical digits only, so the id made again from the bits is this one.
+    ids::canonical_ulid_bits(id.strip_prefix(ids::DELIVERY)?.as_bytes()).map(u128::to_be_bytes)
 }
 
 /// Where the delivery ids of a stored event start, from its first bytes
@@ -307,5 +307,10 @@ mod tests {
         assert_eq!(json_body("e-1", b"h2 1 2 3 4 2\n[]"), None);
         assert_eq!(delivery_id_bytes("dlv_x"), None);
         assert_eq!(delivery_id_bytes(&ids::new_id(ids::EVENT)), None);
+        let id = ids::new_id(ids::DELIVERY);
+        let bytes = delivery_id_bytes(&id).map(u128::from_be_bytes);
+        assert_eq!(bytes, ids::ulid_bits(&id));
+        let shouted = format!("{}{}", ids::DELIVERY, id[ids::DELIVERY.len()..].to_ascii_uppercase());
+        assert_eq!(delivery_id_bytes(&shouted), None, "only the spelling Herald makes");
     }
 }
