@@ -128,7 +128,7 @@ type Endpoints = HashMap<String, Option<Loaded>>;
 /// health of endpoints without an actor.
 async fn load(shared: &Shared, actors: &Actors, taken: &[Taken]) -> Result<(JobEvents, Endpoints), DispatchError> {
     // Each distinct event once, and each job's place among them.
-    let mut event_keys: Vec<(String, String)> = Vec::new();
+    let mut event_keys: Vec<(&str, &str)> = Vec::new();
     let mut places: HashMap<(&str, &str), usize> = HashMap::new();
     let mut job_places = Vec::with_capacity(taken.len());
     let mut endpoint_ids: Vec<String> = Vec::new();
@@ -136,7 +136,7 @@ async fn load(shared: &Shared, actors: &Actors, taken: &[Taken]) -> Result<(JobE
     for t in taken {
         let key = (t.job.tenant.as_str(), t.job.event_id.as_str());
         let place = *places.entry(key).or_insert_with(|| {
-            event_keys.push((t.job.tenant.clone(), t.job.event_id.clone()));
+            event_keys.push(key);
             event_keys.len() - 1
         });
         job_places.push(place);

@@ -48,7 +48,7 @@ impl Iterator for StoredEndpoints {
 pub async fn load_batch(
     conn: &mut RedisConn,
     keys: &Keys,
-    events: &[(String, String)],
+    events: &[(&str, &str)],
     endpoints: &[String],
 ) -> Result<BatchLoad, DispatchError> {
     let mut pipe = redis::pipe();
