@@ -726,10 +726,7 @@ async fn run_wrk(args: &Args, receiver: SocketAddr, sink: &Sink, dir: &Path) -> 
     let (headers, body) = sink.sample.get().cloned().unwrap_or_else(synthetic_delivery);
     let mut script = String::from("wrk.method = \"POST\"\n");
     let _ = writeln!(script, "wrk.body = [==[{}]==]", String::from_utf8_lossy(&body));
-    for (name, value) in headers {
-        if matches!(name.as_str(), "host" | "content-length" | "connection" | "transfer-encoding") {
-            continue;
-        }
+    for (name, value) in replayed_headers(&headers) {
         let _ = writeln!(script, "wrk.headers[\"{name}\"] = [==[{value}]==]");
     }
     let path = dir.join("post.lua");
@@ -761,6 +758,14 @@ async fn run_wrk(args: &Args, receiver: SocketAddr, sink: &Sink, dir: &Path) -> 
         let _ = write!(note, "; wrk: {}", errors.join("; "));
     }
     Ok((rps, note))
+}
+
+/// The captured headers a replay sends again: all but the framing, which
+/// the replaying client sets itself.
+fn replayed_headers(headers: &[(String, String)]) -> impl Iterator<Item = &(String, String)> {
+    headers
+        .iter()
+        .filter(|(name, _)| !matches!(name.as_str(), "host" | "content-length" | "connection" | "transfer-encoding"))
 }
 
 /// A delivery shaped like Herald's `json` format, used when no real one was captured.

@@ -18,14 +18,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
 use herald_common::url_policy::UrlPolicy;
+use herald_dispatch::send::attempt::RESPONSE_BODY_LIMIT;
 use herald_dispatch::send::http_client;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::Captured;
 
 pub const CHILD_FLAG: &str = "--client-floor-child";
-/// Answer bytes an attempt keeps; the floor reads as much.
-const RESPONSE_BODY_LIMIT: usize = 1024;
 
 /// What the child measured.
 pub struct Floor {
@@ -152,10 +151,7 @@ fn own_cpu_seconds() -> f64 {
 /// Header lines (`name: value`), a blank line, then the body.
 fn encode((headers, body): &Captured) -> Vec<u8> {
     let mut out = Vec::new();
-    for (name, value) in headers {
-        if matches!(name.as_str(), "host" | "content-length" | "connection" | "transfer-encoding") {
-            continue;
-        }
+    for (name, value) in crate::replayed_headers(headers) {
         out.extend_from_slice(format!("{name}: {value}\n").as_bytes());
     }
     out.push(b'\n');
